@@ -1,0 +1,228 @@
+//! The validated shapes of the files a user writes: `troupe.toml` ([`Settings`]),
+//! `agents/*.toml` ([`AgentSpec`]) and `experiments/*.toml` ([`ExperimentSpec`]).
+//!
+//! Invariant: a value of these types has passed validation; every reference in it (an expert's
+//! model alias, its experts, an experiment's root) names something that exists in the same
+//! [`Workbench`]. Paths are absolute.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::protocol::OnFinish;
+
+/// A place in a file, 1-based, for diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: u32,
+    pub col: u32,
+}
+
+/// Everything in one workbench folder, validated.
+#[derive(Clone, Debug)]
+pub struct Workbench {
+    /// The workbench folder (`--root`), absolute.
+    pub root: PathBuf,
+    pub settings: Settings,
+    /// Experts by name.
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// Experiments by name.
+    pub experiments: BTreeMap<String, ExperimentSpec>,
+}
+
+/// `troupe.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Where it was read from; `None` when the workbench has no `troupe.toml` (defaults apply).
+    pub path: Option<PathBuf>,
+    /// Model aliases (`[models.<alias>]`).
+    pub models: BTreeMap<String, ModelSpec>,
+    /// `[limits]`.
+    pub limits: Limits,
+}
+
+/// Which code serves a model alias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// The embedded model, in-process.
+    Local,
+    /// An OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// A deterministic script of replies: a test tool.
+    Scripted,
+}
+
+impl ProviderKind {
+    pub const ALL: [(&'static str, ProviderKind); 4] = [
+        ("local", ProviderKind::Local),
+        ("openai", ProviderKind::Openai),
+        ("anthropic", ProviderKind::Anthropic),
+        ("scripted", ProviderKind::Scripted),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Scripted => "scripted",
+        }
+    }
+}
+
+/// One `[models.<alias>]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub alias: String,
+    pub provider: ProviderKind,
+    /// The provider's model name (`gpt-4o-mini`, `smollm2-135m-instruct`, ...).
+    pub model: Option<String>,
+    /// `openai` / `anthropic`: the endpoint.
+    pub base_url: Option<String>,
+    /// The *name* of the environment variable holding the API key; never the key.
+    pub api_key_env: Option<String>,
+    /// `scripted`: the script file, absolute.
+    pub script: Option<PathBuf>,
+    /// Defaults for requests to this alias; an expert's own values win.
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    /// Where the table starts, for diagnostics found later (at run time).
+    pub location: Location,
+}
+
+/// `[limits]` in `troupe.toml`, after defaults and overrides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Root is depth 0; a subtask of the root is depth 1.
+    pub max_depth: u32,
+    pub max_children_per_agent: u32,
+    /// Subtasks (not counting the root) in `working` at once.
+    pub max_concurrent_subtasks: u32,
+    /// Subtasks created in one run, not counting the root.
+    pub max_subtasks_per_run: u32,
+    /// Model calls one agent may make.
+    pub max_turns_per_agent: u32,
+    /// Wall time of one subtask, root included.
+    pub max_wall_seconds_per_subtask: u64,
+    /// Input + output tokens of the whole run.
+    pub max_tokens_per_run: u64,
+    pub on_finish: OnFinish,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 4,
+            max_children_per_agent: 8,
+            max_concurrent_subtasks: 16,
+            max_subtasks_per_run: 200,
+            max_turns_per_agent: 12,
+            max_wall_seconds_per_subtask: 600,
+            max_tokens_per_run: 500_000,
+            on_finish: OnFinish::CancelChildren,
+        }
+    }
+}
+
+/// `[limits]` as written in an experiment: only the keys present override the workbench's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LimitsPatch {
+    pub max_depth: Option<u32>,
+    pub max_children_per_agent: Option<u32>,
+    pub max_concurrent_subtasks: Option<u32>,
+    pub max_subtasks_per_run: Option<u32>,
+    pub max_turns_per_agent: Option<u32>,
+    pub max_wall_seconds_per_subtask: Option<u64>,
+    pub max_tokens_per_run: Option<u64>,
+    pub on_finish: Option<OnFinish>,
+}
+
+impl Limits {
+    pub fn patched(mut self, patch: &LimitsPatch) -> Limits {
+        let LimitsPatch {
+            max_depth,
+            max_children_per_agent,
+            max_concurrent_subtasks,
+            max_subtasks_per_run,
+            max_turns_per_agent,
+            max_wall_seconds_per_subtask,
+            max_tokens_per_run,
+            on_finish,
+        } = *patch;
+        if let Some(v) = max_depth {
+            self.max_depth = v;
+        }
+        if let Some(v) = max_children_per_agent {
+            self.max_children_per_agent = v;
+        }
+        if let Some(v) = max_concurrent_subtasks {
+            self.max_concurrent_subtasks = v;
+        }
+        if let Some(v) = max_subtasks_per_run {
+            self.max_subtasks_per_run = v;
+        }
+        if let Some(v) = max_turns_per_agent {
+            self.max_turns_per_agent = v;
+        }
+        if let Some(v) = max_wall_seconds_per_subtask {
+            self.max_wall_seconds_per_subtask = v;
+        }
+        if let Some(v) = max_tokens_per_run {
+            self.max_tokens_per_run = v;
+        }
+        if let Some(v) = on_finish {
+            self.on_finish = v;
+        }
+        self
+    }
+}
+
+/// One expert, `agents/<name>.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSpec {
+    /// Unique in the workbench; defaults to the file's stem.
+    pub name: String,
+    /// Shown to agents that may call this expert.
+    pub description: String,
+    /// A model alias from `troupe.toml` (or the experiment's overrides).
+    pub model: String,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<u64>,
+    /// Overrides `limits.max_turns_per_agent`.
+    pub max_turns: Option<u32>,
+    /// Overrides `limits.max_children_per_agent`.
+    pub max_children: Option<u32>,
+    /// Overrides `limits.max_wall_seconds_per_subtask` for subtasks running this expert.
+    pub max_wall_seconds: Option<u64>,
+    /// Overrides `limits.on_finish`.
+    pub on_finish: Option<OnFinish>,
+    /// Tool names: built-ins (`call_agent`, ...) now, `mcp:<server>/<tool>` later.
+    pub tools: Vec<String>,
+    /// Experts this one may `call_agent` by name; `"*"` allows all.
+    pub experts: Vec<String>,
+    pub system_prompt: String,
+    /// The file, absolute.
+    pub path: PathBuf,
+}
+
+/// One experiment, `experiments/<name>.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentSpec {
+    /// Unique in the workbench; defaults to the file's stem.
+    pub name: String,
+    pub description: String,
+    /// The root agent: an expert's name.
+    pub root: String,
+    /// What the root agent is asked.
+    pub task: String,
+    /// `[models.<alias>]` tables that replace the workbench's aliases for this experiment.
+    pub models: BTreeMap<String, ModelSpec>,
+    /// `[limits]` overrides for this experiment.
+    pub limits: LimitsPatch,
+    /// The file, absolute.
+    pub path: PathBuf,
+}

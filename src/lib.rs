@@ -1,0 +1,19 @@
+//! troupe: a terminal workbench for experimenting with multi-agent LLM systems.
+//!
+//! Code map (see `ARCHITECTURE.md` for the invariants and the data flow):
+//! - [`protocol`]: ids, `subtask://` URIs, states, [`protocol::Event`] and [`protocol::Op`].
+//!   Pure data, the contract between the runtime and every view.
+//! - [`config`]: `troupe.toml`, `agents/*.toml`, `experiments/*.toml`: load, validate, and
+//!   diagnostics that point at a file, line and column.
+//! - [`runtime`]: the pure agent state machine and subtask registry, the built-in tools, and
+//!   the async driver that runs them against models.
+//! - [`model`]: the [`model::Model`] trait and its providers.
+//! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
+//! - [`serve`]: front ends other than the terminal UI (the headless progress line).
+
+pub mod config;
+pub mod findings;
+pub mod model;
+pub mod protocol;
+pub mod runtime;
+pub mod serve;

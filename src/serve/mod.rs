@@ -1,0 +1,1 @@
+//! Front ends other than the TUI. (Being written.)
