@@ -112,7 +112,7 @@ impl<'de> Deserialize<'de> for TaskId {
 pub struct ParseTaskIdError(pub String);
 
 /// A subtask's state, named as the Model Context Protocol names task states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Working,

@@ -1,4 +1,28 @@
-//! Loading and validating the workbench's files. (Being written.)
+//! Loading and validating the workbench's files (`troupe.toml`, `agents/*.toml`,
+//! `experiments/*.toml`) into a [`Workbench`], with [`Diagnostic`]s that point at a file, line
+//! and column, say what was expected and hint at a fix.
+//!
+//! Invariant: nothing outside this module parses these files; a [`Workbench`] exists only when
+//! loading found no error (warnings allowed), so its references all resolve.
+//!
+//! Map: [`types`] (the validated shapes), `diagnostic` (diagnostics and their rendering),
+//! `reader` (typed access to a spanned TOML table), `suggest` (did-you-mean), `settings`
+//! (`troupe.toml`, model and limit tables), `agent`, `experiment`, `workbench` (reading the
+//! folder, cross-file checks, lookups).
 
+mod agent;
+mod diagnostic;
+mod experiment;
+mod reader;
+mod settings;
+mod suggest;
 pub mod types;
+mod workbench;
+
+#[cfg(test)]
+mod tests;
+
+pub use agent::{BUILTIN_TOOLS, MCP_TOOL_PREFIX};
+pub use diagnostic::{Diagnostic, Loaded, Severity, render_diagnostics, render_diagnostics_with};
 pub use types::*;
+pub use workbench::{check_agent_text, load_workbench};

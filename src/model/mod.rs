@@ -1,1 +1,191 @@
-//! Models. (Being written.)
+//! Models: the [`Model`] trait every provider implements, and the table that maps a run's
+//! model aliases to providers.
+//!
+//! A provider turns a [`ModelRequest`] (messages, tool schemas, sampling) into a stream of
+//! [`ModelChunk`]s: text deltas, whole tool calls (a provider assembles argument fragments
+//! itself), usage, and notices such as "waiting for the model". Streams are channels so that a
+//! provider may produce them from a tokio task (HTTP) or from a blocking thread (in-process
+//! inference) alike.
+//!
+//! Invariant: the runtime knows providers only through this trait; nothing outside `model/`
+//! names a concrete provider except [`ModelTable::build`].
+
+pub mod scripted;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ModelSpec, ProviderKind};
+use crate::protocol::{ChatMessage, TaskId, ToolCall, ToolSpec, Usage};
+
+/// Sampling settings of one request. `None` leaves the provider's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// One chat completion to stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRequest {
+    /// The task asking: providers may key caches by it; the scripted provider matches on it.
+    pub task: TaskId,
+    /// The expert's name (`slm` for `call_slm`).
+    pub agent: String,
+    pub messages: Vec<ChatMessage>,
+    /// Tools the model may call this turn; empty means it must answer in text.
+    pub tools: Vec<ToolSpec>,
+    pub sampling: Sampling,
+}
+
+/// A piece of a streamed reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelChunk {
+    /// More assistant text.
+    TextDelta(String),
+    /// A complete tool call with parsed arguments.
+    ToolCall(ToolCall),
+    /// Tokens spent by this request (sent once, at the end).
+    Usage(Usage),
+    /// Something the user should see while waiting (queued for the model, retrying, ...).
+    Notice(String),
+}
+
+/// Why a model call failed. Each is shown to the user and recorded; none crashes a run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("the request was cancelled")]
+    Cancelled,
+    #[error("model alias `{alias}` uses provider `{provider}`, which this build of troupe cannot run yet")]
+    Unavailable { alias: String, provider: &'static str },
+    #[error("no model alias `{alias}` (known aliases: {known}); add [models.{alias}] to troupe.toml")]
+    UnknownAlias { alias: String, known: String },
+    #[error("scripted model: {0}")]
+    Script(String),
+    #[error("{0}")]
+    Provider(String),
+}
+
+/// The receiving end of a model's reply.
+pub struct ModelStream {
+    rx: mpsc::Receiver<Result<ModelChunk, ModelError>>,
+}
+
+impl ModelStream {
+    /// A stream and the sender a provider feeds it with. The bound keeps a fast producer from
+    /// running far ahead of the runtime.
+    pub fn channel() -> (mpsc::Sender<Result<ModelChunk, ModelError>>, ModelStream) {
+        let (tx, rx) = mpsc::channel(64);
+        (tx, ModelStream { rx })
+    }
+
+    /// The next chunk; `None` when the reply is complete.
+    pub async fn next(&mut self) -> Option<Result<ModelChunk, ModelError>> {
+        self.rx.recv().await
+    }
+}
+
+/// What a provider says about itself, for `task_created` events and the config snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub provider: &'static str,
+    /// The provider's model name, or the script's path for `scripted`.
+    pub model: String,
+    /// A content digest of the weights or script, when known, so a run can be repeated.
+    pub digest: Option<String>,
+}
+
+/// A chat model. Implementations must be cheap to call concurrently from many agents.
+pub trait Model: Send + Sync {
+    fn info(&self) -> ModelInfo;
+
+    /// Starts streaming a reply. Never blocks: work happens on a task or thread the provider
+    /// owns. When `cancel` fires the provider stops promptly and may end the stream with
+    /// [`ModelError::Cancelled`].
+    fn stream(&self, request: ModelRequest, cancel: CancellationToken) -> ModelStream;
+}
+
+/// The models of one run, by alias.
+#[derive(Clone, Default)]
+pub struct ModelTable {
+    models: BTreeMap<String, Arc<dyn Model>>,
+    /// Aliases whose provider this build cannot run, with the provider's name.
+    unavailable: BTreeMap<String, &'static str>,
+}
+
+impl ModelTable {
+    /// Builds a provider for each alias. Aliases whose provider this build cannot run are left
+    /// out; [`ModelTable::get`] then reports them as unavailable.
+    pub fn build(specs: &BTreeMap<String, ModelSpec>) -> Result<ModelTable, ModelBuildError> {
+        let mut models: BTreeMap<String, Arc<dyn Model>> = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
+        for (alias, spec) in specs {
+            match spec.provider {
+                ProviderKind::Scripted => {
+                    let script = spec.script.as_deref().ok_or_else(|| ModelBuildError {
+                        alias: alias.clone(),
+                        message: "provider `scripted` needs `script = \"<file>\"`".into(),
+                    })?;
+                    let model = scripted::ScriptedModel::load(script).map_err(|err| {
+                        ModelBuildError { alias: alias.clone(), message: err.to_string() }
+                    })?;
+                    models.insert(alias.clone(), Arc::new(model));
+                }
+                ProviderKind::Local | ProviderKind::Openai | ProviderKind::Anthropic => {
+                    unavailable.insert(alias.clone(), spec.provider.as_str());
+                }
+            }
+        }
+        Ok(ModelTable { models, unavailable })
+    }
+
+    /// A table from ready-made models (tests, benches).
+    pub fn from_models(models: impl IntoIterator<Item = (String, Arc<dyn Model>)>) -> Self {
+        ModelTable { models: models.into_iter().collect(), unavailable: BTreeMap::new() }
+    }
+
+    /// Whether `alias` is defined, runnable or not.
+    pub fn contains(&self, alias: &str) -> bool {
+        self.models.contains_key(alias) || self.unavailable.contains_key(alias)
+    }
+
+    pub fn get(&self, alias: &str) -> Result<&Arc<dyn Model>, ModelError> {
+        if let Some(model) = self.models.get(alias) {
+            return Ok(model);
+        }
+        match self.unavailable.get(alias) {
+            Some(provider) => Err(ModelError::Unavailable { alias: alias.to_owned(), provider }),
+            None => Err(ModelError::UnknownAlias {
+                alias: alias.to_owned(),
+                known: self.aliases().collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Every defined alias, runnable or not, sorted.
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        let mut all: Vec<&str> =
+            self.models.keys().chain(self.unavailable.keys()).map(String::as_str).collect();
+        all.sort_unstable();
+        all.into_iter()
+    }
+}
+
+/// A model alias that could not be set up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model alias `{alias}`: {message}")]
+pub struct ModelBuildError {
+    pub alias: String,
+    pub message: String,
+}
+
+/// A rough token count for providers that cannot count (the scripted one): about four
+/// characters a token, as for English text with common tokenizers.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}

@@ -1,1 +1,16 @@
-//! The runtime. (Being written.)
+//! The runtime: where agents run and delegate.
+//!
+//! - [`registry`]: the subtask resources of a run (pure).
+//! - [`agent`]: one agent's loop as a state machine (pure).
+//! - [`tools`]: the built-in tools' schemas and argument parsing (pure).
+//! - [`driver`]: the async shell that runs the machines against models on tokio and emits
+//!   every event.
+//!
+//! Invariant: only `driver` knows tokio; the other three are tested without it.
+
+pub mod agent;
+pub mod driver;
+pub mod registry;
+pub mod tools;
+
+pub use driver::{spawn_run, Clock, RunConfig, RunHandle, RunSummary, StartError, SystemClock};

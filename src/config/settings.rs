@@ -1,0 +1,344 @@
+//! `troupe.toml`: model aliases, limits, and the names of declared MCP servers; plus the
+//! `[models.<alias>]` and `[limits]` readers that experiments share.
+//!
+//! Invariant: a [`ModelSpec`] is only produced from a table that had no error, and its `script`
+//! is absolute and existed when read; an alias whose table had errors is still recorded in
+//! [`SettingsDraft::aliases`] so that references to it are not reported a second time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::diagnostic::Diagnostic;
+use super::reader::{Cx, Located, Schema, Source, Table};
+use super::types::{Limits, LimitsPatch, ModelSpec, ProviderKind, Settings};
+use crate::protocol::OnFinish;
+
+pub(crate) const ON_FINISH: [(&str, OnFinish); 2] = [
+    ("cancel_children", OnFinish::CancelChildren),
+    ("wait_for_children", OnFinish::WaitForChildren),
+];
+
+const TOP_SCHEMA: Schema = &[
+    ("models", "[models.small]"),
+    ("limits", "[limits]"),
+    ("mcp", "[mcp.servers.time]"),
+    ("memory", "[memory]"),
+];
+
+pub(crate) const MODEL_SCHEMA: Schema = &[
+    ("provider", "provider = \"local\""),
+    ("model", "model = \"smollm2-135m-instruct\""),
+    ("base_url", "base_url = \"https://api.openai.com/v1\""),
+    ("api_key_env", "api_key_env = \"OPENAI_API_KEY\""),
+    ("script", "script = \"scripts/replies.toml\""),
+    ("temperature", "temperature = 0.2"),
+    ("max_tokens", "max_tokens = 512"),
+];
+
+pub(crate) const LIMITS_SCHEMA: Schema = &[
+    ("max_depth", "max_depth = 4"),
+    ("max_children_per_agent", "max_children_per_agent = 8"),
+    ("max_concurrent_subtasks", "max_concurrent_subtasks = 16"),
+    ("max_subtasks_per_run", "max_subtasks_per_run = 200"),
+    ("max_turns_per_agent", "max_turns_per_agent = 12"),
+    (
+        "max_wall_seconds_per_subtask",
+        "max_wall_seconds_per_subtask = 600",
+    ),
+    ("max_tokens_per_run", "max_tokens_per_run = 500000"),
+    ("on_finish", "on_finish = \"cancel_children\""),
+];
+
+const API_KEY_HINT: &str = "put the key in an environment variable and name the variable here";
+
+/// What `troupe.toml` declares, as far as it could be read.
+#[derive(Clone, Debug)]
+pub(crate) struct SettingsDraft {
+    /// The aliases that were read without error, and the limits.
+    pub settings: Settings,
+    /// Every alias declared, including those whose tables had errors.
+    pub aliases: BTreeSet<String>,
+    /// Names of the `[mcp.servers.<name>]` tables.
+    pub mcp_servers: BTreeSet<String>,
+    /// False when the file could not be read or parsed: references into it are not checked.
+    pub complete: bool,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl SettingsDraft {
+    fn defaults(path: Option<PathBuf>) -> Self {
+        SettingsDraft {
+            settings: Settings {
+                path,
+                models: BTreeMap::new(),
+                limits: Limits::default(),
+            },
+            aliases: BTreeSet::new(),
+            mcp_servers: BTreeSet::new(),
+            complete: true,
+            diags: Vec::new(),
+        }
+    }
+
+    /// `troupe.toml` is absent: every default applies.
+    pub fn absent() -> Self {
+        Self::defaults(None)
+    }
+
+    /// `troupe.toml` exists but could not be read.
+    pub fn unreadable(diag: Diagnostic, abs_path: PathBuf) -> Self {
+        let mut draft = Self::defaults(Some(abs_path));
+        draft.complete = false;
+        draft.diags.push(diag);
+        draft
+    }
+
+    /// Reads `troupe.toml` from `src` (shown as `src.path`, found at `abs_path`).
+    pub fn read(src: &Source, abs_path: &Path) -> Self {
+        let mut draft = Self::defaults(Some(abs_path.to_path_buf()));
+        let mut cx = Cx::new(src);
+        let Some(doc) = src.parse(&mut cx.diags) else {
+            draft.complete = false;
+            draft.diags = cx.diags;
+            return draft;
+        };
+        let top = Table::document(&doc, TOP_SCHEMA);
+        top.check_unknown(&mut cx);
+        let dirs = Dirs::of(&src.path, abs_path);
+        if let Some(models) = top.get("models") {
+            let (specs, aliases) = read_models(&mut cx, models, &dirs);
+            draft.settings.models = specs;
+            draft.aliases = aliases;
+        }
+        if let Some(patch) = top.get("limits").and_then(|v| read_limits(&mut cx, v)) {
+            draft.settings.limits = Limits::default().patched(&patch);
+        }
+        draft.mcp_servers = mcp_servers(top.get("mcp"));
+        draft.diags = cx.diags;
+        draft
+    }
+}
+
+/// The folder of the file being read, as shown in diagnostics and as an absolute path: relative
+/// `script` paths resolve against it.
+pub(crate) struct Dirs {
+    pub shown: PathBuf,
+    pub abs: PathBuf,
+}
+
+impl Dirs {
+    pub fn of(shown_file: &Path, abs_file: &Path) -> Self {
+        Dirs {
+            shown: shown_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            abs: abs_file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+}
+
+/// `[models.<alias>]` tables: the specs read without error, and every alias declared.
+pub(crate) fn read_models(
+    cx: &mut Cx<'_>,
+    models: &Spanned<DeValue<'_>>,
+    dirs: &Dirs,
+) -> (BTreeMap<String, ModelSpec>, BTreeSet<String>) {
+    let mut specs = BTreeMap::new();
+    let mut aliases = BTreeSet::new();
+    let Some(table) = Table::nested(cx, "models", models, "[models.small]", &[]) else {
+        return (specs, aliases);
+    };
+    for (alias, value) in table.table.iter() {
+        let alias = alias.get_ref().to_string();
+        aliases.insert(alias.clone());
+        if let Some(spec) = read_model(cx, &alias, value, dirs) {
+            specs.insert(alias, spec);
+        }
+    }
+    (specs, aliases)
+}
+
+fn read_model(
+    cx: &mut Cx<'_>,
+    alias: &str,
+    value: &Spanned<DeValue<'_>>,
+    dirs: &Dirs,
+) -> Option<ModelSpec> {
+    let errors_before = cx.diags.len();
+    let example = format!("[models.{alias}] followed by provider = \"local\"");
+    let table = Table::nested(
+        cx,
+        &format!("models.{alias}"),
+        value,
+        &example,
+        MODEL_SCHEMA,
+    )?;
+    table.check_unknown(cx);
+    let provider = table
+        .choice(cx, "provider", &ProviderKind::ALL)
+        .map(|p| p.value);
+    if table.get("provider").is_none() {
+        table.missing(cx, "provider");
+    }
+    let model = table.string(cx, "model").map(|m| m.value);
+    if model.is_none() && table.get("model").is_none() {
+        let example = match provider {
+            Some(ProviderKind::Openai) => Some("model = \"gpt-4o-mini\""),
+            Some(ProviderKind::Anthropic) => Some("model = \"claude-3-5-haiku-latest\""),
+            _ => None,
+        };
+        if let Some(example) = example {
+            table.missing_with_hint(cx, "model", format!("for example: {example}"));
+        }
+    }
+    let base_url = table.string(cx, "base_url");
+    let bad_url = |url: &&Located<String>| {
+        !(url.value.starts_with("http://") || url.value.starts_with("https://"))
+    };
+    if let Some(url) = base_url.as_ref().filter(bad_url) {
+        cx.push(
+            Diagnostic::error(
+                url.at.clone(),
+                format!(
+                    "`base_url` must start with http:// or https://, found `{}`",
+                    url.value
+                ),
+            )
+            .with_hint("for example: base_url = \"https://api.openai.com/v1\""),
+        );
+    }
+    let api_key_env = table.string(cx, "api_key_env");
+    let bad_var = |v: &&Located<String>| !is_env_var_name(&v.value) || looks_like_key(&v.value);
+    if let Some(var) = api_key_env.as_ref().filter(bad_var) {
+        // Never echo the value: it may be a secret.
+        let message = if looks_like_key(&var.value) {
+            "`api_key_env` must be the name of an environment variable, not the key itself"
+        } else {
+            "`api_key_env` must be the name of an environment variable (letters, digits and `_`, not starting with a digit)"
+        };
+        cx.push(Diagnostic::error(var.at.clone(), message).with_hint(API_KEY_HINT));
+    }
+    let script = table.string(cx, "script");
+    let script = match (&script, provider) {
+        (None, Some(ProviderKind::Scripted)) if table.get("script").is_none() => {
+            table.missing_with_hint(
+                cx,
+                "script",
+                "provider \"scripted\" replays a script file, for example: script = \"scripts/replies.toml\""
+                    .to_owned(),
+            );
+            None
+        }
+        (Some(script), Some(ProviderKind::Scripted)) => {
+            let abs = dirs.abs.join(&script.value);
+            if abs.is_file() {
+                Some(abs)
+            } else {
+                let shown = dirs.shown.join(&script.value);
+                let what = if abs.exists() {
+                    "is not a file"
+                } else {
+                    "does not exist"
+                };
+                cx.push(
+                    Diagnostic::error(
+                        script.at.clone(),
+                        format!("script `{}` {what}", script.value),
+                    )
+                    .with_hint(format!(
+                        "`script` is relative to the folder of this file; looked for {}",
+                        shown.display()
+                    )),
+                );
+                None
+            }
+        }
+        (Some(script), Some(other)) => {
+            cx.push(
+                Diagnostic::warning(
+                    script.at.clone(),
+                    format!("`script` is ignored: provider is `{}`", other.as_str()),
+                )
+                .with_hint("only provider = \"scripted\" reads a script"),
+            );
+            None
+        }
+        _ => None,
+    };
+    let temperature = table.f32(cx, "temperature", 0.0, 2.0);
+    let max_tokens = table.u32(cx, "max_tokens", true);
+    let had_errors = cx
+        .diags
+        .iter()
+        .skip(errors_before)
+        .any(Diagnostic::is_error);
+    if had_errors {
+        return None;
+    }
+    Some(ModelSpec {
+        alias: alias.to_owned(),
+        provider: provider?,
+        model,
+        base_url: base_url.map(|u| u.value),
+        api_key_env: api_key_env.map(|v| v.value),
+        script,
+        temperature,
+        max_tokens,
+        location: table.header(cx),
+    })
+}
+
+/// The names of the `[mcp.servers.<name>]` tables under a top-level `mcp` value, which is
+/// otherwise reserved and not checked.
+fn mcp_servers(mcp: Option<&Spanned<DeValue<'_>>>) -> BTreeSet<String> {
+    let servers = mcp
+        .and_then(|mcp| mcp.get_ref().as_table())
+        .and_then(|mcp| mcp.get("servers"))
+        .and_then(|servers| servers.get_ref().as_table());
+    servers.map_or_else(BTreeSet::new, |servers| {
+        servers.keys().map(|k| k.get_ref().to_string()).collect()
+    })
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A value that is probably an API key rather than a variable's name: a known key prefix, a
+/// character no variable name has, or a long mixed-case string of letters and digits.
+fn looks_like_key(value: &str) -> bool {
+    let has = |f: fn(char) -> bool| value.chars().any(f);
+    value.starts_with("sk-")
+        || value.starts_with("sk_")
+        || has(|c| c == '-' || c == '.' || c == '/' || c == '+' || c == '=')
+        || value.len() >= 20
+            && !has(|c| c == '_')
+            && has(|c| c.is_ascii_lowercase())
+            && has(|c| c.is_ascii_uppercase())
+            && has(|c| c.is_ascii_digit())
+}
+
+/// A `[limits]` table as a patch: only the keys present are set. `None` when not a table.
+pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Option<LimitsPatch> {
+    let table = Table::nested(cx, "limits", value, "[limits]", LIMITS_SCHEMA)?;
+    table.check_unknown(cx);
+    Some(LimitsPatch {
+        max_depth: table.u32(cx, "max_depth", false),
+        max_children_per_agent: table.u32(cx, "max_children_per_agent", false),
+        max_concurrent_subtasks: table.u32(cx, "max_concurrent_subtasks", true),
+        max_subtasks_per_run: table.u32(cx, "max_subtasks_per_run", false),
+        max_turns_per_agent: table.u32(cx, "max_turns_per_agent", true),
+        max_wall_seconds_per_subtask: table.u64(cx, "max_wall_seconds_per_subtask", true),
+        max_tokens_per_run: table.u64(cx, "max_tokens_per_run", true),
+        on_finish: table.choice(cx, "on_finish", &ON_FINISH).map(|c| c.value),
+    })
+}

@@ -1,0 +1,400 @@
+//! The agent state machine: one agent's loop of model turns and tool calls, as a sans-IO
+//! machine. Inputs arrive through `handle_*`; what the driver must do next comes out of
+//! [`AgentMachine::poll_effect`].
+//!
+//! Invariants: pure (no tokio, no clock, no I/O). The conversation only grows. Every tool call
+//! a model makes gets exactly one result in the conversation, in call order, before the next
+//! model turn. The turn limit is enforced here: the last allowed turn is told so and offered no
+//! tools, and a model that still calls tools then fails the agent with the limit named.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use crate::protocol::{ChatMessage, ToolCall};
+
+/// Who the agent is, as far as its loop is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSetup {
+    pub system_prompt: String,
+    pub task: String,
+    /// Names of the tools the agent is offered; calls to anything else are refused.
+    pub tool_names: Vec<String>,
+    /// Model calls allowed, at least 1.
+    pub max_turns: u32,
+}
+
+/// What the driver must do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentEffect {
+    /// A message joined the conversation (record it).
+    Message(ChatMessage),
+    /// Ask the model for the next turn over [`AgentMachine::conversation`]. On the last turn
+    /// `offer_tools` is false.
+    CallModel { turn: u32, offer_tools: bool },
+    /// Execute a tool call and report with [`AgentMachine::handle_tool_result`].
+    RunTool(ToolCall),
+    /// A call the machine refused itself (unknown tool, arguments not an object); its error
+    /// result is already in the conversation. Record it like a tool call and its result.
+    ToolRefused { call: ToolCall, error: String },
+    /// The agent answered.
+    Finish(String),
+    /// The agent cannot go on.
+    Fail { error: String, limit: Option<TurnLimit> },
+}
+
+/// The turn limit, when it is what stopped the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TurnLimit {
+    pub max_turns: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum State {
+    AwaitingModel,
+    AwaitingTools { calls: Vec<ToolCall>, results: Vec<Option<(String, bool)>> },
+    Done,
+}
+
+/// One agent's loop.
+#[derive(Debug)]
+pub struct AgentMachine {
+    setup: AgentSetup,
+    conversation: Vec<ChatMessage>,
+    turns_used: u32,
+    empty_replies: u32,
+    state: State,
+    effects: VecDeque<AgentEffect>,
+}
+
+impl AgentMachine {
+    /// Starts the loop: the system prompt and the task join the conversation, and the first
+    /// model turn is requested.
+    pub fn new(setup: AgentSetup) -> Self {
+        let mut machine = AgentMachine {
+            conversation: Vec::new(),
+            turns_used: 0,
+            empty_replies: 0,
+            state: State::AwaitingModel,
+            effects: VecDeque::new(),
+            setup: AgentSetup { max_turns: setup.max_turns.max(1), ..setup },
+        };
+        if !machine.setup.system_prompt.trim().is_empty() {
+            machine.push(ChatMessage::system(machine.setup.system_prompt.clone()));
+        }
+        machine.push(ChatMessage::user(machine.setup.task.clone()));
+        machine.request_turn();
+        machine
+    }
+
+    pub fn conversation(&self) -> &[ChatMessage] {
+        &self.conversation
+    }
+
+    pub fn turns_used(&self) -> u32 {
+        self.turns_used
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_effect(&mut self) -> Option<AgentEffect> {
+        self.effects.pop_front()
+    }
+
+    /// The model finished a turn.
+    pub fn handle_model_reply(&mut self, text: String, tool_calls: Vec<ToolCall>) {
+        if self.state != State::AwaitingModel {
+            return;
+        }
+        let offered_tools = self.tools_offered_this_turn();
+        self.push(ChatMessage::assistant(text.clone(), tool_calls.clone()));
+        if tool_calls.is_empty() {
+            if text.trim().is_empty() {
+                self.empty_replies += 1;
+                self.push(ChatMessage::user(
+                    "[troupe] Your reply was empty. Answer the task, or call one of your tools.",
+                ));
+                self.request_turn();
+            } else {
+                self.finish(AgentEffect::Finish(text));
+            }
+            return;
+        }
+        if !offered_tools {
+            let max_turns = self.setup.max_turns;
+            self.finish(AgentEffect::Fail {
+                error: format!(
+                    "max_turns_per_agent is {max_turns}: the agent still called tools on its last turn instead of answering"
+                ),
+                limit: Some(TurnLimit { max_turns }),
+            });
+            return;
+        }
+        let mut results = Vec::with_capacity(tool_calls.len());
+        for call in &tool_calls {
+            match self.refusal(call) {
+                Some(error) => {
+                    self.effects.push_back(AgentEffect::ToolRefused { call: call.clone(), error: error.clone() });
+                    results.push(Some((error, true)));
+                }
+                None => {
+                    self.effects.push_back(AgentEffect::RunTool(call.clone()));
+                    results.push(None);
+                }
+            }
+        }
+        self.state = State::AwaitingTools { calls: tool_calls, results };
+        self.complete_tools_if_ready();
+    }
+
+    /// The model call failed (after the provider's own retries).
+    pub fn handle_model_error(&mut self, error: String) {
+        if self.state != State::AwaitingModel {
+            return;
+        }
+        self.finish(AgentEffect::Fail { error: format!("model error: {error}"), limit: None });
+    }
+
+    /// A tool call's result. Unknown call ids and late results are ignored.
+    pub fn handle_tool_result(&mut self, call_id: &str, content: String, is_error: bool) {
+        let State::AwaitingTools { calls, results } = &mut self.state else { return };
+        let Some(index) = calls.iter().position(|c| c.id == call_id) else { return };
+        if results[index].is_none() {
+            results[index] = Some((content, is_error));
+        }
+        self.complete_tools_if_ready();
+    }
+
+    /// The agent was cancelled: nothing more will be asked of the driver.
+    pub fn handle_cancel(&mut self) {
+        self.state = State::Done;
+        self.effects.clear();
+    }
+
+    fn complete_tools_if_ready(&mut self) {
+        let State::AwaitingTools { calls, results } = &self.state else { return };
+        if results.iter().any(Option::is_none) {
+            return;
+        }
+        let messages: Vec<ChatMessage> = calls
+            .iter()
+            .zip(results)
+            .filter_map(|(call, result)| {
+                result.as_ref().map(|(content, is_error)| ChatMessage::tool_result(call, content.clone(), *is_error))
+            })
+            .collect();
+        // Tool results are recorded by the driver as `tool_result` events, so they are not
+        // emitted again as `Message` effects.
+        self.conversation.extend(messages);
+        self.state = State::AwaitingModel;
+        self.request_turn();
+    }
+
+    fn refusal(&self, call: &ToolCall) -> Option<String> {
+        if !self.setup.tool_names.iter().any(|t| *t == call.name) {
+            let available = if self.setup.tool_names.is_empty() {
+                "you have no tools; answer in text".to_owned()
+            } else {
+                format!("your tools are: {}", self.setup.tool_names.join(", "))
+            };
+            return Some(format!("unknown tool `{}`: {available}", call.name));
+        }
+        if !matches!(call.arguments, Value::Object(_)) {
+            return Some(format!(
+                "the arguments of `{}` must be a JSON object, got {}",
+                call.name, call.arguments
+            ));
+        }
+        None
+    }
+
+    fn tools_offered_this_turn(&self) -> bool {
+        !self.setup.tool_names.is_empty() && self.turns_used < self.setup.max_turns
+    }
+
+    fn request_turn(&mut self) {
+        let max_turns = self.setup.max_turns;
+        if self.turns_used >= max_turns {
+            self.finish(AgentEffect::Fail {
+                error: format!("max_turns_per_agent is {max_turns}: the agent used all its turns without answering"),
+                limit: Some(TurnLimit { max_turns }),
+            });
+            return;
+        }
+        self.turns_used += 1;
+        let last = self.turns_used == max_turns;
+        if last && !self.setup.tool_names.is_empty() {
+            self.push(ChatMessage::user(format!(
+                "[troupe] This is your last turn (max_turns = {max_turns}). Tools are no longer available: answer now with what you have."
+            )));
+        }
+        self.state = State::AwaitingModel;
+        self.effects.push_back(AgentEffect::CallModel {
+            turn: self.turns_used,
+            offer_tools: !last && !self.setup.tool_names.is_empty(),
+        });
+    }
+
+    fn push(&mut self, message: ChatMessage) {
+        self.effects.push_back(AgentEffect::Message(message.clone()));
+        self.conversation.push(message);
+    }
+
+    fn finish(&mut self, effect: AgentEffect) {
+        self.state = State::Done;
+        self.effects.push_back(effect);
+    }
+}
+
+impl AgentMachine {
+    /// Whether the current turn offers tools (the driver passes the tool schemas only then).
+    pub fn offers_tools(&self) -> bool {
+        self.turns_used < self.setup.max_turns && !self.setup.tool_names.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Role;
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    fn setup(max_turns: u32) -> AgentSetup {
+        AgentSetup {
+            system_prompt: "You delegate.".into(),
+            task: "Do the thing".into(),
+            tool_names: vec!["call_agent".into(), "get_task_status".into()],
+            max_turns,
+        }
+    }
+
+    fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments }
+    }
+
+    fn drain(machine: &mut AgentMachine) -> Vec<AgentEffect> {
+        std::iter::from_fn(|| machine.poll_effect()).collect()
+    }
+
+    #[test]
+    fn starts_with_system_and_task_then_asks_the_model() {
+        let mut machine = AgentMachine::new(setup(4));
+        assert_eq!(
+            drain(&mut machine),
+            vec![
+                AgentEffect::Message(ChatMessage::system("You delegate.")),
+                AgentEffect::Message(ChatMessage::user("Do the thing")),
+                AgentEffect::CallModel { turn: 1, offer_tools: true },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_text_reply_finishes() {
+        let mut machine = AgentMachine::new(setup(4));
+        drain(&mut machine);
+        machine.handle_model_reply("All done.".into(), vec![]);
+        assert_eq!(
+            drain(&mut machine),
+            vec![
+                AgentEffect::Message(ChatMessage::assistant("All done.", vec![])),
+                AgentEffect::Finish("All done.".into()),
+            ]
+        );
+        assert!(machine.is_done());
+    }
+
+    #[test]
+    fn tool_results_join_in_call_order_whatever_order_they_arrive_in() {
+        let mut machine = AgentMachine::new(setup(4));
+        drain(&mut machine);
+        let a = call("1", "call_agent", json!({"task": "a"}));
+        let b = call("2", "get_task_status", json!({"uri": "subtask://000001"}));
+        machine.handle_model_reply(String::new(), vec![a.clone(), b.clone()]);
+        let effects = drain(&mut machine);
+        assert_eq!(effects[1..], [AgentEffect::RunTool(a.clone()), AgentEffect::RunTool(b.clone())]);
+
+        machine.handle_tool_result("2", "B".into(), false);
+        assert_eq!(drain(&mut machine), vec![], "waits for every result");
+        machine.handle_tool_result("1", "A".into(), true);
+        assert_eq!(drain(&mut machine), vec![AgentEffect::CallModel { turn: 2, offer_tools: true }]);
+        let tail: Vec<_> = machine.conversation()[3..].iter().map(|m| (m.role, m.content.clone(), m.is_error)).collect();
+        assert_eq!(tail, vec![(Role::Tool, "A".into(), true), (Role::Tool, "B".into(), false)]);
+    }
+
+    #[test]
+    fn unknown_tools_and_bad_arguments_are_refused_as_tool_errors() {
+        let mut machine = AgentMachine::new(setup(4));
+        drain(&mut machine);
+        let bad = call("1", "rm_rf", json!({}));
+        let not_object = call("2", "call_agent", json!("task"));
+        machine.handle_model_reply(String::new(), vec![bad.clone(), not_object.clone()]);
+        let effects = drain(&mut machine);
+        assert_eq!(
+            effects[1..],
+            [
+                AgentEffect::ToolRefused {
+                    call: bad,
+                    error: "unknown tool `rm_rf`: your tools are: call_agent, get_task_status".into()
+                },
+                AgentEffect::ToolRefused {
+                    call: not_object,
+                    error: "the arguments of `call_agent` must be a JSON object, got \"task\"".into()
+                },
+                AgentEffect::CallModel { turn: 2, offer_tools: true },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_turn_offers_no_tools_and_calling_one_anyway_fails_with_the_limit() {
+        let mut machine = AgentMachine::new(setup(2));
+        drain(&mut machine);
+        machine.handle_model_reply(String::new(), vec![call("1", "call_agent", json!({"task": "x"}))]);
+        drain(&mut machine);
+        machine.handle_tool_result("1", "{}".into(), false);
+        let effects = drain(&mut machine);
+        assert!(matches!(&effects[0], AgentEffect::Message(m) if m.content.contains("last turn")));
+        assert_eq!(effects[1], AgentEffect::CallModel { turn: 2, offer_tools: false });
+
+        machine.handle_model_reply(String::new(), vec![call("2", "call_agent", json!({"task": "y"}))]);
+        let effects = drain(&mut machine);
+        assert!(
+            matches!(effects.last(), Some(AgentEffect::Fail { limit: Some(TurnLimit { max_turns: 2 }), .. })),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn empty_replies_are_nudged_and_count_as_turns() {
+        let mut machine = AgentMachine::new(setup(2));
+        drain(&mut machine);
+        machine.handle_model_reply("  ".into(), vec![]);
+        let effects = drain(&mut machine);
+        assert!(effects.iter().any(|e| matches!(e, AgentEffect::Message(m) if m.content.contains("empty"))));
+        machine.handle_model_reply(String::new(), vec![]);
+        let effects = drain(&mut machine);
+        assert!(matches!(effects.last(), Some(AgentEffect::Fail { limit: Some(_), .. })), "{effects:?}");
+    }
+
+    #[test]
+    fn model_errors_fail_and_cancel_silences() {
+        let mut machine = AgentMachine::new(setup(3));
+        drain(&mut machine);
+        machine.handle_model_error("connection reset".into());
+        assert_eq!(
+            drain(&mut machine),
+            vec![AgentEffect::Fail { error: "model error: connection reset".into(), limit: None }]
+        );
+
+        let mut machine = AgentMachine::new(setup(3));
+        machine.handle_cancel();
+        assert_eq!(drain(&mut machine), vec![]);
+        machine.handle_model_reply("late".into(), vec![]);
+        assert_eq!(drain(&mut machine), vec![]);
+    }
+}

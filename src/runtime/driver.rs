@@ -1,0 +1,867 @@
+//! The async driver: runs one run on tokio. It owns the [`Registry`], spawns a task per
+//! subtask, feeds each agent's [`AgentMachine`] with model replies and tool results, executes
+//! the built-in tools, enforces the limits that need a clock or a total, and emits every
+//! [`Event`].
+//!
+//! Invariants:
+//! - The registry and the event sequence live under one `std` mutex, never held across an
+//!   `.await`; an event is sent while the state change it reports is applied, so `seq` order is
+//!   the order things happened and a consumer never sees a result before its task.
+//! - Every subtask has a cancellation token that is a child of its parent's, so cancelling a
+//!   task reaches its whole subtree even before the registry sweep marks it.
+//! - `run_finished` is the last event of a run; nothing is emitted after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{AgentEffect, AgentMachine, AgentSetup};
+use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
+use super::tools::{builtin_spec, parse_builtin, BuiltinCall, ExpertOffer, ToolContext};
+use crate::config::{AgentSpec, Limits};
+use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
+use crate::protocol::{
+    ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind,
+    TaskResource, TaskStatus, ToolCall, ToolSpec, Usage,
+};
+
+/// The source of time for timestamps. Tests may substitute their own.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+/// Wall-clock time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis)
+    }
+}
+
+/// Everything a run needs, resolved from the workbench and the experiment.
+#[derive(Clone)]
+pub struct RunConfig {
+    pub run_id: String,
+    pub experiment: String,
+    /// The expert that runs as the root agent.
+    pub root_agent: String,
+    pub task: String,
+    /// Every expert of the workbench, by name.
+    pub agents: BTreeMap<String, AgentSpec>,
+    pub limits: Limits,
+    pub models: ModelTable,
+    /// The alias `call_slm` uses when the call names none.
+    pub slm_alias: String,
+    /// Varies subtask URIs between runs.
+    pub salt: u32,
+}
+
+/// How a run ended, as `troupe run` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub status: RunStatus,
+    pub root: TaskId,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub usage: Usage,
+    pub tasks: TaskCounts,
+    pub elapsed_ms: u64,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no expert named `{0}` in agents/")]
+    UnknownRoot(String),
+    #[error("{0}")]
+    Model(#[from] ModelError),
+}
+
+/// A running run: send it [`Op`]s, wait for its end, read its tasks.
+pub struct RunHandle {
+    shared: Arc<Shared>,
+    root: TaskId,
+    join: Option<JoinHandle<RunSummary>>,
+}
+
+impl RunHandle {
+    pub fn root(&self) -> TaskId {
+        self.root
+    }
+
+    /// Applies a command from a view.
+    pub fn send(&self, op: Op) {
+        self.shared.handle_op(op);
+    }
+
+    /// Waits for the run to end. Cancelling the run with [`Op::CancelRun`] ends it promptly.
+    pub async fn wait(&mut self) -> RunSummary {
+        match self.join.take() {
+            Some(join) => match join.await {
+                Ok(summary) => summary,
+                Err(err) => self.shared.summary_after_crash(self.root, &err.to_string()),
+            },
+            None => self.shared.summary_after_crash(self.root, "the run was already waited for"),
+        }
+    }
+
+    /// A task's resource, as `get_task_status` would return it.
+    pub fn resource(&self, id: TaskId) -> Option<TaskResource> {
+        self.shared.lock().registry.resource(id).ok()
+    }
+
+    pub fn counts(&self) -> TaskCounts {
+        self.shared.lock().registry.counts()
+    }
+}
+
+/// An expert as the driver runs it.
+struct Profile {
+    name: Arc<str>,
+    model: Arc<str>,
+    spec: Arc<AgentSpec>,
+    tools: Vec<ToolSpec>,
+    tool_names: Vec<String>,
+    max_turns: u32,
+    max_children: u32,
+    wall: Duration,
+    on_finish: OnFinish,
+    sampling: Sampling,
+}
+
+struct State {
+    registry: Registry,
+    next_seq: u64,
+    /// Tokens of tasks not yet terminal.
+    tokens: HashMap<TaskId, CancellationToken>,
+    /// Long-polls waiting for a task to end.
+    waiters: HashMap<TaskId, Arc<Notify>>,
+    /// Set once `run_finished` is sent.
+    closed: bool,
+    root: Option<TaskId>,
+}
+
+struct Shared {
+    profiles: BTreeMap<String, Arc<Profile>>,
+    limits: Limits,
+    models: ModelTable,
+    slm_alias: String,
+    clock: Arc<dyn Clock>,
+    events: mpsc::UnboundedSender<Event>,
+    state: Mutex<State>,
+    started_at: Millis,
+}
+
+/// Starts a run. Events go to `events` as they happen; the last is `run_finished`.
+pub fn spawn_run(
+    config: RunConfig,
+    events: mpsc::UnboundedSender<Event>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunHandle, StartError> {
+    let profiles = build_profiles(&config);
+    let root_profile = profiles
+        .get(&config.root_agent)
+        .cloned()
+        .ok_or_else(|| StartError::UnknownRoot(config.root_agent.clone()))?;
+    config.models.get(&root_profile.model)?;
+    let started_at = clock.now();
+    let shared = Arc::new(Shared {
+        profiles,
+        limits: config.limits,
+        models: config.models.clone(),
+        slm_alias: config.slm_alias.clone(),
+        clock,
+        events,
+        state: Mutex::new(State {
+            registry: Registry::new(config.salt),
+            next_seq: 0,
+            tokens: HashMap::new(),
+            waiters: HashMap::new(),
+            closed: false,
+            root: None,
+        }),
+        started_at,
+    });
+
+    let root_token = CancellationToken::new();
+    let root = {
+        let mut state = shared.lock();
+        shared.emit(
+            &mut state,
+            EventBody::RunStarted {
+                run_id: config.run_id.clone(),
+                experiment: config.experiment.clone(),
+                root_agent: config.root_agent.clone(),
+                task: config.task.clone(),
+            },
+        );
+        let new = NewTask {
+            parent: None,
+            kind: TaskKind::Agent,
+            agent: root_profile.name.clone(),
+            model: root_profile.model.clone(),
+            task: config.task.clone(),
+        };
+        let no_limits = CreateLimits { max_depth: u32::MAX, max_children: u32::MAX, max_concurrent: u32::MAX, max_total: u32::MAX };
+        let root = match state.registry.create(new, &no_limits, started_at) {
+            Ok(root) => root,
+            Err(err) => return Err(StartError::Model(ModelError::Provider(err.to_string()))),
+        };
+        shared.emit(
+            &mut state,
+            EventBody::TaskCreated {
+                uri: root,
+                parent: None,
+                kind: TaskKind::Agent,
+                agent: root_profile.name.to_string(),
+                model: root_profile.model.to_string(),
+                task: config.task.clone(),
+            },
+        );
+        state.tokens.insert(root, root_token.clone());
+        state.root = Some(root);
+        root
+    };
+    let work = Work::Agent { profile: root_profile.clone(), task: config.task.clone() };
+    spawn_task(shared.clone(), root, work, root_token, root_profile.wall);
+
+    let run_shared = shared.clone();
+    let join = tokio::spawn(async move { run_shared.supervise(root).await });
+    Ok(RunHandle { shared, root, join: Some(join) })
+}
+
+fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
+    let limits = &config.limits;
+    config
+        .agents
+        .iter()
+        .map(|(name, spec)| {
+            let allowed: Vec<ExpertOffer> = config
+                .agents
+                .values()
+                .filter(|other| spec.experts.iter().any(|e| e == "*" || *e == other.name))
+                .map(|other| ExpertOffer { name: other.name.clone(), description: other.description.clone() })
+                .collect();
+            let context = ToolContext { experts: allowed };
+            let tools: Vec<ToolSpec> = spec.tools.iter().filter_map(|t| builtin_spec(t, &context)).collect();
+            let profile = Profile {
+                name: Arc::from(name.as_str()),
+                model: Arc::from(spec.model.as_str()),
+                tool_names: tools.iter().map(|t| t.name.clone()).collect(),
+                tools,
+                max_turns: spec.max_turns.unwrap_or(limits.max_turns_per_agent),
+                max_children: spec.max_children.unwrap_or(limits.max_children_per_agent),
+                wall: Duration::from_secs(spec.max_wall_seconds.unwrap_or(limits.max_wall_seconds_per_subtask)),
+                on_finish: spec.on_finish.unwrap_or(limits.on_finish),
+                sampling: Sampling {
+                    temperature: spec.temperature,
+                    top_p: spec.top_p,
+                    max_tokens: spec.max_tokens,
+                    seed: spec.seed,
+                },
+                spec: Arc::new(spec.clone()),
+            };
+            (name.clone(), Arc::new(profile))
+        })
+        .collect()
+}
+
+/// What a spawned task runs.
+enum Work {
+    Agent { profile: Arc<Profile>, task: String },
+    Slm { alias: Arc<str>, prompt: String, system: Option<String>, max_tokens: Option<u32> },
+}
+
+fn spawn_task(shared: Arc<Shared>, id: TaskId, work: Work, token: CancellationToken, wall: Duration) {
+    tokio::spawn(async move {
+        let run = async {
+            match work {
+                Work::Agent { profile, task } => shared.run_agent(id, profile, task, &token).await,
+                Work::Slm { alias, prompt, system, max_tokens } => {
+                    shared.run_slm(id, alias, prompt, system, max_tokens, &token).await
+                }
+            }
+        };
+        tokio::select! {
+            // Whoever cancelled the token has already marked the task and its subtree.
+            () = token.cancelled() => {}
+            outcome = tokio::time::timeout(wall, run) => {
+                if outcome.is_err() {
+                    let secs = wall.as_secs();
+                    shared.limit_hit(id, "max_wall_seconds_per_subtask", secs, format!(
+                        "max_wall_seconds_per_subtask is {secs}: the subtask ran out of time"
+                    ));
+                    shared.fail(id, format!("max_wall_seconds_per_subtask is {secs}: the subtask ran out of time"));
+                }
+            }
+        }
+    });
+}
+
+/// A model's whole reply.
+struct Reply {
+    text: String,
+    calls: Vec<ToolCall>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave the registry as it was at the panic;
+        // carrying on lets the run report and finish instead of cascading.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn emit(&self, state: &mut State, body: EventBody) {
+        if state.closed {
+            return;
+        }
+        let event = Event { seq: state.next_seq, ts: self.clock.now(), body };
+        state.next_seq += 1;
+        // The receiver is gone only when the view stopped listening; the run still finishes.
+        let _ = self.events.send(event);
+    }
+
+    fn emit_now(&self, body: EventBody) {
+        let mut state = self.lock();
+        self.emit(&mut state, body);
+    }
+
+    fn is_terminal(&self, id: TaskId) -> bool {
+        self.lock().registry.status(id).map_or(true, TaskStatus::is_terminal)
+    }
+
+    fn handle_op(&self, op: Op) {
+        match op {
+            Op::CancelTask { uri } => self.cancel_subtree(uri, "cancelled by the user"),
+            Op::CancelRun => {
+                let root = self.lock().root;
+                if let Some(root) = root {
+                    self.cancel_subtree(root, "cancelled by the user");
+                }
+            }
+        }
+    }
+
+    fn set_status_message(&self, id: TaskId, message: String) {
+        let mut state = self.lock();
+        if state.registry.status(id).map_or(true, TaskStatus::is_terminal) {
+            return;
+        }
+        if state.registry.set_status_message(id, Some(message.clone())).is_ok() {
+            self.emit(
+                &mut state,
+                EventBody::TaskStatus { uri: id, status: TaskStatus::Working, status_message: Some(message), result: None, error: None },
+            );
+        }
+    }
+
+    /// Ends a task, tells its waiters, and reports it. False if it had already ended.
+    fn finish_locked(&self, state: &mut State, id: TaskId, outcome: Outcome) -> bool {
+        let (result, error) = match &outcome {
+            Outcome::Completed(text) => (Some(text.clone()), None),
+            Outcome::Failed(text) | Outcome::Cancelled(text) => (None, Some(text.clone())),
+        };
+        let Ok(status) = state.registry.finish(id, outcome, self.clock.now()) else { return false };
+        state.tokens.remove(&id);
+        if let Some(notify) = state.waiters.remove(&id) {
+            notify.notify_waiters();
+        }
+        self.emit(state, EventBody::TaskStatus { uri: id, status, status_message: None, result, error });
+        true
+    }
+
+    fn complete(&self, id: TaskId, result: String) {
+        let mut state = self.lock();
+        self.finish_locked(&mut state, id, Outcome::Completed(result));
+    }
+
+    /// Fails a task; its children still working are orphans and are cancelled.
+    fn fail(&self, id: TaskId, error: String) {
+        let working = {
+            let mut state = self.lock();
+            let working = state.registry.working_children(id).unwrap_or_default();
+            if !self.finish_locked(&mut state, id, Outcome::Failed(error)) {
+                return;
+            }
+            if !working.is_empty() {
+                self.emit(
+                    &mut state,
+                    EventBody::ChildrenOnFinish { uri: id, policy: OnFinish::CancelChildren, children: working.clone() },
+                );
+            }
+            working
+        };
+        for child in working {
+            self.cancel_subtree(child, "its parent failed");
+        }
+    }
+
+    fn cancel_subtree(&self, id: TaskId, reason: &str) {
+        let mut state = self.lock();
+        let now = self.clock.now();
+        let Ok(cancelled) = state.registry.cancel_subtree(id, reason, now) else { return };
+        for task in cancelled {
+            if let Some(token) = state.tokens.remove(&task) {
+                token.cancel();
+            }
+            if let Some(notify) = state.waiters.remove(&task) {
+                notify.notify_waiters();
+            }
+            self.emit(
+                &mut state,
+                EventBody::TaskStatus {
+                    uri: task,
+                    status: TaskStatus::Cancelled,
+                    status_message: None,
+                    result: None,
+                    error: Some(reason.to_owned()),
+                },
+            );
+        }
+    }
+
+    fn limit_hit(&self, id: TaskId, limit: &str, value: u64, message: String) {
+        self.emit_now(EventBody::LimitHit { uri: id, limit: limit.to_owned(), value, message });
+    }
+
+    /// Waits until `id` is terminal (true), or the deadline passes or `cancel` fires (false).
+    async fn wait_terminal(&self, id: TaskId, timeout: Option<Duration>, cancel: &CancellationToken) -> bool {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let notify = {
+                let mut state = self.lock();
+                match state.registry.status(id) {
+                    Ok(status) if !status.is_terminal() => {}
+                    _ => return true,
+                }
+                state.waiters.entry(id).or_insert_with(|| Arc::new(Notify::new())).clone()
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_terminal(id) {
+                return true;
+            }
+            let sleep = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = &mut notified => {}
+                () = cancel.cancelled() => return false,
+                () = sleep => return self.is_terminal(id),
+            }
+        }
+    }
+
+    /// Waits for the root to end, sweeps what is left, and closes the run.
+    async fn supervise(self: Arc<Self>, root: TaskId) -> RunSummary {
+        let never = CancellationToken::new();
+        self.wait_terminal(root, None, &never).await;
+        let mut state = self.lock();
+        let leftovers: Vec<TaskId> = state.tokens.keys().copied().collect();
+        let now = self.clock.now();
+        for task in leftovers {
+            if let Ok(cancelled) = state.registry.cancel_subtree(task, "the run ended", now) {
+                for id in cancelled {
+                    if let Some(token) = state.tokens.remove(&id) {
+                        token.cancel();
+                    }
+                    self.emit(
+                        &mut state,
+                        EventBody::TaskStatus { uri: id, status: TaskStatus::Cancelled, status_message: None, result: None, error: Some("the run ended".into()) },
+                    );
+                }
+            }
+        }
+        let summary = self.summary_locked(&state, root);
+        self.emit(
+            &mut state,
+            EventBody::RunFinished {
+                status: summary.status,
+                result: summary.result.clone(),
+                error: summary.error.clone(),
+                usage: summary.usage,
+                tasks: summary.tasks,
+                elapsed_ms: summary.elapsed_ms,
+            },
+        );
+        state.closed = true;
+        summary
+    }
+
+    fn summary_locked(&self, state: &State, root: TaskId) -> RunSummary {
+        let resource = state.registry.resource(root).ok();
+        let status = match resource.as_ref().map(|r| r.status) {
+            Some(TaskStatus::Completed) => RunStatus::Completed,
+            Some(TaskStatus::Cancelled) => RunStatus::Cancelled,
+            _ => RunStatus::Failed,
+        };
+        RunSummary {
+            status,
+            root,
+            result: resource.as_ref().and_then(|r| r.result.clone()),
+            error: resource.as_ref().and_then(|r| r.error.clone()),
+            usage: state.registry.run_usage(),
+            tasks: state.registry.counts(),
+            elapsed_ms: self.clock.now().saturating_sub(self.started_at),
+        }
+    }
+
+    fn summary_after_crash(&self, root: TaskId, why: &str) -> RunSummary {
+        let state = self.lock();
+        let mut summary = self.summary_locked(&state, root);
+        summary.status = RunStatus::Failed;
+        summary.error = Some(format!("the run's supervisor stopped: {why}"));
+        summary
+    }
+
+    fn record_message(&self, id: TaskId, message: &ChatMessage) {
+        self.emit_now(EventBody::Message { uri: id, role: message.role, content: message.content.clone() });
+    }
+
+    /// Refuses a model call when the run's token budget is spent.
+    fn check_token_budget(&self, id: TaskId) -> Result<(), String> {
+        let used = self.lock().registry.run_usage().total_tokens();
+        let max = self.limits.max_tokens_per_run;
+        if used >= max {
+            let message = format!("max_tokens_per_run is {max}: the run has used {used} tokens");
+            self.limit_hit(id, "max_tokens_per_run", max, message.clone());
+            return Err(message);
+        }
+        Ok(())
+    }
+
+    /// Streams one model call, reporting deltas and usage as they come.
+    async fn call_model(&self, id: TaskId, alias: &str, request: ModelRequest, cancel: &CancellationToken) -> Result<Reply, ModelError> {
+        let model = self.models.get(alias)?.clone();
+        let mut stream = model.stream(request, cancel.clone());
+        let mut reply = Reply { text: String::new(), calls: Vec::new() };
+        let mut usage_seen = false;
+        loop {
+            let chunk = tokio::select! {
+                () = cancel.cancelled() => return Err(ModelError::Cancelled),
+                chunk = stream.next() => chunk,
+            };
+            match chunk {
+                None => break,
+                Some(Err(err)) => return Err(err),
+                Some(Ok(ModelChunk::TextDelta(delta))) => {
+                    reply.text.push_str(&delta);
+                    self.emit_now(EventBody::MessageDelta { uri: id, delta });
+                }
+                Some(Ok(ModelChunk::ToolCall(call))) => reply.calls.push(call),
+                Some(Ok(ModelChunk::Usage(usage))) => {
+                    usage_seen = true;
+                    self.add_usage(id, usage);
+                }
+                Some(Ok(ModelChunk::Notice(notice))) => self.set_status_message(id, notice),
+            }
+        }
+        if !usage_seen {
+            self.add_usage(id, Usage { model_calls: 1, ..Usage::default() });
+        }
+        Ok(reply)
+    }
+
+    fn add_usage(&self, id: TaskId, usage: Usage) {
+        let mut state = self.lock();
+        if let Ok((task_total, run_total)) = state.registry.add_usage(id, &usage) {
+            self.emit(
+                &mut state,
+                EventBody::Usage { uri: id, input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, task_total, run_total },
+            );
+        }
+    }
+
+    async fn run_agent(self: &Arc<Self>, id: TaskId, profile: Arc<Profile>, task: String, cancel: &CancellationToken) {
+        let mut machine = AgentMachine::new(AgentSetup {
+            system_prompt: profile.spec.system_prompt.clone(),
+            task,
+            tool_names: profile.tool_names.clone(),
+            max_turns: profile.max_turns,
+        });
+        while let Some(effect) = machine.poll_effect() {
+            match effect {
+                AgentEffect::Message(message) => self.record_message(id, &message),
+                AgentEffect::CallModel { turn, offer_tools } => {
+                    if let Err(message) = self.check_token_budget(id) {
+                        self.fail(id, message);
+                        return;
+                    }
+                    self.set_status_message(id, format!("turn {turn}/{}: thinking", profile.max_turns));
+                    let request = ModelRequest {
+                        task: id,
+                        agent: profile.name.to_string(),
+                        messages: machine.conversation().to_vec(),
+                        tools: if offer_tools { profile.tools.clone() } else { Vec::new() },
+                        sampling: profile.sampling,
+                    };
+                    match self.call_model(id, &profile.model, request, cancel).await {
+                        Ok(reply) => machine.handle_model_reply(reply.text, reply.calls),
+                        Err(ModelError::Cancelled) => {
+                            machine.handle_cancel();
+                            return;
+                        }
+                        Err(err) => machine.handle_model_error(err.to_string()),
+                    }
+                }
+                AgentEffect::RunTool(call) => {
+                    self.emit_now(EventBody::ToolCall { uri: id, call_id: call.id.clone(), tool: call.name.clone(), arguments: call.arguments.clone() });
+                    self.set_status_message(id, format!("calling {}", call.name));
+                    let (content, is_error) = match self.run_builtin(id, &profile, &call, cancel).await {
+                        Ok(value) => (value, false),
+                        Err(message) => (Value::String(message), true),
+                    };
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    self.emit_now(EventBody::ToolResult { uri: id, call_id: call.id.clone(), tool: call.name.clone(), result: content.clone(), is_error });
+                    let text = match content {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    machine.handle_tool_result(&call.id, text, is_error);
+                }
+                AgentEffect::ToolRefused { call, error } => {
+                    self.emit_now(EventBody::ToolCall { uri: id, call_id: call.id.clone(), tool: call.name.clone(), arguments: call.arguments.clone() });
+                    self.emit_now(EventBody::ToolResult { uri: id, call_id: call.id, tool: call.name, result: Value::String(error), is_error: true });
+                }
+                AgentEffect::Finish(answer) => {
+                    self.finish_agent(id, &profile, answer, cancel).await;
+                    return;
+                }
+                AgentEffect::Fail { error, limit } => {
+                    if let Some(limit) = limit {
+                        self.limit_hit(id, "max_turns_per_agent", u64::from(limit.max_turns), error.clone());
+                    }
+                    self.fail(id, error);
+                    return;
+                }
+            }
+        }
+        self.fail(id, "the agent stopped without an answer".into());
+    }
+
+    /// Applies the expert's `on_finish` policy to children still working, then completes.
+    async fn finish_agent(&self, id: TaskId, profile: &Profile, answer: String, cancel: &CancellationToken) {
+        let working = self.lock().registry.working_children(id).unwrap_or_default();
+        if working.is_empty() {
+            self.complete(id, answer);
+            return;
+        }
+        self.emit_now(EventBody::ChildrenOnFinish { uri: id, policy: profile.on_finish, children: working.clone() });
+        match profile.on_finish {
+            OnFinish::CancelChildren => {
+                for child in working {
+                    self.cancel_subtree(child, "its parent finished (on_finish = \"cancel_children\")");
+                }
+            }
+            OnFinish::WaitForChildren => {
+                self.set_status_message(id, format!("answered; waiting for {} subtasks", working.len()));
+                for child in working {
+                    if !self.wait_terminal(child, None, cancel).await {
+                        return;
+                    }
+                }
+            }
+        }
+        self.complete(id, answer);
+    }
+
+    async fn run_slm(&self, id: TaskId, alias: Arc<str>, prompt: String, system: Option<String>, max_tokens: Option<u32>, cancel: &CancellationToken) {
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(ChatMessage::system(system));
+        }
+        messages.push(ChatMessage::user(prompt));
+        for message in &messages {
+            self.record_message(id, message);
+        }
+        if let Err(message) = self.check_token_budget(id) {
+            self.fail(id, message);
+            return;
+        }
+        self.set_status_message(id, "generating".into());
+        let request = ModelRequest {
+            task: id,
+            agent: "slm".into(),
+            messages,
+            tools: Vec::new(),
+            sampling: Sampling { max_tokens, ..Sampling::default() },
+        };
+        match self.call_model(id, &alias, request, cancel).await {
+            Ok(reply) => {
+                self.record_message(id, &ChatMessage::assistant(reply.text.clone(), Vec::new()));
+                if reply.text.trim().is_empty() {
+                    self.fail(id, "the small model returned an empty answer".into());
+                } else {
+                    self.complete(id, reply.text);
+                }
+            }
+            Err(ModelError::Cancelled) => {}
+            Err(err) => self.fail(id, format!("model error: {err}")),
+        }
+    }
+
+    /// Executes a built-in tool for `caller`. `Err` is a tool error the model reads.
+    async fn run_builtin(self: &Arc<Self>, caller: TaskId, profile: &Arc<Profile>, call: &ToolCall, cancel: &CancellationToken) -> Result<Value, String> {
+        match parse_builtin(&call.name, &call.arguments)? {
+            BuiltinCall::CallAgent { task, agent, model } => {
+                let child = match agent {
+                    None => profile.clone(),
+                    Some(name) => {
+                        let allowed = profile.spec.experts.iter().any(|e| e == "*" || *e == name);
+                        match self.profiles.get(&name) {
+                            Some(expert) if allowed => expert.clone(),
+                            _ => {
+                                let may: Vec<&str> = self
+                                    .profiles
+                                    .keys()
+                                    .filter(|n| profile.spec.experts.iter().any(|e| e == "*" || e == *n))
+                                    .map(String::as_str)
+                                    .collect();
+                                let what = if self.profiles.contains_key(&name) { "you may not call" } else { "there is no" };
+                                return Err(format!(
+                                    "{what} expert `{name}`; {}",
+                                    if may.is_empty() {
+                                        "you may call no experts: leave `agent` out to start a copy of yourself".to_owned()
+                                    } else {
+                                        format!("you may call: {} (or leave `agent` out to start a copy of yourself)", may.join(", "))
+                                    }
+                                ));
+                            }
+                        }
+                    }
+                };
+                let child = match model {
+                    None => child,
+                    Some(alias) => {
+                        self.models.get(&alias).map_err(|e| e.to_string())?;
+                        Arc::new(Profile {
+                            name: child.name.clone(),
+                            model: Arc::from(alias.as_str()),
+                            spec: child.spec.clone(),
+                            tools: child.tools.clone(),
+                            tool_names: child.tool_names.clone(),
+                            max_turns: child.max_turns,
+                            max_children: child.max_children,
+                            wall: child.wall,
+                            on_finish: child.on_finish,
+                            sampling: child.sampling,
+                        })
+                    }
+                };
+                self.models.get(&child.model).map_err(|e| e.to_string())?;
+                let wall = child.wall;
+                let new = NewTask { parent: Some(caller), kind: TaskKind::Agent, agent: child.name.clone(), model: child.model.clone(), task: task.clone() };
+                let id = self.start_subtask(caller, profile, new, Work::Agent { profile: child, task }, wall)?;
+                Ok(json!({"uri": id, "status": "working"}))
+            }
+            BuiltinCall::CallSlm { prompt, system, max_tokens, model } => {
+                let alias: Arc<str> = Arc::from(model.as_deref().unwrap_or(&self.slm_alias));
+                self.models.get(&alias).map_err(|e| e.to_string())?;
+                let new = NewTask { parent: Some(caller), kind: TaskKind::Slm, agent: Arc::from("slm"), model: alias.clone(), task: prompt.clone() };
+                let wall = Duration::from_secs(self.limits.max_wall_seconds_per_subtask);
+                let id = self.start_subtask(caller, profile, new, Work::Slm { alias, prompt, system, max_tokens }, wall)?;
+                Ok(json!({"uri": id, "status": "working"}))
+            }
+            BuiltinCall::GetTaskStatus { uri, wait_seconds } => {
+                let id = self.known_task(caller, &uri)?;
+                if wait_seconds > 0.0 {
+                    self.set_status_message(caller, format!("waiting on {id}"));
+                    self.wait_terminal(id, Some(Duration::from_secs_f64(wait_seconds)), cancel).await;
+                }
+                let resource = self.lock().registry.resource(id).map_err(|e| e.to_string())?;
+                serde_json::to_value(resource).map_err(|e| e.to_string())
+            }
+            BuiltinCall::CancelTask { uri } => {
+                let id = self.known_task(caller, &uri)?;
+                let within = self.lock().registry.is_within(id, caller).unwrap_or(false);
+                if id == caller || !within {
+                    return Err(format!("you may only cancel subtasks you started (or theirs); {id} is not one of them"));
+                }
+                self.cancel_subtree(id, &format!("cancelled by {caller}"));
+                let resource = self.lock().registry.resource(id).map_err(|e| e.to_string())?;
+                serde_json::to_value(resource).map_err(|e| e.to_string())
+            }
+            BuiltinCall::ListTasks => {
+                let state = self.lock();
+                let children = state.registry.children(caller).map_err(|e| e.to_string())?;
+                let list: Vec<Value> = children
+                    .into_iter()
+                    .filter_map(|c| state.registry.resource(c).ok())
+                    .map(|r| json!({"uri": r.uri, "kind": r.kind, "agent": r.agent, "status": r.status, "task": shorten(&r.task, 120)}))
+                    .collect();
+                Ok(json!({"tasks": list}))
+            }
+        }
+    }
+
+    /// Parses a URI a model gave and checks the task exists, with a hint listing the caller's
+    /// own subtasks when it does not.
+    fn known_task(&self, caller: TaskId, uri: &str) -> Result<TaskId, String> {
+        let state = self.lock();
+        let yours = || {
+            let children = state.registry.children(caller).unwrap_or_default();
+            if children.is_empty() {
+                "you have started no subtasks".to_owned()
+            } else {
+                format!("your subtasks: {}", children.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
+        };
+        let id = TaskId::parse(uri).map_err(|e| format!("{e}; {}", yours()))?;
+        if state.registry.status(id).is_err() {
+            return Err(format!("no task {id} in this run; {}", yours()));
+        }
+        Ok(id)
+    }
+
+    /// Creates and spawns a subtask of `caller`, or reports the limit that refused it.
+    fn start_subtask(self: &Arc<Self>, caller: TaskId, caller_profile: &Profile, new: NewTask, work: Work, wall: Duration) -> Result<TaskId, String> {
+        let limits = CreateLimits {
+            max_depth: self.limits.max_depth,
+            max_children: caller_profile.max_children,
+            max_concurrent: self.limits.max_concurrent_subtasks,
+            max_total: self.limits.max_subtasks_per_run,
+        };
+        let (id, token) = {
+            let mut state = self.lock();
+            let parent_token = state.tokens.get(&caller).cloned().ok_or_else(|| format!("{caller} has already ended"))?;
+            let (kind, agent, model, task) = (new.kind, new.agent.to_string(), new.model.to_string(), new.task.clone());
+            match state.registry.create(new, &limits, self.clock.now()) {
+                Ok(id) => {
+                    self.emit(&mut state, EventBody::TaskCreated { uri: id, parent: Some(caller), kind, agent, model, task });
+                    let token = parent_token.child_token();
+                    state.tokens.insert(id, token.clone());
+                    (id, token)
+                }
+                Err(CreateError::Limit(hit)) => {
+                    self.emit(&mut state, EventBody::LimitHit { uri: caller, limit: hit.limit.to_owned(), value: hit.value, message: hit.message.clone() });
+                    return Err(hit.message);
+                }
+                Err(CreateError::Registry(err)) => return Err(err.to_string()),
+            }
+        };
+        spawn_task(self.clone(), id, work, token, wall);
+        Ok(id)
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}

@@ -1,0 +1,242 @@
+//! The built-in tools: their names, JSON schemas and descriptions as models see them, and the
+//! parsing of a call's arguments into a typed [`BuiltinCall`].
+//!
+//! Invariant: pure. Executing a call is the driver's job; an argument that does not fit the
+//! schema becomes a message the model can act on, never a panic.
+
+use serde_json::{json, Map, Value};
+
+use crate::protocol::ToolSpec;
+
+/// Names of the built-in tools, in the order they are offered.
+pub const BUILTIN_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+
+/// The longest `wait_seconds` honoured, so one poll cannot outlive a reasonable turn.
+pub const MAX_WAIT_SECONDS: f64 = 300.0;
+
+/// An expert another agent may call, as shown in `call_agent`'s schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpertOffer {
+    pub name: String,
+    pub description: String,
+}
+
+/// What the schemas depend on: who the caller may delegate to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToolContext {
+    pub experts: Vec<ExpertOffer>,
+}
+
+/// The schema of a built-in tool, or `None` for an unknown name.
+pub fn builtin_spec(name: &str, context: &ToolContext) -> Option<ToolSpec> {
+    let (description, parameters) = match name {
+        "call_agent" => {
+            let mut agent = json!({
+                "type": "string",
+                "description": "An expert's name. Leave it out to start a copy of yourself (same instructions, model and tools) on the task."
+            });
+            let mut description = String::from(
+                "Start a sub-agent on a task. Returns at once with {uri, status: \"working\"}; the sub-agent works concurrently. Read its result later with get_task_status.",
+            );
+            if context.experts.is_empty() {
+                if let Value::Object(map) = &mut agent {
+                    map.insert("enum".into(), json!([]));
+                }
+            } else {
+                description.push_str(" Experts you may call:");
+                for expert in &context.experts {
+                    description.push_str(&format!("\n- {}: {}", expert.name, expert.description));
+                }
+                if let Value::Object(map) = &mut agent {
+                    let names: Vec<&str> = context.experts.iter().map(|e| e.name.as_str()).collect();
+                    map.insert("enum".into(), json!(names));
+                }
+            }
+            if context.experts.is_empty() {
+                // No experts allowed: the property would only invite refused calls.
+                (description, object(&[("task", task_schema())], &["task"]))
+            } else {
+                (description, object(&[("task", task_schema()), ("agent", agent)], &["task"]))
+            }
+        }
+        "call_slm" => (
+            "Ask the small, fast language model a simple, self-contained question. Returns at once with {uri, status: \"working\"}; read the answer later with get_task_status.".to_owned(),
+            object(
+                &[
+                    ("prompt", json!({"type": "string", "minLength": 1, "maxLength": 4000, "description": "The whole question; the small model sees nothing else."})),
+                    ("system", json!({"type": "string", "maxLength": 2000, "description": "Optional instructions for the small model."})),
+                    ("max_tokens", json!({"type": "integer", "minimum": 1, "maximum": 4096})),
+                ],
+                &["prompt"],
+            ),
+        ),
+        "get_task_status" => (
+            "Read a subtask: its status (working, completed, failed, cancelled), result or error, and usage. With wait_seconds, waits up to that long for it to finish.".to_owned(),
+            object(
+                &[
+                    ("uri", uri_schema()),
+                    ("wait_seconds", json!({"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "description": "Wait up to this many seconds for the subtask to finish."})),
+                ],
+                &["uri"],
+            ),
+        ),
+        "cancel_task" => (
+            "Cancel a subtask you started, and everything it started.".to_owned(),
+            object(&[("uri", uri_schema())], &["uri"]),
+        ),
+        "list_tasks" => (
+            "List the subtasks you have started, with their status.".to_owned(),
+            object(&[], &[]),
+        ),
+        _ => return None,
+    };
+    Some(ToolSpec { name: name.to_owned(), description, parameters })
+}
+
+fn task_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 4000, "description": "What to do, stated fully: the sub-agent sees nothing else."})
+}
+
+fn uri_schema() -> Value {
+    json!({"type": "string", "pattern": "^subtask://[0-9a-z]{6}$", "description": "A subtask URI, like subtask://k3v9q2."})
+}
+
+fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
+    let properties: Map<String, Value> = properties.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// A built-in call with its arguments checked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BuiltinCall {
+    /// `model`: a model alias overriding the default (not advertised in the schema yet).
+    CallAgent { task: String, agent: Option<String>, model: Option<String> },
+    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32>, model: Option<String> },
+    GetTaskStatus { uri: String, wait_seconds: f64 },
+    CancelTask { uri: String },
+    ListTasks,
+}
+
+/// Checks a call's arguments against the tool's schema. The error names the argument and says
+/// what was expected, for the model to correct.
+pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, String> {
+    let args = Args::new(name, arguments)?;
+    let call = match name {
+        "call_agent" => BuiltinCall::CallAgent {
+            task: args.required_text("task")?,
+            agent: args.optional_text("agent")?.filter(|a| !a.trim().is_empty()),
+            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
+        },
+        "call_slm" => BuiltinCall::CallSlm {
+            prompt: args.required_text("prompt")?,
+            system: args.optional_text("system")?,
+            max_tokens: args.optional_number("max_tokens")?.map(|n| n.clamp(1.0, 4096.0) as u32),
+            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
+        },
+        "get_task_status" => BuiltinCall::GetTaskStatus {
+            uri: args.required_text("uri")?,
+            wait_seconds: args.optional_number("wait_seconds")?.unwrap_or(0.0).clamp(0.0, MAX_WAIT_SECONDS),
+        },
+        "cancel_task" => BuiltinCall::CancelTask { uri: args.required_text("uri")? },
+        "list_tasks" => BuiltinCall::ListTasks,
+        other => return Err(format!("`{other}` is not a built-in tool")),
+    };
+    args.reject_unknown(match name {
+        "call_agent" => &["task", "agent", "model"],
+        "call_slm" => &["prompt", "system", "max_tokens", "model"],
+        "get_task_status" => &["uri", "wait_seconds"],
+        "cancel_task" => &["uri"],
+        _ => &[],
+    })?;
+    Ok(call)
+}
+
+struct Args<'a> {
+    tool: &'a str,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Args<'a> {
+    fn new(tool: &'a str, value: &'a Value) -> Result<Self, String> {
+        match value {
+            Value::Object(map) => Ok(Args { tool, map }),
+            other => Err(format!("the arguments of `{tool}` must be a JSON object, got {other}")),
+        }
+    }
+
+    fn required_text(&self, key: &str) -> Result<String, String> {
+        match self.optional_text(key)? {
+            Some(text) if !text.trim().is_empty() => Ok(text),
+            Some(_) => Err(format!("`{key}` of `{}` must not be empty", self.tool)),
+            None => Err(format!("`{}` needs the argument `{key}` (a string)", self.tool)),
+        }
+    }
+
+    fn optional_text(&self, key: &str) -> Result<Option<String>, String> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("`{key}` of `{}` must be a string, got {other}", self.tool)),
+        }
+    }
+
+    fn optional_number(&self, key: &str) -> Result<Option<f64>, String> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            // Small models often quote numbers; accept what parses.
+            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => Ok(s.trim().parse::<f64>().ok()),
+            Some(other) => Err(format!("`{key}` of `{}` must be a number, got {other}", self.tool)),
+        }
+    }
+
+    fn reject_unknown(&self, known: &[&str]) -> Result<(), String> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(key) => Err(format!(
+                "`{}` has no argument `{key}`; its arguments are: {}",
+                self.tool,
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn every_builtin_has_an_object_schema() {
+        let context = ToolContext { experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }] };
+        for name in BUILTIN_TOOLS {
+            let spec = builtin_spec(name, &context).unwrap();
+            assert_eq!(spec.parameters["type"], "object", "{name}");
+            assert!(!spec.description.is_empty());
+        }
+        let call_agent = builtin_spec("call_agent", &context).unwrap();
+        assert_eq!(call_agent.parameters["properties"]["agent"]["enum"], json!(["critic"]));
+        assert!(call_agent.description.contains("- critic: Finds flaws"));
+        assert_eq!(builtin_spec("rm", &context), None);
+    }
+
+    #[test]
+    fn arguments_are_checked_with_messages_a_model_can_act_on() {
+        let table: &[(&str, Value, Result<BuiltinCall, &str>)] = &[
+            ("call_agent", json!({"task": "t"}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None })),
+            ("call_agent", json!({"task": "t", "agent": ""}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None })),
+            ("call_agent", json!({}), Err("`call_agent` needs the argument `task` (a string)")),
+            ("call_agent", json!({"task": 3}), Err("`task` of `call_agent` must be a string, got 3")),
+            ("call_agent", json!({"task": "t", "agnet": "x"}), Err("`call_agent` has no argument `agnet`; its arguments are: task, agent, model")),
+            ("get_task_status", json!({"uri": "subtask://abcdef", "wait_seconds": "2.5"}), Ok(BuiltinCall::GetTaskStatus { uri: "subtask://abcdef".into(), wait_seconds: 2.5 })),
+            ("get_task_status", json!({"uri": "u", "wait_seconds": 1e9}), Ok(BuiltinCall::GetTaskStatus { uri: "u".into(), wait_seconds: MAX_WAIT_SECONDS })),
+            ("call_slm", json!({"prompt": "  "}), Err("`prompt` of `call_slm` must not be empty")),
+            ("list_tasks", json!({}), Ok(BuiltinCall::ListTasks)),
+        ];
+        for (tool, args, expected) in table {
+            let got = parse_builtin(tool, args);
+            assert_eq!(got, expected.clone().map_err(str::to_owned), "{tool} {args}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! One integration-test binary, so linking is paid once.
+
+mod runtime;

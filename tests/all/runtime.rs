@@ -1,0 +1,704 @@
+//! The driver end to end through the library: scripted models, real tokio, every limit.
+//! Assertions read the event stream, the same one the findings and the views read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use troupe::config::{AgentSpec, Limits};
+use troupe::model::scripted::ScriptedModel;
+use troupe::model::{Model, ModelTable};
+use troupe::protocol::{Event, EventBody, OnFinish, Op, RunStatus, TaskId, TaskKind, TaskStatus};
+use troupe::runtime::{spawn_run, RunConfig, RunSummary, SystemClock};
+
+pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
+    AgentSpec {
+        name: name.into(),
+        description: format!("the {name}"),
+        model: "m".into(),
+        temperature: None,
+        top_p: None,
+        max_tokens: None,
+        seed: None,
+        max_turns: None,
+        max_children: None,
+        max_wall_seconds: None,
+        on_finish: None,
+        tools: tools.iter().map(|s| s.to_string()).collect(),
+        experts: experts.iter().map(|s| s.to_string()).collect(),
+        system_prompt: format!("You are the {name}."),
+        path: format!("/agents/{name}.toml").into(),
+    }
+}
+
+const ALL_TOOLS: &[&str] = &["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+
+pub struct Run {
+    pub summary: RunSummary,
+    pub events: Vec<Event>,
+}
+
+impl Run {
+    fn of_type(&self, name: &str) -> Vec<&EventBody> {
+        self.events.iter().map(|e| &e.body).filter(|b| b.type_name() == name).collect()
+    }
+
+    /// The final status of every task, by agent name and task text.
+    fn finals(&self) -> Vec<(String, TaskStatus)> {
+        let mut created: BTreeMap<TaskId, String> = BTreeMap::new();
+        let mut out = Vec::new();
+        for event in &self.events {
+            match &event.body {
+                EventBody::TaskCreated { uri, agent, task, .. } => {
+                    created.insert(*uri, format!("{agent}: {task}"));
+                }
+                EventBody::TaskStatus { uri, status, .. } if status.is_terminal() => {
+                    out.push((created[uri].clone(), *status));
+                }
+                _ => {}
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn limits_hit(&self) -> Vec<String> {
+        self.of_type("limit_hit")
+            .into_iter()
+            .filter_map(|b| match b {
+                EventBody::LimitHit { limit, .. } => Some(limit.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limits: Limits) -> RunConfig {
+    let model: Arc<dyn Model> = Arc::new(ScriptedModel::parse(Path::new("test-script.toml"), script).unwrap());
+    RunConfig {
+        run_id: "test-run".into(),
+        experiment: "test".into(),
+        root_agent: root.into(),
+        task: task.into(),
+        agents: agents.into_iter().map(|a| (a.name.clone(), a)).collect(),
+        limits,
+        models: ModelTable::from_models([("m".to_owned(), model.clone()), ("slm".to_owned(), model)]),
+        slm_alias: "slm".into(),
+        salt: 42,
+    }
+}
+
+/// Runs to the end (or until `after` decides to send an op), collecting every event.
+pub async fn run_with(config: RunConfig, mut on_event: impl FnMut(&Event) -> Option<Op>) -> Run {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut handle = spawn_run(config, tx, Arc::new(SystemClock)).unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = rx.recv().await {
+        if let Some(op) = on_event(&event) {
+            handle.send(op);
+        }
+        let last = matches!(event.body, EventBody::RunFinished { .. });
+        events.push(event);
+        if last {
+            break;
+        }
+    }
+    let summary = tokio::time::timeout(Duration::from_secs(10), handle.wait()).await.unwrap();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, i as u64, "seq is dense and ordered");
+    }
+    Run { summary, events }
+}
+
+pub async fn run(config: RunConfig) -> Run {
+    run_with(config, |_| None).await
+}
+
+#[tokio::test]
+async fn a_root_that_answers_at_once_completes_the_run() {
+    let script = r#"
+[[conversation]]
+[[conversation.turn]]
+text = "Forty-two."
+"#;
+    let run = run(config(script, vec![expert("solo", &[], &[])], "solo", "What is six times seven?", Limits::default())).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.summary.result.as_deref(), Some("Forty-two."));
+    let types: Vec<&str> = run.events.iter().map(|e| e.body.type_name()).collect();
+    assert_eq!(types.first(), Some(&"run_started"));
+    assert_eq!(types.last(), Some(&"run_finished"));
+    assert!(types.contains(&"message_delta"));
+    assert_eq!(run.summary.usage.model_calls, 1);
+}
+
+/// Three children that each take a while: all three are working at the same moment, which is
+/// only possible if they run concurrently (no wall-clock assertion).
+#[tokio::test]
+async fn children_run_at_the_same_time() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "job one" }
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "job two" }
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "job three" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 10 }
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.2}}", wait_seconds = 10 }
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.3}}", wait_seconds = 10 }
+[[conversation.turn]]
+text = "{{result.1}} / {{result.2}} / {{result.3}}"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 200
+text = "finished {{task}}"
+"#;
+    let agents = vec![expert("boss", ALL_TOOLS, &["worker"]), expert("worker", &[], &[])];
+    let run = run(config(script, agents, "boss", "Do three jobs", Limits::default())).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.summary.result.as_deref(), Some("finished job one / finished job two / finished job three"));
+
+    let mut working = 0;
+    let mut most = 0;
+    for event in &run.events {
+        match &event.body {
+            EventBody::TaskCreated { kind: TaskKind::Agent, parent: Some(_), .. } => working += 1,
+            EventBody::TaskStatus { status, .. } if status.is_terminal() => {
+                working -= 1;
+                most = most.max(working + 1);
+            }
+            _ => {}
+        }
+        most = most.max(working);
+    }
+    assert_eq!(most, 3, "all three workers were working at once");
+}
+
+/// `wait_seconds` returns as soon as the task ends, and with the status as it is when the wait
+/// runs out.
+#[tokio::test]
+async fn long_poll_returns_on_completion_or_after_the_wait() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "slow", task = "slow job" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 0.05 }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 30 }
+[[conversation.turn]]
+text = "{{status.1}}: {{result.1}}"
+
+[[conversation]]
+agent = "slow"
+[[conversation.turn]]
+delay_ms = 300
+text = "slow result"
+"#;
+    let agents = vec![expert("boss", ALL_TOOLS, &["slow"]), expert("slow", &[], &[])];
+    let run = run(config(script, agents, "boss", "wait for it", Limits::default())).await;
+    let polls: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { tool, result, .. } if tool == "get_task_status" => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(polls[0]["status"], "working", "the short wait ran out first");
+    assert_eq!(polls[1]["status"], "completed", "the long wait ended with the task");
+    assert_eq!(polls[1]["result"], "slow result");
+    assert_eq!(run.summary.result.as_deref(), Some("completed: slow result"));
+    // The long poll ended when the child did, not after 30 s.
+    assert!(run.summary.elapsed_ms < 20_000);
+}
+
+/// A user cancels a branch mid-flight: the whole subtree is cancelled, the other branch and the
+/// root go on, and the root reads the cancellation.
+#[tokio::test]
+async fn cancelling_a_subtree_mid_flight_stops_all_of_it_and_nothing_else() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "manager", task = "branch A" }
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "branch B" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 30 }
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.2}}", wait_seconds = 30 }
+[[conversation.turn]]
+text = "A {{status.1}}, B {{status.2}}"
+
+[[conversation]]
+agent = "manager"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "deep in A" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 60 }
+[[conversation.turn]]
+text = "manager done"
+
+[[conversation]]
+agent = "worker"
+task_contains = "deep"
+[[conversation.turn]]
+delay_ms = 60000
+text = "never"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 300
+text = "B done"
+"#;
+    let agents = vec![
+        expert("boss", ALL_TOOLS, &["manager", "worker"]),
+        expert("manager", ALL_TOOLS, &["worker"]),
+        expert("worker", &[], &[]),
+    ];
+    let mut manager = None;
+    let run = run_with(config(script, agents, "boss", "two branches", Limits::default()), |event| match &event.body {
+        EventBody::TaskCreated { uri, agent, .. } if agent == "manager" => {
+            manager = Some(*uri);
+            None
+        }
+        EventBody::TaskCreated { task, .. } if task == "deep in A" => manager.map(|uri| Op::CancelTask { uri }),
+        _ => None,
+    })
+    .await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.summary.result.as_deref(), Some("A cancelled, B completed"));
+    assert_eq!(
+        run.finals(),
+        vec![
+            ("boss: two branches".into(), TaskStatus::Completed),
+            ("manager: branch A".into(), TaskStatus::Cancelled),
+            ("worker: branch B".into(), TaskStatus::Completed),
+            ("worker: deep in A".into(), TaskStatus::Cancelled),
+        ]
+    );
+}
+
+/// An agent cancels its own child with `cancel_task`; a sibling that tries the same is refused.
+#[tokio::test]
+async fn cancel_task_reaches_only_the_callers_subtree() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "endless" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "meddler", task = "{{uri.1}}" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.2}}", wait_seconds = 10 }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "cancel_task"
+arguments = { uri = "{{uri.1}}" }
+[[conversation.turn]]
+text = "stopped: {{status.1}}"
+
+[[conversation]]
+agent = "meddler"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "cancel_task"
+arguments = { uri = "{{task}}" }
+[[conversation.turn]]
+text = "tried"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 60000
+text = "never"
+"#;
+    let agents = vec![expert("boss", ALL_TOOLS, &["worker", "meddler"]), expert("worker", ALL_TOOLS, &[]), expert("meddler", ALL_TOOLS, &[])];
+    let run = run(config(script, agents, "boss", "cancel it", Limits::default())).await;
+    assert_eq!(run.summary.result.as_deref(), Some("stopped: cancelled"));
+    let refusals: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { tool, result, is_error: true, .. } if tool == "cancel_task" => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1);
+    assert!(refusals[0].as_str().unwrap().starts_with("you may only cancel subtasks you started"), "{}", refusals[0]);
+    let worker_end = run.events.iter().find_map(|e| match &e.body {
+        EventBody::TaskStatus { status: TaskStatus::Cancelled, error, .. } => error.clone(),
+        _ => None,
+    });
+    assert!(worker_end.unwrap().starts_with("cancelled by subtask://"), "the boss cancelled it, not the meddler");
+}
+
+/// A scripted agent that calls `call_agent` on itself forever: the run ends, failed or not, with
+/// the limits reported, and no task is left working.
+#[tokio::test]
+async fn an_agent_that_delegates_forever_is_stopped_by_the_limits() {
+    // The root thinks slowly so that its descendants reach the depth limit before it gives up.
+    let script = r#"
+[[conversation]]
+task_contains = "loop"
+repeat = true
+[[conversation.turn]]
+delay_ms = 150
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { task = "Do it again" }
+
+[[conversation]]
+repeat = true
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { task = "Do it again" }
+"#;
+    let limits = Limits { max_depth: 2, max_children_per_agent: 2, max_subtasks_per_run: 20, max_turns_per_agent: 4, ..Limits::default() };
+    let run = run(config(script, vec![expert("looper", &["call_agent"], &[])], "looper", "loop", limits)).await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    assert!(run.summary.error.as_deref().unwrap_or("").contains("max_turns_per_agent"), "{:?}", run.summary.error);
+    let hit = run.limits_hit();
+    for key in ["max_depth", "max_children_per_agent", "max_turns_per_agent"] {
+        assert!(hit.iter().any(|h| h == key), "{key} in {hit:?}");
+    }
+    assert_eq!(run.summary.tasks.working, 0);
+    // At most two children per agent, two levels deep; fewer when a failing parent cancels its
+    // children before they have delegated.
+    assert!(run.summary.tasks.total() <= 1 + 2 + 4, "{:?}", run.summary.tasks);
+}
+
+#[tokio::test]
+async fn the_run_total_caps_subtasks() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_slm"
+arguments = { prompt = "one" }
+[[conversation.turn.call]]
+tool = "call_slm"
+arguments = { prompt = "two" }
+[[conversation.turn.call]]
+tool = "call_slm"
+arguments = { prompt = "three" }
+[[conversation.turn]]
+text = "done"
+
+[[conversation]]
+agent = "slm"
+[[conversation.turn]]
+text = "ok"
+"#;
+    let limits = Limits { max_subtasks_per_run: 2, on_finish: OnFinish::WaitForChildren, ..Limits::default() };
+    let run = run(config(script, vec![expert("boss", ALL_TOOLS, &[])], "boss", "three questions", limits)).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.limits_hit(), vec!["max_subtasks_per_run"]);
+    let errors: Vec<&Value> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { result, is_error: true, .. } => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![&Value::String("max_subtasks_per_run is 2: this run has started 2 subtasks".into())]);
+}
+
+#[tokio::test]
+async fn concurrency_limit_refuses_while_full() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "a" }
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "b" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 10 }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "c" }
+[[conversation.turn]]
+text = "done"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 100
+text = "ok"
+"#;
+    let limits = Limits { max_concurrent_subtasks: 1, on_finish: OnFinish::WaitForChildren, ..Limits::default() };
+    let agents = vec![expert("boss", ALL_TOOLS, &["worker"]), expert("worker", &[], &[])];
+    let run = run(config(script, agents, "boss", "one at a time", limits)).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(run.limits_hit(), vec!["max_concurrent_subtasks"], "b was refused while a worked");
+    assert_eq!(
+        run.finals(),
+        vec![
+            ("boss: one at a time".into(), TaskStatus::Completed),
+            ("worker: a".into(), TaskStatus::Completed),
+            ("worker: c".into(), TaskStatus::Completed),
+        ],
+        "c started once a had finished"
+    );
+}
+
+#[tokio::test]
+async fn wall_time_limit_fails_the_subtask_not_the_run() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "sleeper", task = "sleep" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 30 }
+[[conversation.turn]]
+text = "sleeper {{status.1}}"
+
+[[conversation]]
+agent = "sleeper"
+[[conversation.turn]]
+delay_ms = 60000
+text = "never"
+"#;
+    let mut sleeper = expert("sleeper", &[], &[]);
+    sleeper.max_wall_seconds = Some(1);
+    let agents = vec![expert("boss", ALL_TOOLS, &["sleeper"]), sleeper];
+    let run = run(config(script, agents, "boss", "time out", Limits::default())).await;
+    assert_eq!(run.summary.result.as_deref(), Some("sleeper failed"));
+    assert_eq!(run.limits_hit(), vec!["max_wall_seconds_per_subtask"]);
+}
+
+#[tokio::test]
+async fn the_token_budget_stops_the_run() {
+    let script = r#"
+[[conversation]]
+repeat = true
+[[conversation.turn]]
+text = "thinking out loud for a while"
+[[conversation.turn.call]]
+tool = "list_tasks"
+"#;
+    let limits = Limits { max_tokens_per_run: 60, max_turns_per_agent: 100, ..Limits::default() };
+    let run = run(config(script, vec![expert("talker", ALL_TOOLS, &[])], "talker", "talk", limits)).await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    assert_eq!(run.limits_hit(), vec!["max_tokens_per_run"]);
+    assert!(run.summary.usage.total_tokens() >= 60);
+}
+
+/// Both policies for children still working when their parent answers, recorded as events.
+#[tokio::test]
+async fn children_left_working_are_cancelled_or_awaited_as_configured() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "background" }
+[[conversation.turn]]
+text = "answered early"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 200
+text = "background done"
+"#;
+    for (policy, child_status) in [(OnFinish::CancelChildren, TaskStatus::Cancelled), (OnFinish::WaitForChildren, TaskStatus::Completed)] {
+        let mut boss = expert("boss", ALL_TOOLS, &["worker"]);
+        boss.on_finish = Some(policy);
+        let run = run(config(script, vec![boss, expert("worker", &[], &[])], "boss", "early", Limits::default())).await;
+        assert_eq!(run.summary.status, RunStatus::Completed);
+        assert_eq!(run.summary.result.as_deref(), Some("answered early"));
+        let decision: Vec<OnFinish> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ChildrenOnFinish { policy, children, .. } if children.len() == 1 => Some(*policy),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decision, vec![policy]);
+        assert!(run.finals().contains(&("worker: background".into(), child_status)), "{policy:?}: {:?}", run.finals());
+    }
+}
+
+/// Refusals a model must be able to read and act on, never crashes.
+#[tokio::test]
+async fn bad_calls_are_tool_errors_the_model_reads() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "stranger", task = "x" }
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "subtask://zzzzzz" }
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "not a uri" }
+[[conversation.turn.call]]
+tool = "delete_everything"
+arguments = {}
+[[conversation.turn]]
+text = "coped"
+"#;
+    let run = run(config(script, vec![expert("boss", ALL_TOOLS, &["helper"]), expert("helper", &[], &[])], "boss", "subtask://000000", Limits::default())).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    let errors: Vec<String> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { result: Value::String(s), is_error: true, .. } => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors[0].starts_with("there is no expert `stranger`; you may call: helper"), "{}", errors[0]);
+    assert!(errors[1].starts_with("no task subtask://zzzzzz in this run"), "{}", errors[1]);
+    assert!(errors[2].contains("is not a subtask URI"), "{}", errors[2]);
+    assert!(errors[3].starts_with("unknown tool `delete_everything`"), "{}", errors[3]);
+}
+
+/// A sub-agent without `agent` inherits the caller's configuration: same expert, same model,
+/// same tools, so it can delegate in turn.
+#[tokio::test]
+async fn a_sub_agent_without_an_expert_inherits_its_parent() {
+    let script = r#"
+[[conversation]]
+task_contains = "top"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { task = "middle" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 10 }
+[[conversation.turn]]
+text = "top got: {{result.1}}"
+
+[[conversation]]
+task_contains = "middle"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_slm"
+arguments = { prompt = "bottom" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 10 }
+[[conversation.turn]]
+text = "middle got: {{result.1}}"
+
+[[conversation]]
+agent = "slm"
+[[conversation.turn]]
+text = "bottom answer"
+"#;
+    let run = run(config(script, vec![expert("solo", ALL_TOOLS, &[])], "solo", "top", Limits::default())).await;
+    assert_eq!(run.summary.result.as_deref(), Some("top got: middle got: bottom answer"));
+    let created: Vec<(Option<TaskId>, String, TaskKind)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::TaskCreated { parent, agent, kind, .. } => Some((*parent, agent.clone(), *kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 3);
+    assert_eq!(created[1].1, "solo", "the sub-agent runs the parent's expert");
+    assert_eq!(created[2].2, TaskKind::Slm);
+}
+
+#[tokio::test]
+async fn cancelling_the_run_cancels_every_task() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "forever" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 300 }
+[[conversation.turn]]
+text = "never"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 60000
+text = "never"
+"#;
+    let agents = vec![expert("boss", ALL_TOOLS, &["worker"]), expert("worker", &[], &[])];
+    let run = run_with(config(script, agents, "boss", "stop me", Limits::default()), |event| match &event.body {
+        EventBody::TaskCreated { agent, .. } if agent == "worker" => Some(Op::CancelRun),
+        _ => None,
+    })
+    .await;
+    assert_eq!(run.summary.status, RunStatus::Cancelled);
+    assert_eq!(run.summary.tasks.working, 0);
+    assert_eq!(run.summary.tasks.cancelled, 2);
+}
