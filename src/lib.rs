@@ -9,10 +9,12 @@
 //!   the async driver that runs them against models.
 //! - [`model`]: the [`model::Model`] trait and its providers.
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
+//! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
 //! - [`serve`]: front ends other than the terminal UI (the headless progress line).
 
 pub mod config;
 pub mod findings;
+pub mod launch;
 pub mod model;
 pub mod protocol;
 pub mod runtime;

@@ -21,6 +21,9 @@ pub fn format_millis(ms: Millis) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// Names of the built-in tools, in the order they are offered to models.
+pub const BUILTIN_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+
 /// The URI scheme of subtask resources.
 pub const SUBTASK_SCHEME: &str = "subtask://";
 
@@ -71,10 +74,7 @@ impl TaskId {
         }
         let mut code = 0u32;
         for byte in body.bytes() {
-            let digit = ALPHABET
-                .iter()
-                .position(|&a| a == byte)
-                .ok_or_else(|| ParseTaskIdError(text.to_owned()))?;
+            let digit = ALPHABET.iter().position(|&a| a == byte).ok_or_else(|| ParseTaskIdError(text.to_owned()))?;
             code = (code << 5) | digit as u32;
         }
         Ok(TaskId(code))
@@ -478,9 +478,7 @@ mod rfc3339_millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
         let text = String::deserialize(deserializer)?;
         let time = humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)?;
-        let since = time
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(serde::de::Error::custom)?;
+        let since = time.duration_since(std::time::UNIX_EPOCH).map_err(serde::de::Error::custom)?;
         Ok(since.as_millis() as Millis)
     }
 }
@@ -503,12 +501,7 @@ mod tests {
     fn sloppy_copies_of_a_uri_still_parse() {
         let id = TaskId::from_code(123_456);
         let uri = id.to_string();
-        for sloppy in [
-            format!("  {uri} "),
-            format!("\"{uri}\""),
-            uri.to_uppercase(),
-            format!("{uri}/"),
-        ] {
+        for sloppy in [format!("  {uri} "), format!("\"{uri}\""), uri.to_uppercase(), format!("{uri}/")] {
             assert_eq!(TaskId::parse(&sloppy), Ok(id), "{sloppy}");
         }
         assert!(TaskId::parse("subtask://abc").is_err());

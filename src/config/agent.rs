@@ -15,23 +15,14 @@ use super::suggest;
 use super::types::{AgentSpec, Location};
 
 /// The tools troupe provides itself.
-pub const BUILTIN_TOOLS: [&str; 5] = [
-    "call_slm",
-    "call_agent",
-    "get_task_status",
-    "cancel_task",
-    "list_tasks",
-];
+pub use crate::protocol::BUILTIN_TOOLS;
 
 /// The prefix of tools served by MCP servers: `mcp:<server>/<tool>` (or `/*`).
 pub const MCP_TOOL_PREFIX: &str = "mcp:";
 
 const AGENT_SCHEMA: Schema = &[
     ("name", "name = \"researcher\""),
-    (
-        "description",
-        "description = \"Finds facts and reports them briefly\"",
-    ),
+    ("description", "description = \"Finds facts and reports them briefly\""),
     ("model", "model = \"small\""),
     ("temperature", "temperature = 0.2"),
     ("top_p", "top_p = 0.9"),
@@ -43,10 +34,7 @@ const AGENT_SCHEMA: Schema = &[
     ("on_finish", "on_finish = \"wait_for_children\""),
     ("tools", "tools = [\"call_agent\", \"get_task_status\"]"),
     ("experts", "experts = [\"summarizer\"]"),
-    (
-        "system_prompt",
-        "system_prompt = \"You are a careful researcher.\"",
-    ),
+    ("system_prompt", "system_prompt = \"You are a careful researcher.\""),
 ];
 
 /// One agent file as read, before the workbench-wide checks.
@@ -67,10 +55,7 @@ pub(crate) struct AgentDraft {
 
 impl AgentDraft {
     fn empty(shown: &Path, abs: &Path) -> Self {
-        let stem = shown
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = shown.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         AgentDraft {
             spec: AgentSpec {
                 name: stem,
@@ -135,9 +120,7 @@ impl AgentDraft {
         spec.max_turns = table.u32(&mut cx, "max_turns", true);
         spec.max_children = table.u32(&mut cx, "max_children", false);
         spec.max_wall_seconds = table.u64(&mut cx, "max_wall_seconds", true);
-        spec.on_finish = table
-            .choice(&mut cx, "on_finish", &ON_FINISH)
-            .map(|c| c.value);
+        spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
         let tools = table.string_array(&mut cx, "tools");
         // When `tools` is mistyped (reported), whether it holds `call_agent` is unknown.
         let tools_known = tools.is_some() || table.get("tools").is_none();
@@ -152,11 +135,8 @@ impl AgentDraft {
             let key = table.table.get_key_value("experts").map(|(k, _)| k.span());
             if let Some(key) = key.filter(|_| !experts.is_empty() && !calls_agents) {
                 cx.push(
-                    Diagnostic::warning(
-                        cx.at(&key),
-                        "`experts` has no effect without the `call_agent` tool",
-                    )
-                    .with_hint("add \"call_agent\" to `tools`"),
+                    Diagnostic::warning(cx.at(&key), "`experts` has no effect without the `call_agent` tool")
+                        .with_hint("add \"call_agent\" to `tools`"),
                 );
             }
             draft.experts_at = experts.iter().map(|e| e.at.clone()).collect();
@@ -182,9 +162,10 @@ pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Locate
     };
     match problem {
         Some(message) => {
-            cx.push(Diagnostic::error(name.at.clone(), message).with_hint(
-                "for example: name = \"researcher\", or leave `name` out to use the file's name",
-            ));
+            cx.push(
+                Diagnostic::error(name.at.clone(), message)
+                    .with_hint("for example: name = \"researcher\", or leave `name` out to use the file's name"),
+            );
             None
         }
         None => Some(name),
@@ -199,29 +180,17 @@ fn check_tool(cx: &mut Cx<'_>, tool: &Located<String>, mcp_servers: Option<&BTre
     }
     let Some(reference) = name.strip_prefix(MCP_TOOL_PREFIX) else {
         let hint = suggest::closest(name, BUILTIN_TOOLS).map_or_else(
-            || {
-                format!(
-                    "built-in tools: {}; MCP tools are written `mcp:<server>/<tool>`",
-                    suggest::list(BUILTIN_TOOLS)
-                )
-            },
+            || format!("built-in tools: {}; MCP tools are written `mcp:<server>/<tool>`", suggest::list(BUILTIN_TOOLS)),
             |near| format!("did you mean `{near}`?"),
         );
-        cx.push(
-            Diagnostic::error(tool.at.clone(), format!("unknown tool `{name}`")).with_hint(hint),
-        );
+        cx.push(Diagnostic::error(tool.at.clone(), format!("unknown tool `{name}`")).with_hint(hint));
         return;
     };
     let parts = reference.split_once('/');
     let Some((server, _)) = parts.filter(|(s, t)| !s.is_empty() && !t.is_empty()) else {
         cx.push(
-            Diagnostic::error(
-                tool.at.clone(),
-                format!("`{name}` is not a valid MCP tool reference"),
-            )
-            .with_hint(
-                "write `mcp:<server>/<tool>`, or `mcp:<server>/*` for all of a server's tools",
-            ),
+            Diagnostic::error(tool.at.clone(), format!("`{name}` is not a valid MCP tool reference"))
+                .with_hint("write `mcp:<server>/<tool>`, or `mcp:<server>/*` for all of a server's tools"),
         );
         return;
     };
@@ -231,12 +200,7 @@ fn check_tool(cx: &mut Cx<'_>, tool: &Located<String>, mcp_servers: Option<&BTre
     if servers.contains(server) {
         return;
     }
-    let hint = suggest::hint(
-        server,
-        servers.iter().map(String::as_str),
-        "declared MCP servers",
-        None,
-    );
+    let hint = suggest::hint(server, servers.iter().map(String::as_str), "declared MCP servers", None);
     cx.push(
         Diagnostic::error(
             tool.at.clone(),

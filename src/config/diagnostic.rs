@@ -41,21 +41,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            location,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { severity: Severity::Error, location, message: message.into(), hint: None }
     }
 
     pub fn warning(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            location,
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { severity: Severity::Warning, location, message: message.into(), hint: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -77,13 +67,7 @@ impl fmt::Display for Diagnostic {
     /// `path:line:col: error: message`, then `  = hint: ...` on its own line when there is one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Location { path, line, col } = &self.location;
-        write!(
-            f,
-            "{}:{line}:{col}: {}: {}",
-            path.display(),
-            self.severity.as_str(),
-            self.message
-        )?;
+        write!(f, "{}:{line}:{col}: {}: {}", path.display(), self.severity.as_str(), self.message)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  = hint: {hint}")?;
         }
@@ -94,11 +78,7 @@ impl fmt::Display for Diagnostic {
 /// Sorts diagnostics by path, then line, then column; ties keep the order they were found in.
 pub(crate) fn sort_diagnostics(diags: &mut [Diagnostic]) {
     diags.sort_by(|a, b| {
-        (&a.location.path, a.location.line, a.location.col).cmp(&(
-            &b.location.path,
-            b.location.line,
-            b.location.col,
-        ))
+        (&a.location.path, a.location.line, a.location.col).cmp(&(&b.location.path, b.location.line, b.location.col))
     });
 }
 
@@ -134,22 +114,14 @@ pub fn render_diagnostics(diags: &[Diagnostic]) -> String {
 
 /// [`render_diagnostics`] with the files' texts supplied by `source` (for text not on disk,
 /// such as an editor's buffer). A file `source` cannot supply is rendered without its lines.
-pub fn render_diagnostics_with(
-    diags: &[Diagnostic],
-    mut source: impl FnMut(&Path) -> Option<String>,
-) -> String {
+pub fn render_diagnostics_with(diags: &[Diagnostic], mut source: impl FnMut(&Path) -> Option<String>) -> String {
     let mut texts: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     let mut out = String::new();
     for diag in diags {
         out.push_str(&diag.to_string());
         out.push('\n');
-        let text = texts
-            .entry(diag.location.path.clone())
-            .or_insert_with(|| source(&diag.location.path));
-        if let Some(snippet) = text
-            .as_deref()
-            .and_then(|text| snippet(text, diag.location.line, diag.location.col))
-        {
+        let text = texts.entry(diag.location.path.clone()).or_insert_with(|| source(&diag.location.path));
+        if let Some(snippet) = text.as_deref().and_then(|text| snippet(text, diag.location.line, diag.location.col)) {
             out.push_str(&snippet);
         }
         out.push('\n');
@@ -177,7 +149,5 @@ fn snippet(text: &str, line: u32, col: u32) -> Option<String> {
         .take(usize::try_from(col).unwrap_or(1).saturating_sub(1))
         .map(|c| if c == '\t' { '\t' } else { ' ' })
         .collect();
-    Some(format!(
-        "{gutter} |\n{number} | {source_line}\n{gutter} | {pad}^\n"
-    ))
+    Some(format!("{gutter} |\n{number} | {source_line}\n{gutter} | {pad}^\n"))
 }

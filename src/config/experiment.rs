@@ -16,15 +16,9 @@ use super::types::{ExperimentSpec, LimitsPatch, Location};
 
 const EXPERIMENT_SCHEMA: Schema = &[
     ("name", "name = \"smoke\""),
-    (
-        "description",
-        "description = \"Can the researcher delegate?\"",
-    ),
+    ("description", "description = \"Can the researcher delegate?\""),
     ("root", "root = \"researcher\""),
-    (
-        "task",
-        "task = \"Summarize the three main causes of inflation.\"",
-    ),
+    ("task", "task = \"Summarize the three main causes of inflation.\""),
     ("models", "[models.small]"),
     ("limits", "[limits]"),
 ];
@@ -47,10 +41,7 @@ pub(crate) struct ExperimentDraft {
 
 impl ExperimentDraft {
     fn empty(shown: &Path, abs: &Path) -> Self {
-        let stem = shown
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = shown.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         ExperimentDraft {
             spec: ExperimentSpec {
                 name: stem,

@@ -31,11 +31,7 @@ impl Source {
     pub fn new(path: PathBuf, text: String) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source {
-            path,
-            text,
-            line_starts,
-        }
+        Source { path, text, line_starts }
     }
 
     /// The 1-based line and character column of a byte offset.
@@ -45,15 +41,8 @@ impl Source {
             offset -= 1;
         }
         let line = self.line_starts.partition_point(|&start| start <= offset);
-        let start = line
-            .checked_sub(1)
-            .and_then(|i| self.line_starts.get(i))
-            .copied()
-            .unwrap_or(0);
-        let col = self
-            .text
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count());
+        let start = line.checked_sub(1).and_then(|i| self.line_starts.get(i)).copied().unwrap_or(0);
+        let col = self.text.get(start..offset).map_or(0, |s| s.chars().count());
         Location {
             path: self.path.clone(),
             line: u32::try_from(line.max(1)).unwrap_or(u32::MAX),
@@ -76,9 +65,7 @@ impl Source {
         match DeTable::parse(&self.text) {
             Ok(doc) => Some(doc),
             Err(err) => {
-                let at = err
-                    .span()
-                    .map_or_else(|| self.start(), |s| self.location(s.start));
+                let at = err.span().map_or_else(|| self.start(), |s| self.location(s.start));
                 let message = format!("invalid TOML: {}", err.message());
                 diags.push(Diagnostic::error(at, message));
                 None
@@ -89,11 +76,7 @@ impl Source {
 
 /// Line 1, column 1 of `path`.
 pub(crate) fn start_of(path: &std::path::Path) -> Location {
-    Location {
-        path: path.to_path_buf(),
-        line: 1,
-        col: 1,
-    }
+    Location { path: path.to_path_buf(), line: 1, col: 1 }
 }
 
 /// A value and where it was written.
@@ -111,10 +94,7 @@ pub(crate) struct Cx<'s> {
 
 impl<'s> Cx<'s> {
     pub fn new(src: &'s Source) -> Self {
-        Cx {
-            src,
-            diags: Vec::new(),
-        }
+        Cx { src, diags: Vec::new() }
     }
 
     pub fn at(&self, span: &std::ops::Range<usize>) -> Location {
@@ -167,11 +147,7 @@ pub(crate) struct Table<'t, 'i> {
 impl<'t, 'i> Table<'t, 'i> {
     /// The whole document: missing keys are reported at 1:1.
     pub fn document(doc: &'t Spanned<DeTable<'i>>, schema: Schema) -> Self {
-        Table {
-            table: doc.get_ref(),
-            anchor: 0,
-            schema,
-        }
+        Table { table: doc.get_ref(), anchor: 0, schema }
     }
 
     /// A nested table (a `[header]` or an inline table); `None` (with an error) if `value` is
@@ -184,17 +160,10 @@ impl<'t, 'i> Table<'t, 'i> {
         schema: Schema,
     ) -> Option<Self> {
         match value.get_ref() {
-            DeValue::Table(table) => Some(Table {
-                table,
-                anchor: value.span().start,
-                schema,
-            }),
+            DeValue::Table(table) => Some(Table { table, anchor: value.span().start, schema }),
             other => {
                 let message = format!("`{key}` must be a table, found {}", type_name(other));
-                cx.push(
-                    Diagnostic::error(cx.at(&value.span()), message)
-                        .with_hint(format!("for example: {example}")),
-                );
+                cx.push(Diagnostic::error(cx.at(&value.span()), message).with_hint(format!("for example: {example}")));
                 None
             }
         }
@@ -206,35 +175,19 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     fn example(&self, key: &str) -> &'static str {
-        self.schema
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or("", |(_, example)| example)
+        self.schema.iter().find(|(k, _)| *k == key).map_or("", |(_, example)| example)
     }
 
     fn type_error(&self, cx: &mut Cx<'_>, key: &str, value: &Spanned<DeValue<'_>>, expected: &str) {
-        let message = format!(
-            "`{key}` must be {expected}, found {}",
-            type_name(value.get_ref())
-        );
+        let message = format!("`{key}` must be {expected}, found {}", type_name(value.get_ref()));
         self.value_error(cx, key, value, message);
     }
 
     /// An error at `value` with the key's example as the hint.
-    pub fn value_error(
-        &self,
-        cx: &mut Cx<'_>,
-        key: &str,
-        value: &Spanned<DeValue<'_>>,
-        message: String,
-    ) {
+    pub fn value_error(&self, cx: &mut Cx<'_>, key: &str, value: &Spanned<DeValue<'_>>, message: String) {
         let example = self.example(key);
         let diag = Diagnostic::error(cx.at(&value.span()), message);
-        cx.push(if example.is_empty() {
-            diag
-        } else {
-            diag.with_hint(format!("for example: {example}"))
-        });
+        cx.push(if example.is_empty() { diag } else { diag.with_hint(format!("for example: {example}")) });
     }
 
     /// Reports every key that is not in the schema, with the closest known key as a hint.
@@ -246,10 +199,7 @@ impl<'t, 'i> Table<'t, 'i> {
                 continue;
             }
             let hint = suggest::hint(name, known(), "known keys", None);
-            cx.push(
-                Diagnostic::error(cx.at(&key.span()), format!("unknown key `{name}`"))
-                    .with_opt_hint(hint),
-            );
+            cx.push(Diagnostic::error(cx.at(&key.span()), format!("unknown key `{name}`")).with_opt_hint(hint));
         }
     }
 
@@ -281,10 +231,7 @@ impl<'t, 'i> Table<'t, 'i> {
     pub fn string(&self, cx: &mut Cx<'_>, key: &str) -> Option<Located<String>> {
         let value = self.get(key)?;
         match value.get_ref() {
-            DeValue::String(s) => Some(Located {
-                value: s.to_string(),
-                at: cx.at(&value.span()),
-            }),
+            DeValue::String(s) => Some(Located { value: s.to_string(), at: cx.at(&value.span()) }),
             _ => {
                 self.type_error(cx, key, value, "a string");
                 None
@@ -304,11 +251,7 @@ impl<'t, 'i> Table<'t, 'i> {
     /// An optional non-negative (or, with `positive`, at least 1) integer up to `max`.
     pub fn uint(&self, cx: &mut Cx<'_>, key: &str, positive: bool, max: u64) -> Option<u64> {
         let value = self.get(key)?;
-        let expected = if positive {
-            "a positive integer"
-        } else {
-            "a non-negative integer"
-        };
+        let expected = if positive { "a positive integer" } else { "a non-negative integer" };
         let Some(n) = integer_value(value.get_ref()) else {
             self.type_error(cx, key, value, expected);
             return None;
@@ -328,8 +271,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     pub fn u32(&self, cx: &mut Cx<'_>, key: &str, positive: bool) -> Option<u32> {
-        self.uint(cx, key, positive, u64::from(u32::MAX))
-            .and_then(|n| u32::try_from(n).ok())
+        self.uint(cx, key, positive, u64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
     }
 
     pub fn u64(&self, cx: &mut Cx<'_>, key: &str, positive: bool) -> Option<u64> {
@@ -346,12 +288,7 @@ impl<'t, 'i> Table<'t, 'i> {
         };
         if !(min..=max).contains(&n) {
             let found = cx.src.slice(value.span()).to_owned();
-            self.value_error(
-                cx,
-                key,
-                value,
-                format!("`{key}` must be {expected}, found {found}"),
-            );
+            self.value_error(cx, key, value, format!("`{key}` must be {expected}, found {found}"));
             return None;
         }
         Some(n)
@@ -373,16 +310,10 @@ impl<'t, 'i> Table<'t, 'i> {
         let mut ok = true;
         for item in items.iter() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(Located {
-                    value: s.to_string(),
-                    at: cx.at(&item.span()),
-                }),
+                DeValue::String(s) => out.push(Located { value: s.to_string(), at: cx.at(&item.span()) }),
                 other => {
                     ok = false;
-                    let message = format!(
-                        "`{key}` must be an array of strings, found {} in it",
-                        type_name(other)
-                    );
+                    let message = format!("`{key}` must be an array of strings, found {} in it", type_name(other));
                     self.value_error(cx, key, item, message);
                 }
             }
@@ -391,36 +322,20 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional string that must be one of `options`.
-    pub fn choice<T: Copy>(
-        &self,
-        cx: &mut Cx<'_>,
-        key: &str,
-        options: &[(&'static str, T)],
-    ) -> Option<Located<T>> {
+    pub fn choice<T: Copy>(&self, cx: &mut Cx<'_>, key: &str, options: &[(&'static str, T)]) -> Option<Located<T>> {
         let value = self.get(key)?;
         let names = || options.iter().map(|(name, _)| *name);
-        let expected = format!(
-            "one of {}",
-            names()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let expected = format!("one of {}", names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "));
         let DeValue::String(s) = value.get_ref() else {
             self.type_error(cx, key, value, &expected);
             return None;
         };
         if let Some((_, v)) = options.iter().find(|(name, _)| *name == s.as_ref()) {
-            return Some(Located {
-                value: *v,
-                at: cx.at(&value.span()),
-            });
+            return Some(Located { value: *v, at: cx.at(&value.span()) });
         }
         let message = format!("`{key}` must be {expected}, found `{s}`");
-        let hint = suggest::closest(s, names()).map_or_else(
-            || format!("for example: {}", self.example(key)),
-            |near| format!("did you mean `{near}`?"),
-        );
+        let hint = suggest::closest(s, names())
+            .map_or_else(|| format!("for example: {}", self.example(key)), |near| format!("did you mean `{near}`?"));
         cx.push(Diagnostic::error(cx.at(&value.span()), message).with_hint(hint));
         None
     }

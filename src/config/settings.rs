@@ -16,17 +16,11 @@ use super::reader::{Cx, Located, Schema, Source, Table};
 use super::types::{Limits, LimitsPatch, ModelSpec, ProviderKind, Settings};
 use crate::protocol::OnFinish;
 
-pub(crate) const ON_FINISH: [(&str, OnFinish); 2] = [
-    ("cancel_children", OnFinish::CancelChildren),
-    ("wait_for_children", OnFinish::WaitForChildren),
-];
+pub(crate) const ON_FINISH: [(&str, OnFinish); 2] =
+    [("cancel_children", OnFinish::CancelChildren), ("wait_for_children", OnFinish::WaitForChildren)];
 
-const TOP_SCHEMA: Schema = &[
-    ("models", "[models.small]"),
-    ("limits", "[limits]"),
-    ("mcp", "[mcp.servers.time]"),
-    ("memory", "[memory]"),
-];
+const TOP_SCHEMA: Schema =
+    &[("models", "[models.small]"), ("limits", "[limits]"), ("mcp", "[mcp.servers.time]"), ("memory", "[memory]")];
 
 pub(crate) const MODEL_SCHEMA: Schema = &[
     ("provider", "provider = \"local\""),
@@ -44,10 +38,7 @@ pub(crate) const LIMITS_SCHEMA: Schema = &[
     ("max_concurrent_subtasks", "max_concurrent_subtasks = 16"),
     ("max_subtasks_per_run", "max_subtasks_per_run = 200"),
     ("max_turns_per_agent", "max_turns_per_agent = 12"),
-    (
-        "max_wall_seconds_per_subtask",
-        "max_wall_seconds_per_subtask = 600",
-    ),
+    ("max_wall_seconds_per_subtask", "max_wall_seconds_per_subtask = 600"),
     ("max_tokens_per_run", "max_tokens_per_run = 500000"),
     ("on_finish", "on_finish = \"cancel_children\""),
 ];
@@ -71,11 +62,7 @@ pub(crate) struct SettingsDraft {
 impl SettingsDraft {
     fn defaults(path: Option<PathBuf>) -> Self {
         SettingsDraft {
-            settings: Settings {
-                path,
-                models: BTreeMap::new(),
-                limits: Limits::default(),
-            },
+            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default() },
             aliases: BTreeSet::new(),
             mcp_servers: BTreeSet::new(),
             complete: true,
@@ -132,10 +119,7 @@ pub(crate) struct Dirs {
 impl Dirs {
     pub fn of(shown_file: &Path, abs_file: &Path) -> Self {
         Dirs {
-            shown: shown_file
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+            shown: shown_file.parent().map(Path::to_path_buf).unwrap_or_default(),
             abs: abs_file.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
     }
@@ -162,25 +146,12 @@ pub(crate) fn read_models(
     (specs, aliases)
 }
 
-fn read_model(
-    cx: &mut Cx<'_>,
-    alias: &str,
-    value: &Spanned<DeValue<'_>>,
-    dirs: &Dirs,
-) -> Option<ModelSpec> {
+fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<ModelSpec> {
     let errors_before = cx.diags.len();
     let example = format!("[models.{alias}] followed by provider = \"local\"");
-    let table = Table::nested(
-        cx,
-        &format!("models.{alias}"),
-        value,
-        &example,
-        MODEL_SCHEMA,
-    )?;
+    let table = Table::nested(cx, &format!("models.{alias}"), value, &example, MODEL_SCHEMA)?;
     table.check_unknown(cx);
-    let provider = table
-        .choice(cx, "provider", &ProviderKind::ALL)
-        .map(|p| p.value);
+    let provider = table.choice(cx, "provider", &ProviderKind::ALL).map(|p| p.value);
     if table.get("provider").is_none() {
         table.missing(cx, "provider");
     }
@@ -196,17 +167,12 @@ fn read_model(
         }
     }
     let base_url = table.string(cx, "base_url");
-    let bad_url = |url: &&Located<String>| {
-        !(url.value.starts_with("http://") || url.value.starts_with("https://"))
-    };
+    let bad_url = |url: &&Located<String>| !(url.value.starts_with("http://") || url.value.starts_with("https://"));
     if let Some(url) = base_url.as_ref().filter(bad_url) {
         cx.push(
             Diagnostic::error(
                 url.at.clone(),
-                format!(
-                    "`base_url` must start with http:// or https://, found `{}`",
-                    url.value
-                ),
+                format!("`base_url` must start with http:// or https://, found `{}`", url.value),
             )
             .with_hint("for example: base_url = \"https://api.openai.com/v1\""),
         );
@@ -239,21 +205,10 @@ fn read_model(
                 Some(abs)
             } else {
                 let shown = dirs.shown.join(&script.value);
-                let what = if abs.exists() {
-                    "is not a file"
-                } else {
-                    "does not exist"
-                };
-                cx.push(
-                    Diagnostic::error(
-                        script.at.clone(),
-                        format!("script `{}` {what}", script.value),
-                    )
-                    .with_hint(format!(
-                        "`script` is relative to the folder of this file; looked for {}",
-                        shown.display()
-                    )),
-                );
+                let what = if abs.exists() { "is not a file" } else { "does not exist" };
+                cx.push(Diagnostic::error(script.at.clone(), format!("script `{}` {what}", script.value)).with_hint(
+                    format!("`script` is relative to the folder of this file; looked for {}", shown.display()),
+                ));
                 None
             }
         }
@@ -271,11 +226,7 @@ fn read_model(
     };
     let temperature = table.f32(cx, "temperature", 0.0, 2.0);
     let max_tokens = table.u32(cx, "max_tokens", true);
-    let had_errors = cx
-        .diags
-        .iter()
-        .skip(errors_before)
-        .any(Diagnostic::is_error);
+    let had_errors = cx.diags.iter().skip(errors_before).any(Diagnostic::is_error);
     if had_errors {
         return None;
     }
@@ -299,17 +250,13 @@ fn mcp_servers(mcp: Option<&Spanned<DeValue<'_>>>) -> BTreeSet<String> {
         .and_then(|mcp| mcp.get_ref().as_table())
         .and_then(|mcp| mcp.get("servers"))
         .and_then(|servers| servers.get_ref().as_table());
-    servers.map_or_else(BTreeSet::new, |servers| {
-        servers.keys().map(|k| k.get_ref().to_string()).collect()
-    })
+    servers.map_or_else(BTreeSet::new, |servers| servers.keys().map(|k| k.get_ref().to_string()).collect())
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
 fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -35,12 +35,7 @@ where
 
 /// "did you mean `x`?" when a candidate is close, else "{what}: a, b, c" (or `none` when there
 /// are no candidates at all).
-pub(crate) fn hint<'a, I>(
-    word: &str,
-    candidates: I,
-    what: &str,
-    none: Option<&str>,
-) -> Option<String>
+pub(crate) fn hint<'a, I>(word: &str, candidates: I, what: &str, none: Option<&str>) -> Option<String>
 where
     I: IntoIterator<Item = &'a str> + Clone,
 {
@@ -48,9 +43,5 @@ where
         return Some(format!("did you mean `{near}`?"));
     }
     let all = list(candidates);
-    if all.is_empty() {
-        none.map(str::to_owned)
-    } else {
-        Some(format!("{what}: {all}"))
-    }
+    if all.is_empty() { none.map(str::to_owned) } else { Some(format!("{what}: {all}")) }
 }

@@ -35,10 +35,7 @@ fn write(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// Each diagnostic's `Display`, with the folder shown as `<root>`.
 fn shown(root: &Path, diags: &[Diagnostic]) -> Vec<String> {
     let root = root.display().to_string();
-    diags
-        .iter()
-        .map(|d| d.to_string().replace(&root, "<root>"))
-        .collect()
+    diags.iter().map(|d| d.to_string().replace(&root, "<root>")).collect()
 }
 
 fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
@@ -49,57 +46,33 @@ fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
 }
 
 /// A case's name, its files, and the diagnostics expected.
-type Case = (
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-    Vec<&'static str>,
-);
+type Case = (&'static str, Vec<(&'static str, &'static str)>, Vec<&'static str>);
 
 #[test]
 fn diagnostics_are_exact() {
     let cases: Vec<Case> = vec![
         (
             "unknown key with a suggestion",
-            vec![
-                ("troupe.toml", MODELS),
-                (
-                    "agents/writer.toml",
-                    "description = \"Writes\"\nmodle = \"small\"\n",
-                ),
-            ],
-            vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `modle`\n  = hint: did you mean `model`?",
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "description = \"Writes\"\nmodle = \"small\"\n")],
+            vec!["<root>/agents/writer.toml:2:1: error: unknown key `modle`\n  = hint: did you mean `model`?"],
         ),
         (
             "missing required key",
-            vec![
-                ("troupe.toml", MODELS),
-                ("agents/writer.toml", "description = \"Writes\"\n"),
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "description = \"Writes\"\n")],
             vec![
                 "<root>/agents/writer.toml:1:1: error: missing required key `model`\n  = hint: for example: model = \"small\"",
             ],
         ),
         (
             "unknown key far from any known key",
-            vec![
-                ("troupe.toml", MODELS),
-                ("agents/writer.toml", "model = \"small\"\nflavour = 3\n"),
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
                 "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tools, experts, system_prompt",
             ],
         ),
         (
             "wrong type",
-            vec![
-                ("troupe.toml", MODELS),
-                (
-                    "agents/writer.toml",
-                    "model = \"small\"\nmax_turns = \"eight\"\n",
-                ),
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nmax_turns = \"eight\"\n")],
             vec![
                 "<root>/agents/writer.toml:2:13: error: `max_turns` must be a positive integer, found a string\n  = hint: for example: max_turns = 8",
             ],
@@ -108,10 +81,7 @@ fn diagnostics_are_exact() {
             "out of range",
             vec![
                 ("troupe.toml", MODELS),
-                (
-                    "agents/writer.toml",
-                    "model = \"small\"\ntemperature = 2.5\nmax_turns = 0\ntop_p = 1\n",
-                ),
+                ("agents/writer.toml", "model = \"small\"\ntemperature = 2.5\nmax_turns = 0\ntop_p = 1\n"),
             ],
             vec![
                 "<root>/agents/writer.toml:2:15: error: `temperature` must be a number from 0 to 2, found 2.5\n  = hint: for example: temperature = 0.2",
@@ -120,20 +90,12 @@ fn diagnostics_are_exact() {
         ),
         (
             "unknown model alias, close to a known one",
-            vec![
-                ("troupe.toml", MODELS),
-                ("agents/writer.toml", "model = \"smal\"\n"),
-            ],
-            vec![
-                "<root>/agents/writer.toml:1:9: error: unknown model alias `smal`\n  = hint: did you mean `small`?",
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"smal\"\n")],
+            vec!["<root>/agents/writer.toml:1:9: error: unknown model alias `smal`\n  = hint: did you mean `small`?"],
         ),
         (
             "unknown model alias, far from any",
-            vec![
-                ("troupe.toml", MODELS),
-                ("agents/writer.toml", "model = \"gpt\"\n"),
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"gpt\"\n")],
             vec![
                 "<root>/agents/writer.toml:1:9: error: unknown model alias `gpt`\n  = hint: known aliases: slm, small",
             ],
@@ -165,10 +127,7 @@ fn diagnostics_are_exact() {
             vec![
                 ("troupe.toml", MODELS),
                 ("agents/summarizer.toml", WRITER),
-                (
-                    "agents/lead.toml",
-                    "model = \"small\"\nexperts = [\"summarizer\"]\n",
-                ),
+                ("agents/lead.toml", "model = \"small\"\nexperts = [\"summarizer\"]\n"),
             ],
             vec![
                 "<root>/agents/lead.toml:2:1: warning: `experts` has no effect without the `call_agent` tool\n  = hint: add \"call_agent\" to `tools`",
@@ -178,14 +137,11 @@ fn diagnostics_are_exact() {
             "unknown tool",
             vec![
                 ("troupe.toml", MODELS),
-                (
-                    "agents/writer.toml",
-                    "model = \"small\"\ntools = [\"call_slm\", \"call_agnet\", \"browse\"]\n",
-                ),
+                ("agents/writer.toml", "model = \"small\"\ntools = [\"call_slm\", \"call_agnet\", \"browse\"]\n"),
             ],
             vec![
                 "<root>/agents/writer.toml:2:22: error: unknown tool `call_agnet`\n  = hint: did you mean `call_agent`?",
-                "<root>/agents/writer.toml:2:36: error: unknown tool `browse`\n  = hint: built-in tools: call_slm, call_agent, get_task_status, cancel_task, list_tasks; MCP tools are written `mcp:<server>/<tool>`",
+                "<root>/agents/writer.toml:2:36: error: unknown tool `browse`\n  = hint: built-in tools: call_agent, call_slm, get_task_status, cancel_task, list_tasks; MCP tools are written `mcp:<server>/<tool>`",
             ],
         ),
         (
@@ -195,10 +151,7 @@ fn diagnostics_are_exact() {
                     "troupe.toml",
                     "[mcp.servers.time]\ncommand = \"uvx\"\n[memory]\nanything = 1\n[models.small]\nprovider = \"local\"\n",
                 ),
-                (
-                    "agents/writer.toml",
-                    "model = \"small\"\ntools = [\"mcp:time/*\", \"mcp:tmie/now\", \"mcp:x\"]\n",
-                ),
+                ("agents/writer.toml", "model = \"small\"\ntools = [\"mcp:time/*\", \"mcp:tmie/now\", \"mcp:x\"]\n"),
             ],
             vec![
                 "<root>/agents/writer.toml:2:24: error: unknown MCP server `tmie`: no [mcp.servers.tmie] in troupe.toml\n  = hint: did you mean `time`?",
@@ -210,14 +163,9 @@ fn diagnostics_are_exact() {
             vec![
                 ("troupe.toml", MODELS),
                 ("agents/writer.toml", WRITER),
-                (
-                    "experiments/smoke.toml",
-                    "root = \"writter\"\ntask = \"Write a haiku\"\n",
-                ),
+                ("experiments/smoke.toml", "root = \"writter\"\ntask = \"Write a haiku\"\n"),
             ],
-            vec![
-                "<root>/experiments/smoke.toml:1:8: error: unknown agent `writter`\n  = hint: did you mean `writer`?",
-            ],
+            vec!["<root>/experiments/smoke.toml:1:8: error: unknown agent `writter`\n  = hint: did you mean `writer`?"],
         ),
         (
             "experiment without a task",
@@ -225,10 +173,7 @@ fn diagnostics_are_exact() {
                 ("troupe.toml", MODELS),
                 ("agents/writer.toml", WRITER),
                 ("experiments/smoke.toml", "root = \"writer\"\n"),
-                (
-                    "experiments/empty.toml",
-                    "root = \"writer\"\ntask = \"  \"\n",
-                ),
+                ("experiments/empty.toml", "root = \"writer\"\ntask = \"  \"\n"),
             ],
             vec![
                 "<root>/experiments/empty.toml:2:8: error: `task` must not be empty\n  = hint: for example: task = \"Summarize the three main causes of inflation.\"",
@@ -237,23 +182,12 @@ fn diagnostics_are_exact() {
         ),
         (
             "TOML syntax error",
-            vec![
-                ("troupe.toml", MODELS),
-                (
-                    "agents/writer.toml",
-                    "model = \"small\"\ntools = [\"call_slm\",\n",
-                ),
-            ],
-            vec![
-                "<root>/agents/writer.toml:2:21: error: invalid TOML: unclosed array, expected `]`",
-            ],
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\ntools = [\"call_slm\",\n")],
+            vec!["<root>/agents/writer.toml:2:21: error: invalid TOML: unclosed array, expected `]`"],
         ),
         (
             "a syntax error in troupe.toml does not cascade",
-            vec![
-                ("troupe.toml", "[models.small\n"),
-                ("agents/writer.toml", "model = \"nope\"\n"),
-            ],
+            vec![("troupe.toml", "[models.small\n"), ("agents/writer.toml", "model = \"nope\"\n")],
             vec!["<root>/troupe.toml:1:14: error: invalid TOML: unclosed table, expected `]`"],
         ),
         (
@@ -290,10 +224,7 @@ fn diagnostics_are_exact() {
         ),
         (
             "openai without a model; a models entry that is not a table",
-            vec![(
-                "troupe.toml",
-                "[models]\nbig = { provider = \"openai\" }\nsmall = \"local\"\n",
-            )],
+            vec![("troupe.toml", "[models]\nbig = { provider = \"openai\" }\nsmall = \"local\"\n")],
             vec![
                 "<root>/troupe.toml:2:7: error: missing required key `model`\n  = hint: for example: model = \"gpt-4o-mini\"",
                 "<root>/troupe.toml:3:9: error: `models.small` must be a table, found a string\n  = hint: for example: [models.small] followed by provider = \"local\"",
@@ -308,10 +239,7 @@ fn diagnostics_are_exact() {
         ),
         (
             "missing script file",
-            vec![(
-                "troupe.toml",
-                "\n[models.fake]\nprovider = \"scripted\"\nscript = \"scripts/none.toml\"\n",
-            )],
+            vec![("troupe.toml", "\n[models.fake]\nprovider = \"scripted\"\nscript = \"scripts/none.toml\"\n")],
             vec![
                 "<root>/troupe.toml:4:10: error: script `scripts/none.toml` does not exist\n  = hint: `script` is relative to the folder of this file; looked for <root>/scripts/none.toml",
             ],
@@ -329,10 +257,7 @@ fn diagnostics_are_exact() {
         ),
         (
             "limits are checked",
-            vec![(
-                "troupe.toml",
-                "[limits]\nmax_depth = -1\non_finish = \"wait\"\nmax_tokens_per_run = 1.5\n",
-            )],
+            vec![("troupe.toml", "[limits]\nmax_depth = -1\non_finish = \"wait\"\nmax_tokens_per_run = 1.5\n")],
             vec![
                 "<root>/troupe.toml:2:13: error: `max_depth` must be a non-negative integer, found -1\n  = hint: for example: max_depth = 4",
                 "<root>/troupe.toml:3:13: error: `on_finish` must be one of `cancel_children`, `wait_for_children`, found `wait`\n  = hint: for example: on_finish = \"cancel_children\"",
@@ -343,19 +268,10 @@ fn diagnostics_are_exact() {
             "an alias defined only by another experiment",
             vec![
                 ("troupe.toml", MODELS),
-                (
-                    "agents/lead.toml",
-                    "model = \"small\"\ntools = [\"call_agent\"]\nexperts = [\"*\"]\n",
-                ),
+                ("agents/lead.toml", "model = \"small\"\ntools = [\"call_agent\"]\nexperts = [\"*\"]\n"),
                 ("agents/helper.toml", "model = \"big\"\n"),
-                (
-                    "experiments/with_big.toml",
-                    "root = \"lead\"\ntask = \"t\"\n[models.big]\nprovider = \"local\"\n",
-                ),
-                (
-                    "experiments/without.toml",
-                    "root = \"lead\"\ntask = \"t\"\n",
-                ),
+                ("experiments/with_big.toml", "root = \"lead\"\ntask = \"t\"\n[models.big]\nprovider = \"local\"\n"),
+                ("experiments/without.toml", "root = \"lead\"\ntask = \"t\"\n"),
             ],
             vec![
                 "<root>/experiments/without.toml:1:8: error: experiment `without` reaches agent `helper`, whose model alias `big` is defined neither in troupe.toml nor in this experiment\n  = hint: add [models.big] to troupe.toml or to this experiment",
@@ -363,11 +279,7 @@ fn diagnostics_are_exact() {
         ),
         (
             "files that are not .toml are ignored",
-            vec![
-                ("troupe.toml", MODELS),
-                ("agents/notes.md", "# notes"),
-                ("agents/writer.toml", WRITER),
-            ],
+            vec![("troupe.toml", MODELS), ("agents/notes.md", "# notes"), ("agents/writer.toml", WRITER)],
             vec![],
         ),
     ];
@@ -404,24 +316,14 @@ Be careful."""
 "#,
         ),
         ("agents/summarizer.toml", "model = \"fake\"\n"),
-        (
-            "experiments/smoke.toml",
-            "description = \"d\"\nroot = \"researcher\"\ntask = \"Find things\"\n",
-        ),
+        ("experiments/smoke.toml", "description = \"d\"\nroot = \"researcher\"\ntask = \"Find things\"\n"),
     ]);
     let loaded = load_workbench(dir.path());
     assert_eq!(shown(dir.path(), &loaded.diagnostics), Vec::<String>::new());
     let wb = loaded.workbench.unwrap();
     let root = dir.path().to_path_buf();
     assert_eq!(wb.root, root);
-    assert_eq!(
-        wb.settings.limits,
-        Limits {
-            max_depth: 2,
-            on_finish: OnFinish::WaitForChildren,
-            ..Limits::default()
-        }
-    );
+    assert_eq!(wb.settings.limits, Limits { max_depth: 2, on_finish: OnFinish::WaitForChildren, ..Limits::default() });
     let small = ModelSpec {
         alias: "small".into(),
         provider: ProviderKind::Local,
@@ -431,11 +333,7 @@ Be careful."""
         script: None,
         temperature: Some(1.0),
         max_tokens: None,
-        location: Location {
-            path: root.join("troupe.toml"),
-            line: 1,
-            col: 1,
-        },
+        location: Location { path: root.join("troupe.toml"), line: 1, col: 1 },
     };
     let fake = ModelSpec {
         alias: "fake".into(),
@@ -446,16 +344,9 @@ Be careful."""
         script: Some(root.join("scripts/fake.toml")),
         temperature: None,
         max_tokens: None,
-        location: Location {
-            path: root.join("troupe.toml"),
-            line: 6,
-            col: 1,
-        },
+        location: Location { path: root.join("troupe.toml"), line: 6, col: 1 },
     };
-    assert_eq!(
-        wb.settings.models,
-        BTreeMap::from([("fake".to_owned(), fake), ("small".to_owned(), small)])
-    );
+    assert_eq!(wb.settings.models, BTreeMap::from([("fake".to_owned(), fake), ("small".to_owned(), small)]));
     assert_eq!(wb.settings.path, Some(root.join("troupe.toml")));
     assert_eq!(
         wb.agents["researcher"],
@@ -550,10 +441,7 @@ max_depth = 1
 max_tokens_per_run = 1000
 "#,
         ),
-        (
-            "experiments/plain.toml",
-            "root = \"writer\"\ntask = \"Write\"\n",
-        ),
+        ("experiments/plain.toml", "root = \"writer\"\ntask = \"Write\"\n"),
     ])
 }
 
@@ -564,32 +452,15 @@ fn an_experiment_patches_limits_and_overrides_aliases() {
     let deep = &wb.experiments["deep-run"];
     assert_eq!(
         deep.limits,
-        LimitsPatch {
-            max_depth: Some(1),
-            max_tokens_per_run: Some(1000),
-            ..LimitsPatch::default()
-        }
+        LimitsPatch { max_depth: Some(1), max_tokens_per_run: Some(1000), ..LimitsPatch::default() }
     );
-    assert_eq!(
-        wb.limits_for(deep),
-        Limits {
-            max_depth: 1,
-            max_tokens_per_run: 1000,
-            ..Limits::default()
-        }
-    );
+    assert_eq!(wb.limits_for(deep), Limits { max_depth: 1, max_tokens_per_run: 1000, ..Limits::default() });
     assert_eq!(wb.limits_for(&wb.experiments["plain"]), Limits::default());
     let model = wb.model_for(deep, "small").unwrap();
     assert_eq!(model.provider, ProviderKind::Scripted);
-    assert_eq!(
-        model.script,
-        Some(dir.path().join("experiments/../scripts/replies.toml"))
-    );
+    assert_eq!(model.script, Some(dir.path().join("experiments/../scripts/replies.toml")));
     let plain = &wb.experiments["plain"];
-    assert_eq!(
-        wb.model_for(plain, "small").unwrap().provider,
-        ProviderKind::Local
-    );
+    assert_eq!(wb.model_for(plain, "small").unwrap().provider, ProviderKind::Local);
     assert_eq!(wb.model_for(plain, "nope"), None);
 }
 
@@ -607,14 +478,8 @@ fn experiments_are_found_by_name_and_by_path() {
     expect("deep", Some("deep-run"));
     expect("experiments/deep.toml", Some("deep-run"));
     expect("experiments/deep", Some("deep-run"));
-    expect(
-        &root.join("experiments/plain.toml").display().to_string(),
-        Some("plain"),
-    );
-    expect(
-        &root.join("experiments/./plain").display().to_string(),
-        Some("plain"),
-    );
+    expect(&root.join("experiments/plain.toml").display().to_string(), Some("plain"));
+    expect(&root.join("experiments/./plain").display().to_string(), Some("plain"));
     expect("missing", None);
     expect("experiments/missing.toml", None);
 }
@@ -628,21 +493,15 @@ fn check_agent_text_uses_the_rest_of_the_workbench() {
         ("experiments/bad.toml", "root = \"nobody\"\ntask = \"t\"\n"),
     ]);
     let path = dir.path().join("agents/lead.toml");
-    let text =
-        "model = \"slm\"\ntools = [\"call_agent\"]\nexperts = [\"summarizer\", \"writer\"]\n";
+    let text = "model = \"slm\"\ntools = [\"call_agent\"]\nexperts = [\"summarizer\", \"writer\"]\n";
     assert_eq!(
         shown(dir.path(), &check_agent_text(dir.path(), &path, text)),
-        vec![
-            "<root>/agents/lead.toml:3:26: error: unknown expert `writer`\n  = hint: known agents: lead, summarizer"
-        ]
+        vec!["<root>/agents/lead.toml:3:26: error: unknown expert `writer`\n  = hint: known agents: lead, summarizer"]
     );
     // A new file, named like an existing agent: reported in the edited file, though it sorts first.
     let path = dir.path().join("agents/a_new.toml");
     assert_eq!(
-        shown(
-            dir.path(),
-            &check_agent_text(dir.path(), &path, "name = \"lead\"\nmodel = \"small\"\n")
-        ),
+        shown(dir.path(), &check_agent_text(dir.path(), &path, "name = \"lead\"\nmodel = \"small\"\n")),
         vec![
             "<root>/agents/a_new.toml:1:8: error: duplicate agent name `lead`: also used by <root>/agents/lead.toml:1:1\n  = hint: agent names must be unique; a file without `name` is named after the file"
         ]
@@ -653,18 +512,11 @@ fn check_agent_text_uses_the_rest_of_the_workbench() {
 fn diagnostics_render_with_source_lines() {
     let dir = write(&[
         ("troupe.toml", MODELS),
-        (
-            "agents/writer.toml",
-            "model = \"small\"\n\tmax_turns = \"x\"\n",
-        ),
-        (
-            "agents/lead.toml",
-            "model = \"small\"\nexperts = [\"writer\"]\n",
-        ),
+        ("agents/writer.toml", "model = \"small\"\n\tmax_turns = \"x\"\n"),
+        ("agents/lead.toml", "model = \"small\"\nexperts = [\"writer\"]\n"),
     ]);
     let loaded = load_workbench(dir.path());
-    let rendered = render_diagnostics(&loaded.diagnostics)
-        .replace(&dir.path().display().to_string(), "<root>");
+    let rendered = render_diagnostics(&loaded.diagnostics).replace(&dir.path().display().to_string(), "<root>");
     assert_eq!(
         rendered,
         "<root>/agents/lead.toml:2:1: warning: `experts` has no effect without the `call_agent` tool
@@ -688,20 +540,13 @@ fn diagnostics_render_with_source_lines() {
 fn locations_count_characters() {
     let dir = write(&[
         ("troupe.toml", MODELS),
-        (
-            "agents/writer.toml",
-            "description = \"é→ü\"; \nmodel = \"small\"\n",
-        ),
+        ("agents/writer.toml", "description = \"é→ü\"; \nmodel = \"small\"\n"),
         ("agents/poet.toml", "description = \"é→ü\" model = 1\n"),
     ]);
     let loaded = load_workbench(dir.path());
     let first = &loaded.diagnostics[0];
     assert_eq!(
-        (
-            first.location.path.clone(),
-            first.location.line,
-            first.location.col
-        ),
+        (first.location.path.clone(), first.location.line, first.location.col),
         (dir.path().join("agents/poet.toml"), 1, 21)
     );
 }

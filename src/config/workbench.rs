@@ -25,10 +25,7 @@ const EXPERIMENTS_DIR: &str = "experiments";
 pub fn load_workbench(root: &Path) -> Loaded {
     let inputs = Inputs::read(root);
     let (workbench, diagnostics) = analyze(&inputs, None);
-    Loaded {
-        workbench,
-        diagnostics,
-    }
+    Loaded { workbench, diagnostics }
 }
 
 /// Validates one agent file's `text` as if it were saved at `path` in the workbench `root`,
@@ -36,25 +33,16 @@ pub fn load_workbench(root: &Path) -> Loaded {
 /// file only, located at `path` as given.
 pub fn check_agent_text(root: &Path, path: &Path, text: &str) -> Vec<Diagnostic> {
     let mut inputs = Inputs::read(root);
-    let edited = FileInput {
-        shown: path.to_path_buf(),
-        abs: absolute(path),
-        text: Ok(text.to_owned()),
-    };
+    let edited = FileInput { shown: path.to_path_buf(), abs: absolute(path), text: Ok(text.to_owned()) };
     match inputs.agents.iter_mut().find(|f| same_file(f, path)) {
         Some(file) => *file = edited,
         None => {
             inputs.agents.push(edited);
-            inputs
-                .agents
-                .sort_by(|a, b| a.shown.file_name().cmp(&b.shown.file_name()));
+            inputs.agents.sort_by(|a, b| a.shown.file_name().cmp(&b.shown.file_name()));
         }
     }
     let (_, diags) = analyze(&inputs, Some(path));
-    diags
-        .into_iter()
-        .filter(|d| d.location.path == path)
-        .collect()
+    diags.into_iter().filter(|d| d.location.path == path).collect()
 }
 
 impl Workbench {
@@ -65,26 +53,17 @@ impl Workbench {
             return Some(spec);
         }
         let mut names = vec![PathBuf::from(name_or_path)];
-        if Path::new(name_or_path)
-            .extension()
-            .is_none_or(|e| e != "toml")
-        {
+        if Path::new(name_or_path).extension().is_none_or(|e| e != "toml") {
             names.push(PathBuf::from(format!("{name_or_path}.toml")));
         }
-        let bases = [
-            PathBuf::new(),
-            self.root.clone(),
-            self.root.join(EXPERIMENTS_DIR),
-        ];
+        let bases = [PathBuf::new(), self.root.clone(), self.root.join(EXPERIMENTS_DIR)];
         for base in &bases {
             for name in &names {
                 let candidate = base.join(name);
                 let abs = absolute(&candidate);
                 let canonical = std::fs::canonicalize(&candidate).ok();
                 let found = self.experiments.values().find(|spec| {
-                    spec.path == abs
-                        || canonical.is_some()
-                            && std::fs::canonicalize(&spec.path).ok() == canonical
+                    spec.path == abs || canonical.is_some() && std::fs::canonicalize(&spec.path).ok() == canonical
                 });
                 if found.is_some() {
                     return found;
@@ -95,15 +74,8 @@ impl Workbench {
     }
 
     /// The model an alias means in an experiment: the experiment's own `[models]` first.
-    pub fn model_for<'a>(
-        &'a self,
-        experiment: &'a ExperimentSpec,
-        alias: &str,
-    ) -> Option<&'a ModelSpec> {
-        experiment
-            .models
-            .get(alias)
-            .or_else(|| self.settings.models.get(alias))
+    pub fn model_for<'a>(&'a self, experiment: &'a ExperimentSpec, alias: &str) -> Option<&'a ModelSpec> {
+        experiment.models.get(alias).or_else(|| self.settings.models.get(alias))
     }
 
     /// The workbench's limits with the experiment's `[limits]` applied.
@@ -118,11 +90,7 @@ impl Workbench {
         files.extend(self.settings.path.iter().cloned());
         files.extend(self.agents.values().map(|a| a.path.clone()));
         files.extend(self.experiments.values().map(|e| e.path.clone()));
-        let models = self
-            .settings
-            .models
-            .values()
-            .chain(self.experiments.values().flat_map(|e| e.models.values()));
+        let models = self.settings.models.values().chain(self.experiments.values().flat_map(|e| e.models.values()));
         files.extend(models.filter_map(|m| m.script.clone()));
         files.into_iter().collect()
     }
@@ -156,10 +124,7 @@ fn same_file(file: &FileInput, path: &Path) -> bool {
     if file.shown == path || file.abs == absolute(path) {
         return true;
     }
-    match (
-        std::fs::canonicalize(&file.abs),
-        std::fs::canonicalize(path),
-    ) {
+    match (std::fs::canonicalize(&file.abs), std::fs::canonicalize(path)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -194,13 +159,7 @@ impl Inputs {
         };
         let agents = list(AGENTS_DIR);
         let experiments = list(EXPERIMENTS_DIR);
-        Inputs {
-            root_abs,
-            settings,
-            agents,
-            experiments,
-            errors,
-        }
+        Inputs { root_abs, settings, agents, experiments, errors }
     }
 }
 
@@ -227,10 +186,7 @@ fn list_toml(root: &Path, root_abs: &Path, dir: &str) -> Result<Vec<FileInput>, 
         })
         .collect();
     names.sort();
-    Ok(names
-        .into_iter()
-        .map(|name| FileInput::read(root.join(dir).join(&name), dir_abs.join(&name)))
-        .collect())
+    Ok(names.into_iter().map(|name| FileInput::read(root.join(dir).join(&name), dir_abs.join(&name))).collect())
 }
 
 /// Parses every input, checks references across files, and builds the workbench if no
@@ -240,9 +196,7 @@ fn analyze(inputs: &Inputs, focus: Option<&Path>) -> (Option<Workbench>, Vec<Dia
     let settings = match &inputs.settings {
         None => SettingsDraft::absent(),
         Some(file) => match &file.text {
-            Ok(text) => {
-                SettingsDraft::read(&Source::new(file.shown.clone(), text.clone()), &file.abs)
-            }
+            Ok(text) => SettingsDraft::read(&Source::new(file.shown.clone(), text.clone()), &file.abs),
             Err(e) => SettingsDraft::unreadable(file.unreadable(e), file.abs.clone()),
         },
     };
@@ -251,11 +205,7 @@ fn analyze(inputs: &Inputs, focus: Option<&Path>) -> (Option<Workbench>, Vec<Dia
         .agents
         .iter()
         .map(|file| match &file.text {
-            Ok(text) => AgentDraft::read(
-                &Source::new(file.shown.clone(), text.clone()),
-                &file.abs,
-                mcp_servers,
-            ),
+            Ok(text) => AgentDraft::read(&Source::new(file.shown.clone(), text.clone()), &file.abs, mcp_servers),
             Err(e) => AgentDraft::unreadable(&file.shown, &file.abs, file.unreadable(e)),
         })
         .collect();
@@ -263,9 +213,7 @@ fn analyze(inputs: &Inputs, focus: Option<&Path>) -> (Option<Workbench>, Vec<Dia
         .experiments
         .iter()
         .map(|file| match &file.text {
-            Ok(text) => {
-                ExperimentDraft::read(&Source::new(file.shown.clone(), text.clone()), &file.abs)
-            }
+            Ok(text) => ExperimentDraft::read(&Source::new(file.shown.clone(), text.clone()), &file.abs),
             Err(e) => ExperimentDraft::unreadable(&file.shown, &file.abs, file.unreadable(e)),
         })
         .collect();
@@ -287,14 +235,8 @@ fn analyze(inputs: &Inputs, focus: Option<&Path>) -> (Option<Workbench>, Vec<Dia
     let workbench = Workbench {
         root: inputs.root_abs.clone(),
         settings: settings.settings,
-        agents: agents
-            .into_iter()
-            .map(|a| (a.spec.name.clone(), a.spec))
-            .collect(),
-        experiments: experiments
-            .into_iter()
-            .map(|e| (e.spec.name.clone(), e.spec))
-            .collect(),
+        agents: agents.into_iter().map(|a| (a.spec.name.clone(), a.spec)).collect(),
+        experiments: experiments.into_iter().map(|e| (e.spec.name.clone(), e.spec)).collect(),
     };
     (Some(workbench), diags)
 }
@@ -309,9 +251,7 @@ fn check_references(
 ) {
     let agent_names = agents.iter().map(|a| (a.spec.name.as_str(), &a.name_at));
     check_unique("agent", agent_names, focus, diags);
-    let experiment_names = experiments
-        .iter()
-        .map(|e| (e.spec.name.as_str(), &e.name_at));
+    let experiment_names = experiments.iter().map(|e| (e.spec.name.as_str(), &e.name_at));
     check_unique("experiment", experiment_names, focus, diags);
 
     // The first agent of each name (a second one is already reported).
@@ -342,8 +282,7 @@ fn check_references(
                 Some("no model aliases are defined: add a [models.<alias>] table to troupe.toml"),
             );
             diags.push(
-                Diagnostic::error(model_at.clone(), format!("unknown model alias `{alias}`"))
-                    .with_opt_hint(hint),
+                Diagnostic::error(model_at.clone(), format!("unknown model alias `{alias}`")).with_opt_hint(hint),
             );
         }
     }
@@ -354,10 +293,7 @@ fn check_references(
                 continue;
             }
             let hint = suggest::hint(expert, names(), "known agents", no_agents);
-            diags.push(
-                Diagnostic::error(at.clone(), format!("unknown expert `{expert}`"))
-                    .with_opt_hint(hint),
-            );
+            diags.push(Diagnostic::error(at.clone(), format!("unknown expert `{expert}`")).with_opt_hint(hint));
         }
     }
 
@@ -368,10 +304,7 @@ fn check_references(
         let root = experiment.spec.root.as_str();
         if !by_name.contains_key(root) {
             let hint = suggest::hint(root, names(), "known agents", no_agents);
-            diags.push(
-                Diagnostic::error(root_at.clone(), format!("unknown agent `{root}`"))
-                    .with_opt_hint(hint),
-            );
+            diags.push(Diagnostic::error(root_at.clone(), format!("unknown agent `{root}`")).with_opt_hint(hint));
             continue;
         }
         if !settings.complete {
@@ -427,9 +360,7 @@ fn reachable<'a>(root: &str, by_name: &BTreeMap<&str, &'a AgentDraft>) -> Vec<&'
             }
         }
     }
-    seen.into_iter()
-        .filter_map(|name| by_name.get(name).copied())
-        .collect()
+    seen.into_iter().filter_map(|name| by_name.get(name).copied()).collect()
 }
 
 /// Reports every repeat of a name at the repeat, pointing back at the first. With `focus`, a
@@ -446,17 +377,10 @@ fn check_unique<'a>(
             first.insert(name, at);
             continue;
         };
-        let hint =
-            format!("{what} names must be unique; a file without `name` is named after the file");
+        let hint = format!("{what} names must be unique; a file without `name` is named after the file");
         diags.push(
-            Diagnostic::error(
-                at.clone(),
-                format!(
-                    "duplicate {what} name `{name}`: already used by {}",
-                    show(earlier)
-                ),
-            )
-            .with_hint(hint.clone()),
+            Diagnostic::error(at.clone(), format!("duplicate {what} name `{name}`: already used by {}", show(earlier)))
+                .with_hint(hint.clone()),
         );
         if focus == Some(earlier.path.as_path()) {
             diags.push(

@@ -45,7 +45,8 @@ pub const NOTES_FILE: &str = "notes.md";
 pub const CONFIG_DIR: &str = "config";
 
 /// What `notes.md` starts as: an invitation, never anything the user would lose.
-const NOTES_STUB: &str = "<!-- Your notes on this run go here. troupe created this file and never overwrites it. -->\n\n";
+const NOTES_STUB: &str =
+    "<!-- Your notes on this run go here. troupe created this file and never overwrites it. -->\n\n";
 
 /// Failures of the run folder. Each names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +62,7 @@ pub enum FindingsError {
     #[error("{} already exists: a run folder is never overwritten (start the run under a new id)", path.display())]
     AlreadyExists { path: PathBuf },
     #[error("{}, line {line}: not a troupe event: {message}", path.display())]
-    BadLine {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    BadLine { path: PathBuf, line: usize, message: String },
     #[error("the findings writer for {} has stopped, so recent events may be missing", dir.display())]
     WriterStopped { dir: PathBuf },
 }
@@ -73,11 +70,7 @@ pub enum FindingsError {
 impl FindingsError {
     fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FindingsError {
         let path = path.to_owned();
-        move |source| FindingsError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| FindingsError::Io { action, path, source }
     }
 }
 
@@ -114,9 +107,7 @@ impl RunFolder {
 pub fn write_notes_stub(dir: &Path) -> Result<(), FindingsError> {
     let path = dir.join(NOTES_FILE);
     match OpenOptions::new().write(true).create_new(true).open(&path) {
-        Ok(mut file) => file
-            .write_all(NOTES_STUB.as_bytes())
-            .map_err(FindingsError::io("write", &path)),
+        Ok(mut file) => file.write_all(NOTES_STUB.as_bytes()).map_err(FindingsError::io("write", &path)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(FindingsError::io("create", &path)(e)),
     }
@@ -151,11 +142,7 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
                 ));
             }
             Err(message) => {
-                return Err(FindingsError::BadLine {
-                    path: path.to_owned(),
-                    line: i + 1,
-                    message,
-                });
+                return Err(FindingsError::BadLine { path: path.to_owned(), line: i + 1, message });
             }
         }
     }
@@ -166,9 +153,7 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
 /// (for a run that was killed before it could write them, or after the renderers improved).
 /// The log was redacted when written, so no redactor is needed.
 pub fn rerender(dir: &Path) -> Result<RunFolder, FindingsError> {
-    let folder = RunFolder {
-        dir: dir.to_owned(),
-    };
+    let folder = RunFolder { dir: dir.to_owned() };
     let (events, warning) = read_events(&folder.events())?;
     let mut transcript = render_transcript(&events);
     let mut report = render_report(&events);
@@ -185,10 +170,7 @@ pub fn rerender(dir: &Path) -> Result<RunFolder, FindingsError> {
 /// Writes `text` to `path` through a temporary file and a rename, so a reader (or a crash)
 /// sees the old file or the new one, never half of one.
 fn write_replacing(path: &Path, text: &str) -> Result<(), FindingsError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temporary = path.with_file_name(format!(".{name}.tmp"));
     fs::write(&temporary, text).map_err(FindingsError::io("write", &temporary))?;
     fs::rename(&temporary, path).map_err(FindingsError::io("replace", path))

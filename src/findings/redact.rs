@@ -22,15 +22,7 @@ const MIN_SECRET_LEN: usize = 8;
 
 /// Substrings of an environment variable's name (compared in upper case) that mark its value as
 /// a secret.
-const SECRET_NAME_MARKERS: [&str; 7] = [
-    "KEY",
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "CREDENTIAL",
-    "AUTH",
-];
+const SECRET_NAME_MARKERS: [&str; 7] = ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"];
 
 /// Replaces known secret values by [`REDACTED`].
 #[derive(Clone, Default)]
@@ -43,9 +35,7 @@ pub struct Redactor {
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The count only: printing a redactor must not print what it hides.
-        f.debug_struct("Redactor")
-            .field("secrets", &self.secrets.len())
-            .finish()
+        f.debug_struct("Redactor").field("secrets", &self.secrets.len()).finish()
     }
 }
 
@@ -77,16 +67,12 @@ impl Redactor {
     /// values of at least eight characters.
     pub fn from_env(extra_names: &[String]) -> Redactor {
         // `vars_os`, not `vars`: the latter panics on a variable that is not UTF-8.
-        let vars = std::env::vars_os().filter_map(|(name, value)| {
-            Some((name.into_string().ok()?, value.into_string().ok()?))
-        });
+        let vars =
+            std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
         Redactor::from_vars(vars, extra_names)
     }
 
-    fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-        extra_names: &[String],
-    ) -> Redactor {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>, extra_names: &[String]) -> Redactor {
         let secrets = vars
             .into_iter()
             .filter(|(name, _)| extra_names.contains(name) || name_looks_secret(name))
@@ -131,11 +117,7 @@ impl Redactor {
         match value {
             Value::String(text) => Value::String(self.text(text)),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (self.text(k), self.value(v)))
-                    .collect(),
-            ),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.text(k), self.value(v))).collect()),
             Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
         }
     }
@@ -145,25 +127,13 @@ impl Redactor {
     /// (a status, a URI, a time) that other tools parse.
     pub fn redact_event(&self, event: &Event) -> Event {
         let body = match &event.body {
-            EventBody::RunStarted {
-                run_id,
-                experiment,
-                root_agent,
-                task,
-            } => EventBody::RunStarted {
+            EventBody::RunStarted { run_id, experiment, root_agent, task } => EventBody::RunStarted {
                 run_id: self.text(run_id),
                 experiment: self.text(experiment),
                 root_agent: self.text(root_agent),
                 task: self.text(task),
             },
-            EventBody::TaskCreated {
-                uri,
-                parent,
-                kind,
-                agent,
-                model,
-                task,
-            } => EventBody::TaskCreated {
+            EventBody::TaskCreated { uri, parent, kind, agent, model, task } => EventBody::TaskCreated {
                 uri: *uri,
                 parent: *parent,
                 kind: *kind,
@@ -171,46 +141,24 @@ impl Redactor {
                 model: self.text(model),
                 task: self.text(task),
             },
-            EventBody::TaskStatus {
-                uri,
-                status,
-                status_message,
-                result,
-                error,
-            } => EventBody::TaskStatus {
+            EventBody::TaskStatus { uri, status, status_message, result, error } => EventBody::TaskStatus {
                 uri: *uri,
                 status: *status,
                 status_message: self.opt(status_message),
                 result: self.opt(result),
                 error: self.opt(error),
             },
-            EventBody::Message { uri, role, content } => EventBody::Message {
-                uri: *uri,
-                role: *role,
-                content: self.text(content),
-            },
-            EventBody::MessageDelta { uri, delta } => EventBody::MessageDelta {
-                uri: *uri,
-                delta: self.text(delta),
-            },
-            EventBody::ToolCall {
-                uri,
-                call_id,
-                tool,
-                arguments,
-            } => EventBody::ToolCall {
+            EventBody::Message { uri, role, content } => {
+                EventBody::Message { uri: *uri, role: *role, content: self.text(content) }
+            }
+            EventBody::MessageDelta { uri, delta } => EventBody::MessageDelta { uri: *uri, delta: self.text(delta) },
+            EventBody::ToolCall { uri, call_id, tool, arguments } => EventBody::ToolCall {
                 uri: *uri,
                 call_id: self.text(call_id),
                 tool: self.text(tool),
                 arguments: self.value(arguments),
             },
-            EventBody::ToolResult {
-                uri,
-                call_id,
-                tool,
-                result,
-                is_error,
-            } => EventBody::ToolResult {
+            EventBody::ToolResult { uri, call_id, tool, result, is_error } => EventBody::ToolResult {
                 uri: *uri,
                 call_id: self.text(call_id),
                 tool: self.text(tool),
@@ -218,25 +166,10 @@ impl Redactor {
                 is_error: *is_error,
             },
             EventBody::Usage { .. } | EventBody::ChildrenOnFinish { .. } => event.body.clone(),
-            EventBody::LimitHit {
-                uri,
-                limit,
-                value,
-                message,
-            } => EventBody::LimitHit {
-                uri: *uri,
-                limit: self.text(limit),
-                value: *value,
-                message: self.text(message),
-            },
-            EventBody::RunFinished {
-                status,
-                result,
-                error,
-                usage,
-                tasks,
-                elapsed_ms,
-            } => EventBody::RunFinished {
+            EventBody::LimitHit { uri, limit, value, message } => {
+                EventBody::LimitHit { uri: *uri, limit: self.text(limit), value: *value, message: self.text(message) }
+            }
+            EventBody::RunFinished { status, result, error, usage, tasks, elapsed_ms } => EventBody::RunFinished {
                 status: *status,
                 result: self.opt(result),
                 error: self.opt(error),
@@ -245,11 +178,7 @@ impl Redactor {
                 elapsed_ms: *elapsed_ms,
             },
         };
-        Event {
-            seq: event.seq,
-            ts: event.ts,
-            body,
-        }
+        Event { seq: event.seq, ts: event.ts, body }
     }
 
     /// The length in bytes of the longest end of `text` that is the beginning of a secret: what
@@ -260,9 +189,7 @@ impl Redactor {
         for secret in &self.secrets {
             let most = (secret.len() - 1).min(bytes.len());
             for k in (longest + 1..=most).rev() {
-                if bytes.ends_with(&secret.as_bytes()[..k])
-                    && text.is_char_boundary(bytes.len() - k)
-                {
+                if bytes.ends_with(&secret.as_bytes()[..k]) && text.is_char_boundary(bytes.len() - k) {
                     longest = k;
                     break;
                 }
@@ -274,9 +201,7 @@ impl Redactor {
 
 fn name_looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    SECRET_NAME_MARKERS
-        .iter()
-        .any(|marker| upper.contains(marker))
+    SECRET_NAME_MARKERS.iter().any(|marker| upper.contains(marker))
 }
 
 /// Redaction across streamed `message_delta`s. A secret a model repeats can arrive split over
@@ -318,19 +243,13 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn secrets_are_replaced_longest_first() {
         let r = Redactor::new(vec!["sk-abcdef".into(), "sk-abcdef-0123456789".into()]);
-        assert_eq!(
-            r.redact("key sk-abcdef-0123456789 and sk-abcdef."),
-            "key [redacted] and [redacted]."
-        );
+        assert_eq!(r.redact("key sk-abcdef-0123456789 and sk-abcdef."), "key [redacted] and [redacted].");
         assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
     }
 
@@ -357,12 +276,8 @@ mod tests {
             ]),
             &["MY_PROVIDER".to_string()],
         );
-        let text =
-            "sk-live-123456 ghp_abcdefgh custom-provider-secret 1 short /home/someone creds-creds";
-        assert_eq!(
-            r.redact(text),
-            "[redacted] [redacted] [redacted] 1 short /home/someone [redacted]"
-        );
+        let text = "sk-live-123456 ghp_abcdefgh custom-provider-secret 1 short /home/someone creds-creds";
+        assert_eq!(r.redact(text), "[redacted] [redacted] [redacted] 1 short /home/someone [redacted]");
     }
 
     #[test]
@@ -407,10 +322,7 @@ mod tests {
         let mut guard = DeltaGuard::default();
         let pieces = ["the key is sk-se", "cret", "-42, and ", "sk is fine"];
         let written: Vec<String> = pieces.iter().map(|p| guard.push(&r, uri, p)).collect();
-        assert_eq!(
-            written,
-            ["the key is ", "", "[redacted], and ", "sk is fine"]
-        );
+        assert_eq!(written, ["the key is ", "", "[redacted], and ", "sk is fine"]);
         // A stream that ends on half a secret drops the half.
         assert_eq!(guard.push(&r, uri, "then sk-sec"), "then ");
         guard.end(uri);

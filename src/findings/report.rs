@@ -24,11 +24,7 @@ pub fn render_report(events: &[Event]) -> String {
         None => out.push_str("# Report\n\n- The log has no `run_started` event.\n"),
     }
     if let Some(last) = view.last_ts {
-        let label = if view.end.is_some() {
-            "Finished"
-        } else {
-            "Log ends"
-        };
+        let label = if view.end.is_some() { "Finished" } else { "Log ends" };
         let _ = writeln!(out, "- {label}: {}", format_millis(last));
     }
 
@@ -73,19 +69,10 @@ pub fn render_report(events: &[Event]) -> String {
         }
         (None, _, _) => out.push_str("- Elapsed: unknown (no events)\n"),
     }
-    let slowest = view
-        .tasks
-        .iter()
-        .filter_map(|t| Some((t, t.finished?.checked_sub(t.created?)?)))
-        .max_by_key(|&(_, d)| d);
+    let slowest =
+        view.tasks.iter().filter_map(|t| Some((t, t.finished?.checked_sub(t.created?)?))).max_by_key(|&(_, d)| d);
     if let Some((task, ms)) = slowest {
-        let _ = writeln!(
-            out,
-            "- Longest task: {} ({}), {}",
-            task.uri,
-            task.agent,
-            format_duration(ms)
-        );
+        let _ = writeln!(out, "- Longest task: {} ({}), {}", task.uri, task.agent, format_duration(ms));
     }
 
     out.push_str("\n## Tasks by status\n\n");
@@ -116,19 +103,9 @@ pub fn render_report(events: &[Event]) -> String {
         out.push_str("None.\n");
     }
     for hit in &view.limit_hits {
-        if let EventBody::LimitHit {
-            uri,
-            limit,
-            value,
-            message,
-        } = &hit.body
-        {
+        if let EventBody::LimitHit { uri, limit, value, message } = &hit.body {
             let agent = view.task(*uri).map_or("?", |t| t.agent);
-            let _ = writeln!(
-                out,
-                "- {uri} ({agent}): `{limit}` = {value}: {}",
-                cell(message, 300)
-            );
+            let _ = writeln!(out, "- {uri} ({agent}): `{limit}` = {value}: {}", cell(message, 300));
         }
     }
 
@@ -142,11 +119,7 @@ pub fn render_report(events: &[Event]) -> String {
     let end_of_log = view.last_ts;
     for (depth, task) in view.depth_first() {
         // Em spaces: table cells trim ASCII spaces, and the tree needs its indent.
-        let indent = if depth == 0 {
-            String::new()
-        } else {
-            format!("{}↳ ", "\u{2003}".repeat(depth))
-        };
+        let indent = if depth == 0 { String::new() } else { format!("{}↳ ", "\u{2003}".repeat(depth)) };
         let kind = match task.kind {
             Some(TaskKind::Agent) => "agent",
             Some(TaskKind::Slm) => "slm",

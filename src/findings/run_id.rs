@@ -19,10 +19,7 @@ pub fn new_run_id(experiment: &str, now: Millis, salt: u32) -> String {
     // Folding keeps every bit of the salt relevant: two salts differing only in their high half
     // still give different ids.
     let tag = (salt ^ (salt >> 16)) & 0xffff;
-    format!(
-        "{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}-{}-{tag:04x}",
-        slugify(experiment)
-    )
+    format!("{year:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}-{}-{tag:04x}", slugify(experiment))
 }
 
 /// Lower case `[a-z0-9]` runs joined by single dashes, at most [`MAX_SLUG`] characters; `run`
@@ -46,11 +43,7 @@ pub fn slugify(name: &str) -> String {
     }
     slug.truncate(MAX_SLUG);
     let trimmed = slug.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "run".to_owned()
-    } else {
-        trimmed.to_owned()
-    }
+    if trimmed.is_empty() { "run".to_owned() } else { trimmed.to_owned() }
 }
 
 /// Year, month and day of a count of days since 1970-01-01, in the proleptic Gregorian
@@ -78,39 +71,18 @@ mod tests {
     fn ids_carry_utc_time_slug_and_salt() {
         // 2026-11-25T09:25:03.120Z
         let now = 1_795_598_703_120;
-        assert_eq!(
-            crate::protocol::format_millis(now),
-            "2026-11-25T09:25:03.120Z"
-        );
-        assert_eq!(
-            new_run_id("smoke", now, 0x3f2a),
-            "20261125-092503-smoke-3f2a"
-        );
+        assert_eq!(crate::protocol::format_millis(now), "2026-11-25T09:25:03.120Z");
+        assert_eq!(new_run_id("smoke", now, 0x3f2a), "20261125-092503-smoke-3f2a");
         assert_eq!(new_run_id("smoke", 0, 0), "19700101-000000-smoke-0000");
         // Leap day, and the end of a century year that is a leap year.
-        assert_eq!(
-            new_run_id("x", 951_782_400_000, 1),
-            "20000229-000000-x-0001"
-        );
-        assert_eq!(
-            new_run_id("x", 978_307_199_999, 1),
-            "20001231-235959-x-0001"
-        );
+        assert_eq!(new_run_id("x", 951_782_400_000, 1), "20000229-000000-x-0001");
+        assert_eq!(new_run_id("x", 978_307_199_999, 1), "20001231-235959-x-0001");
     }
 
     #[test]
     fn ids_sort_by_time() {
-        let times = [
-            1_795_598_703_120,
-            1_795_598_704_000,
-            1_795_600_000_000,
-            1_900_000_000_000,
-        ];
-        let ids: Vec<String> = times
-            .iter()
-            .zip([0xffff, 0, 0x1234, 7])
-            .map(|(&t, s)| new_run_id("b", t, s))
-            .collect();
+        let times = [1_795_598_703_120, 1_795_598_704_000, 1_795_600_000_000, 1_900_000_000_000];
+        let ids: Vec<String> = times.iter().zip([0xffff, 0, 0x1234, 7]).map(|(&t, s)| new_run_id("b", t, s)).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(sorted, ids);
@@ -144,10 +116,7 @@ mod tests {
         for (input, _) in cases {
             let slug = slugify(input);
             assert!(slug.len() <= MAX_SLUG);
-            assert!(
-                slug.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            );
+            assert!(slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         }
     }
 }

@@ -14,12 +14,7 @@ use super::{CONFIG_DIR, FindingsError, Redactor};
 /// Copies each of `files` into `dir/config/<its path relative to root>` (or
 /// `dir/config/external/<its name>`), redacted. Config files are text; a file that is not UTF-8
 /// is copied with its invalid bytes replaced, since a byte-exact copy could not be redacted.
-pub fn snapshot_config(
-    dir: &Path,
-    root: &Path,
-    files: &[PathBuf],
-    redactor: &Redactor,
-) -> Result<(), FindingsError> {
+pub fn snapshot_config(dir: &Path, root: &Path, files: &[PathBuf], redactor: &Redactor) -> Result<(), FindingsError> {
     let config = dir.join(CONFIG_DIR);
     let mut sources = HashSet::new();
     let mut targets = HashSet::new();
@@ -38,8 +33,7 @@ pub fn snapshot_config(
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(FindingsError::io("create", parent))?;
         }
-        fs::write(&target, redactor.redact(&text).as_bytes())
-            .map_err(FindingsError::io("write", &target))?;
+        fs::write(&target, redactor.redact(&text).as_bytes()).map_err(FindingsError::io("write", &target))?;
     }
     Ok(())
 }
@@ -47,10 +41,7 @@ pub fn snapshot_config(
 /// `file`'s path under `root`, if it is under it, made only of plain names (no `..`).
 fn inside(root: &Path, file: &Path) -> Option<PathBuf> {
     let plain = |relative: &Path| {
-        let ok = relative.components().count() > 0
-            && relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
+        let ok = relative.components().count() > 0 && relative.components().all(|c| matches!(c, Component::Normal(_)));
         ok.then(|| relative.to_owned())
     };
     if let Some(relative) = file.strip_prefix(root).ok().and_then(plain) {
@@ -65,9 +56,7 @@ fn inside(root: &Path, file: &Path) -> Option<PathBuf> {
 /// `external/<name>`, or `external/<stem>-2.<ext>` and so on when two outside files share a name.
 fn external_name(file: &Path, taken: &HashSet<PathBuf>) -> PathBuf {
     let external = Path::new("external");
-    let name = file
-        .file_name()
-        .map_or_else(|| "unnamed".into(), |n| n.to_string_lossy().into_owned());
+    let name = file.file_name().map_or_else(|| "unnamed".into(), |n| n.to_string_lossy().into_owned());
     let first = external.join(&name);
     if !taken.contains(&first) {
         return first;

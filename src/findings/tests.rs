@@ -8,9 +8,7 @@ use pretty_assertions::assert_eq;
 use serde_json::json;
 
 use super::*;
-use crate::protocol::{
-    EventBody, OnFinish, Role, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage,
-};
+use crate::protocol::{EventBody, OnFinish, Role, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage};
 
 const T0: u64 = 1_795_598_703_120; // 2026-11-25T09:25:03.120Z
 
@@ -25,11 +23,7 @@ fn grandchild() -> TaskId {
 }
 
 fn usage(input: u64, output: u64, calls: u64) -> Usage {
-    Usage {
-        input_tokens: input,
-        output_tokens: output,
-        model_calls: calls,
-    }
+    Usage { input_tokens: input, output_tokens: output, model_calls: calls }
 }
 
 /// A small complete run: a coordinator calls a researcher, which calls the small model.
@@ -56,25 +50,10 @@ fn run_events() -> Vec<Event> {
             result: None,
             error: None,
         },
-        EventBody::Message {
-            uri: root(),
-            role: Role::System,
-            content: "You coordinate experts.".into(),
-        },
-        EventBody::Message {
-            uri: root(),
-            role: Role::User,
-            content: "Find the capital of France".into(),
-        },
-        EventBody::MessageDelta {
-            uri: root(),
-            delta: "Let me ask".into(),
-        },
-        EventBody::Message {
-            uri: root(),
-            role: Role::Assistant,
-            content: "Let me ask the researcher.".into(),
-        },
+        EventBody::Message { uri: root(), role: Role::System, content: "You coordinate experts.".into() },
+        EventBody::Message { uri: root(), role: Role::User, content: "Find the capital of France".into() },
+        EventBody::MessageDelta { uri: root(), delta: "Let me ask".into() },
+        EventBody::Message { uri: root(), role: Role::Assistant, content: "Let me ask the researcher.".into() },
         EventBody::ToolCall {
             uri: root(),
             call_id: "call-1".into(),
@@ -144,11 +123,7 @@ fn run_events() -> Vec<Event> {
             result: Some("Paris is the capital.".into()),
             error: None,
         },
-        EventBody::ChildrenOnFinish {
-            uri: root(),
-            policy: OnFinish::CancelChildren,
-            children: vec![],
-        },
+        EventBody::ChildrenOnFinish { uri: root(), policy: OnFinish::CancelChildren, children: vec![] },
         EventBody::TaskStatus {
             uri: root(),
             status: TaskStatus::Completed,
@@ -161,30 +136,15 @@ fn run_events() -> Vec<Event> {
             result: Some("The capital of France is Paris.".into()),
             error: None,
             usage: usage(150, 25, 2),
-            tasks: TaskCounts {
-                working: 0,
-                completed: 3,
-                failed: 0,
-                cancelled: 0,
-            },
+            tasks: TaskCounts { working: 0, completed: 3, failed: 0, cancelled: 0 },
             elapsed_ms: 4_500,
         },
     ];
-    bodies
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| Event {
-            seq: i as u64,
-            ts: T0 + 200 * i as u64,
-            body,
-        })
-        .collect()
+    bodies.into_iter().enumerate().map(|(i, body)| Event { seq: i as u64, ts: T0 + 200 * i as u64, body }).collect()
 }
 
 fn position(haystack: &str, needle: &str) -> usize {
-    haystack
-        .find(needle)
-        .unwrap_or_else(|| panic!("missing {needle:?} in:\n{haystack}"))
+    haystack.find(needle).unwrap_or_else(|| panic!("missing {needle:?} in:\n{haystack}"))
 }
 
 async fn write_run(dir: &std::path::Path, events: &[Event], redactor: Redactor) -> RunFolder {
@@ -198,80 +158,43 @@ async fn write_run(dir: &std::path::Path, events: &[Event], redactor: Redactor) 
 #[tokio::test]
 async fn the_writer_logs_every_event_as_a_line_and_finish_renders_the_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp
-        .path()
-        .join("findings")
-        .join("20261125-092503-smoke-3f2a");
+    let dir = tmp.path().join("findings").join("20261125-092503-smoke-3f2a");
     let events = run_events();
     let folder = write_run(&dir, &events, Redactor::default()).await;
     assert_eq!(folder, RunFolder { dir: dir.clone() });
 
     let log = fs::read_to_string(folder.events()).unwrap();
     assert!(log.ends_with('\n'));
-    let lines: Vec<Event> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Event> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines, events);
-    assert_eq!(
-        read_events(&folder.events()).unwrap(),
-        (events.clone(), None)
-    );
+    assert_eq!(read_events(&folder.events()).unwrap(), (events.clone(), None));
 
     let transcript = fs::read_to_string(folder.transcript()).unwrap();
     assert_eq!(transcript, render_transcript(&events));
-    let title = position(
-        &transcript,
-        "# Transcript of run 20261125-092503-smoke-3f2a",
-    );
-    let root_heading = position(
-        &transcript,
-        &format!(
-            "\n## {} · agent coordinator · model small · completed\n",
-            root()
-        ),
-    );
-    let child_heading = position(
-        &transcript,
-        &format!(
-            "\n### {} · agent researcher · model small · completed\n",
-            child()
-        ),
-    );
-    let grandchild_heading = position(
-        &transcript,
-        &format!("\n#### {} · slm · model tiny · completed\n", grandchild()),
-    );
-    assert!(
-        title < root_heading && root_heading < child_heading && child_heading < grandchild_heading
-    );
+    let title = position(&transcript, "# Transcript of run 20261125-092503-smoke-3f2a");
+    let root_heading =
+        position(&transcript, &format!("\n## {} · agent coordinator · model small · completed\n", root()));
+    let child_heading =
+        position(&transcript, &format!("\n### {} · agent researcher · model small · completed\n", child()));
+    let grandchild_heading =
+        position(&transcript, &format!("\n#### {} · slm · model tiny · completed\n", grandchild()));
+    assert!(title < root_heading && root_heading < child_heading && child_heading < grandchild_heading);
     let system = position(&transcript, "<details><summary>System prompt</summary>");
     let prompt = position(&transcript, "You coordinate experts.");
-    let call = position(
-        &transcript,
-        r#"- Tool call `call_agent` `{"agent":"researcher","task":"capital of France?"}`"#,
-    );
+    let call =
+        position(&transcript, r#"- Tool call `call_agent` `{"agent":"researcher","task":"capital of France?"}`"#);
     assert!(root_heading < system && system < prompt && prompt < call && call < child_heading);
     let result = position(
         &transcript,
-        &format!(
-            "- Tool result from `call_agent` _(call call-1)_:\n\n```text\n{}\n```",
-            child()
-        ),
+        &format!("- Tool result from `call_agent` _(call call-1)_:\n\n```text\n{}\n```", child()),
     );
     assert!(call < result && result < child_heading);
-    let limit = position(
-        &transcript,
-        "**Limit hit:** `max_turns` = 8: stopped after 8 turns",
-    );
+    let limit = position(&transcript, "**Limit hit:** `max_turns` = 8: stopped after 8 turns");
     assert!(child_heading < limit && limit < grandchild_heading);
     assert!(transcript.contains("> Let me ask the researcher.\n"));
     assert!(transcript.contains("(cancel_children)"));
     assert!(transcript.contains("> The capital of France is Paris.\n"));
-    assert!(
-        !transcript.contains("Let me ask\n"),
-        "deltas are not rendered"
-    );
+    assert!(!transcript.contains("Let me ask\n"), "deltas are not rendered");
 
     let report = fs::read_to_string(folder.report()).unwrap();
     assert_eq!(report, render_report(&events));
@@ -284,22 +207,10 @@ async fn the_writer_logs_every_event_as_a_line_and_finish_renders_the_run() {
         "| model calls | 2 |",
         "- Elapsed: 4.5 s",
         "| completed | 3 |",
-        &format!(
-            "- {} (researcher): `max_turns` = 8: stopped after 8 turns",
-            child()
-        ),
-        &format!(
-            "| {} | agent | coordinator | small | completed | 100 / 20 | 3.4 s |",
-            root()
-        ),
-        &format!(
-            "| \u{2003}↳ {} | agent | researcher | small | completed | 50 / 5 | 1.6 s |",
-            child()
-        ),
-        &format!(
-            "| \u{2003}\u{2003}↳ {} | slm | slm | tiny | completed | 0 / 0 | 200 ms |",
-            grandchild()
-        ),
+        &format!("- {} (researcher): `max_turns` = 8: stopped after 8 turns", child()),
+        &format!("| {} | agent | coordinator | small | completed | 100 / 20 | 3.4 s |", root()),
+        &format!("| \u{2003}↳ {} | agent | researcher | small | completed | 50 / 5 | 1.6 s |", child()),
+        &format!("| \u{2003}\u{2003}↳ {} | slm | slm | tiny | completed | 0 / 0 | 200 ms |", grandchild()),
     ] {
         position(&report, piece);
     }
@@ -325,16 +236,8 @@ async fn a_secret_never_reaches_the_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let project = tmp.path().join("project");
     fs::create_dir_all(project.join("agents")).unwrap();
-    fs::write(
-        project.join("troupe.toml"),
-        format!("[models.small]\napi_key = \"{secret}\"\n"),
-    )
-    .unwrap();
-    fs::write(
-        project.join("agents/researcher.toml"),
-        "name = \"researcher\"\n",
-    )
-    .unwrap();
+    fs::write(project.join("troupe.toml"), format!("[models.small]\napi_key = \"{secret}\"\n")).unwrap();
+    fs::write(project.join("agents/researcher.toml"), "name = \"researcher\"\n").unwrap();
     let outside = tmp.path().join("elsewhere").join("shared.toml");
     fs::create_dir_all(outside.parent().unwrap()).unwrap();
     fs::write(&outside, format!("token = '{secret}'\n")).unwrap();
@@ -358,72 +261,35 @@ async fn a_secret_never_reaches_the_run_folder() {
         *result = Some(format!("Done; the key was {secret}"));
     }
     // The model streams it in two pieces before the whole message.
-    events[5].body = EventBody::MessageDelta {
-        uri: root(),
-        delta: "The key is sk-live-0123".into(),
-    };
+    events[5].body = EventBody::MessageDelta { uri: root(), delta: "The key is sk-live-0123".into() };
     events.insert(
         6,
         Event {
             seq: 5,
             ts: events[5].ts,
-            body: EventBody::MessageDelta {
-                uri: root(),
-                delta: "456789abcdef, as".into(),
-            },
+            body: EventBody::MessageDelta { uri: root(), delta: "456789abcdef, as".into() },
         },
     );
-    let events: Vec<Event> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Event { seq: i as u64, ..e })
-        .collect();
+    let events: Vec<Event> = events.into_iter().enumerate().map(|(i, e)| Event { seq: i as u64, ..e }).collect();
 
     let run = tmp.path().join("findings").join("run");
     let redactor = Redactor::new(vec![secret.to_owned()]);
     let folder = write_run(&run, &events, redactor.clone()).await;
-    let files = [
-        project.join("troupe.toml"),
-        project.join("agents/researcher.toml"),
-        outside.clone(),
-    ];
+    let files = [project.join("troupe.toml"), project.join("agents/researcher.toml"), outside.clone()];
     snapshot_config(&run, &project, &files, &redactor).unwrap();
 
     let snapshot_toml = folder.config().join("troupe.toml");
     let snapshot_agent = folder.config().join("agents").join("researcher.toml");
     let snapshot_outside = folder.config().join("external").join("shared.toml");
-    for path in [
-        folder.events(),
-        folder.transcript(),
-        folder.report(),
-        snapshot_toml.clone(),
-        snapshot_outside.clone(),
-    ] {
+    for path in [folder.events(), folder.transcript(), folder.report(), snapshot_toml.clone(), snapshot_outside.clone()]
+    {
         let text = fs::read_to_string(&path).unwrap();
-        assert!(
-            !text.contains(secret),
-            "{} holds the secret:\n{text}",
-            path.display()
-        );
-        assert!(
-            !text.contains("0123456789"),
-            "{} holds part of the secret:\n{text}",
-            path.display()
-        );
-        assert!(
-            text.contains(REDACTED),
-            "{} shows no redaction:\n{text}",
-            path.display()
-        );
+        assert!(!text.contains(secret), "{} holds the secret:\n{text}", path.display());
+        assert!(!text.contains("0123456789"), "{} holds part of the secret:\n{text}", path.display());
+        assert!(text.contains(REDACTED), "{} shows no redaction:\n{text}", path.display());
     }
-    assert_eq!(
-        fs::read_to_string(&snapshot_toml).unwrap(),
-        "[models.small]\napi_key = \"[redacted]\"\n"
-    );
-    assert_eq!(
-        fs::read_to_string(&snapshot_agent).unwrap(),
-        "name = \"researcher\"\n"
-    );
+    assert_eq!(fs::read_to_string(&snapshot_toml).unwrap(), "[models.small]\napi_key = \"[redacted]\"\n");
+    assert_eq!(fs::read_to_string(&snapshot_agent).unwrap(), "name = \"researcher\"\n");
     // The log stays parseable, with the secret replaced inside its strings.
     let (logged, warning) = read_events(&folder.events()).unwrap();
     assert_eq!(warning, None);
@@ -437,10 +303,7 @@ async fn a_secret_never_reaches_the_run_folder() {
         }
     );
     let transcript = fs::read_to_string(folder.transcript()).unwrap();
-    assert!(
-        transcript.contains(r#"{"agent":"researcher","task":"use \"[redacted]\""}"#),
-        "{transcript}"
-    );
+    assert!(transcript.contains(r#"{"agent":"researcher","task":"use \"[redacted]\""}"#), "{transcript}");
 }
 
 #[test]
@@ -448,10 +311,7 @@ fn a_cut_short_last_line_is_skipped_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join(EVENTS_FILE);
     let events = run_events();
-    let mut text: String = events[..3]
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap() + "\n")
-        .collect();
+    let mut text: String = events[..3].iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
     let next = serde_json::to_string(&events[3]).unwrap();
     text.push_str(&next[..next.len() / 2]);
     fs::write(&path, &text).unwrap();
@@ -461,7 +321,7 @@ fn a_cut_short_last_line_is_skipped_with_a_warning() {
     assert!(warning.contains("(4) is cut short"), "{warning}");
 
     // A cut inside a multi-byte character spoils only that line.
-    let mut bytes = text[..text.len() - next.len() / 2].as_bytes().to_vec();
+    let mut bytes = text.as_bytes()[..text.len() - next.len() / 2].to_vec();
     bytes.extend_from_slice(&"{\"seq\":3,\"content\":\"é".as_bytes()[..22]);
     fs::write(&path, &bytes).unwrap();
     let (read, warning) = read_events(&path).unwrap();
@@ -480,21 +340,14 @@ fn a_bad_line_in_the_middle_is_an_error_with_its_number() {
     ];
     fs::write(&path, lines.join("\n") + "\n").unwrap();
     match read_events(&path) {
-        Err(FindingsError::BadLine {
-            line,
-            path: reported,
-            ..
-        }) => {
+        Err(FindingsError::BadLine { line, path: reported, .. }) => {
             assert_eq!((line, reported), (2, path.clone()));
         }
         other => panic!("expected a bad line, got {other:?}"),
     }
     // A whole last line (it ends in a newline) that is not an event is corruption too.
     fs::write(&path, format!("{}\ngarbage\n", lines[0])).unwrap();
-    assert!(matches!(
-        read_events(&path),
-        Err(FindingsError::BadLine { line: 2, .. })
-    ));
+    assert!(matches!(read_events(&path), Err(FindingsError::BadLine { line: 2, .. })));
 }
 
 #[test]
@@ -505,30 +358,16 @@ fn a_prefix_of_a_run_renders_as_unfinished() {
     let transcript = render_transcript(prefix);
     let root_heading = position(
         &transcript,
-        &format!(
-            "\n## {} · agent coordinator · model small · still working when the log ends\n",
-            root()
-        ),
+        &format!("\n## {} · agent coordinator · model small · still working when the log ends\n", root()),
     );
     let child_heading = position(
         &transcript,
-        &format!(
-            "\n### {} · agent researcher · model small · still working when the log ends\n",
-            child()
-        ),
+        &format!("\n### {} · agent researcher · model small · still working when the log ends\n", child()),
     );
-    position(
-        &transcript,
-        &format!("\n#### {} · slm · model tiny · completed\n", grandchild()),
-    );
+    position(&transcript, &format!("\n#### {} · slm · model tiny · completed\n", grandchild()));
     assert!(root_heading < child_heading);
     assert!(transcript.contains("- Outcome: unfinished (the log ends before `run_finished`)"));
-    assert_eq!(
-        transcript
-            .matches("_Still working when the log ends._")
-            .count(),
-        2
-    );
+    assert_eq!(transcript.matches("_Still working when the log ends._").count(), 2);
 
     let report = render_report(prefix);
     for piece in [
@@ -538,10 +377,7 @@ fn a_prefix_of_a_run_renders_as_unfinished() {
         "| working | 2 |",
         "| completed | 1 |",
         "- Elapsed: at least 2.6 s (first to last event)",
-        &format!(
-            "| {} | agent | coordinator | small | working (unfinished) | 100 / 20 | ≥ 2.4 s |",
-            root()
-        ),
+        &format!("| {} | agent | coordinator | small | working (unfinished) | 100 / 20 | ≥ 2.4 s |", root()),
     ] {
         position(&report, piece);
     }
@@ -566,10 +402,7 @@ fn long_tool_results_are_cut_with_a_note() {
     position(&transcript, "- Tool error from `fetch`");
     position(
         &transcript,
-        &format!(
-            "```text\n{}\n```\n\n_(cut: 3000 more characters are in events.jsonl)_",
-            "x".repeat(2000)
-        ),
+        &format!("```text\n{}\n```\n\n_(cut: 3000 more characters are in events.jsonl)_", "x".repeat(2000)),
     );
     assert!(!transcript.contains(&"x".repeat(2001)));
 }
@@ -593,34 +426,22 @@ fn notes_are_created_once_and_never_overwritten() {
     let notes = tmp.path().join(NOTES_FILE);
     write_notes_stub(tmp.path()).unwrap();
     let stub = fs::read_to_string(&notes).unwrap();
-    assert!(
-        stub.starts_with("<!--") && stub.lines().count() == 1 + 1,
-        "{stub:?}"
-    );
+    assert!(stub.starts_with("<!--") && stub.lines().count() == 1 + 1, "{stub:?}");
     fs::write(&notes, "My observation: the researcher looped.\n").unwrap();
     write_notes_stub(tmp.path()).unwrap();
-    assert_eq!(
-        fs::read_to_string(&notes).unwrap(),
-        "My observation: the researcher looped.\n"
-    );
+    assert_eq!(fs::read_to_string(&notes).unwrap(), "My observation: the researcher looped.\n");
 }
 
 #[test]
 fn a_killed_run_is_rendered_again_from_its_log() {
     let tmp = tempfile::tempdir().unwrap();
     let events = run_events();
-    let mut text: String = events[..10]
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap() + "\n")
-        .collect();
+    let mut text: String = events[..10].iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
     text.push_str("{\"seq\":10,\"ts\":\"2026-");
     fs::write(tmp.path().join(EVENTS_FILE), text).unwrap();
     let folder = rerender(tmp.path()).unwrap();
     let transcript = fs::read_to_string(folder.transcript()).unwrap();
-    assert!(
-        transcript.starts_with(&render_transcript(&events[..10])),
-        "{transcript}"
-    );
+    assert!(transcript.starts_with(&render_transcript(&events[..10])), "{transcript}");
     position(&transcript, "_Note: ");
     position(&transcript, "is cut short");
     let report = fs::read_to_string(folder.report()).unwrap();

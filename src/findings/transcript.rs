@@ -8,9 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::view::{
-    RunView, TaskView, fenced, format_duration, inline_code, quoted, truncate_chars,
-};
+use super::view::{RunView, TaskView, fenced, format_duration, inline_code, quoted, truncate_chars};
 use crate::protocol::{Event, EventBody, Role, TaskKind, format_millis};
 
 /// Characters of a tool result (or of a tool call's arguments) shown before it is cut.
@@ -30,12 +28,7 @@ pub fn render_transcript(events: &[Event]) -> String {
     }
     match &view.end {
         Some(end) => {
-            let _ = writeln!(
-                out,
-                "- Outcome: {} after {}",
-                end.status.as_str(),
-                format_duration(end.elapsed_ms)
-            );
+            let _ = writeln!(out, "- Outcome: {} after {}", end.status.as_str(), format_duration(end.elapsed_ms));
         }
         None => out.push_str("- Outcome: unfinished (the log ends before `run_finished`)\n"),
     }
@@ -55,20 +48,12 @@ pub fn render_transcript(events: &[Event]) -> String {
 fn render_task(out: &mut String, view: &RunView<'_>, depth: usize, task: &TaskView<'_>) {
     // The title is `#`, roots are `##`; Markdown has no level past six.
     let hashes = "#".repeat((depth + 2).min(6));
-    let status = if task.status.is_terminal() {
-        task.status.as_str()
-    } else {
-        "still working when the log ends"
-    };
+    let status = if task.status.is_terminal() { task.status.as_str() } else { "still working when the log ends" };
     let kind = match task.kind {
         Some(TaskKind::Agent) | None => format!("agent {}", task.agent),
         Some(TaskKind::Slm) => "slm".to_owned(),
     };
-    let _ = writeln!(
-        out,
-        "\n{hashes} {} · {kind} · model {} · {status}\n",
-        task.uri, task.model
-    );
+    let _ = writeln!(out, "\n{hashes} {} · {kind} · model {} · {status}\n", task.uri, task.model);
 
     let mut facts = Vec::new();
     if let Some(parent) = task.parent {
@@ -83,10 +68,7 @@ fn render_task(out: &mut String, view: &RunView<'_>, depth: usize, task: &TaskVi
         facts.push("its `task_created` is missing from the log".to_owned());
     }
     if let (Some(created), Some(finished)) = (task.created, task.finished) {
-        facts.push(format!(
-            "took {}",
-            format_duration(finished.saturating_sub(created))
-        ));
+        facts.push(format!("took {}", format_duration(finished.saturating_sub(created))));
     }
     if task.usage.model_calls > 0 {
         facts.push(format!(
@@ -100,15 +82,7 @@ fn render_task(out: &mut String, view: &RunView<'_>, depth: usize, task: &TaskVi
     let _ = writeln!(out, "_{}_\n", facts.join(" · "));
 
     // The task text shows once: as the first user message if there is one, else here.
-    let has_user_message = task.events.iter().any(|e| {
-        matches!(
-            &e.body,
-            EventBody::Message {
-                role: Role::User,
-                ..
-            }
-        )
-    });
+    let has_user_message = task.events.iter().any(|e| matches!(&e.body, EventBody::Message { role: Role::User, .. }));
     if !has_user_message && !task.task.is_empty() {
         out.push_str("**Task:**\n\n");
         out.push_str(&quoted(task.task));
@@ -150,59 +124,26 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
                 push_tool_text(out, content);
             }
         },
-        EventBody::ToolCall {
-            call_id,
-            tool,
-            arguments,
-            ..
-        } => {
+        EventBody::ToolCall { call_id, tool, arguments, .. } => {
             let args = serde_json::to_string(arguments).unwrap_or_default();
             let (shown, dropped) = truncate_chars(&args, MAX_TOOL_TEXT);
-            let _ = write!(
-                out,
-                "- Tool call {} {}",
-                inline_code(tool),
-                inline_code(shown)
-            );
+            let _ = write!(out, "- Tool call {} {}", inline_code(tool), inline_code(shown));
             if dropped > 0 {
                 let _ = write!(out, " _(arguments cut: {dropped} more characters)_");
             }
             let _ = writeln!(out, " _(call {call_id})_\n");
         }
-        EventBody::ToolResult {
-            call_id,
-            tool,
-            result,
-            is_error,
-            ..
-        } => {
-            let what = if *is_error {
-                "Tool error"
-            } else {
-                "Tool result"
-            };
-            let _ = writeln!(
-                out,
-                "- {what} from {} _(call {call_id})_:\n",
-                inline_code(tool)
-            );
+        EventBody::ToolResult { call_id, tool, result, is_error, .. } => {
+            let what = if *is_error { "Tool error" } else { "Tool result" };
+            let _ = writeln!(out, "- {what} from {} _(call {call_id})_:\n", inline_code(tool));
             let text = match result {
                 Value::String(text) => text.clone(),
                 other => serde_json::to_string_pretty(other).unwrap_or_default(),
             };
             push_tool_text(out, &text);
         }
-        EventBody::TaskStatus {
-            status,
-            status_message,
-            result,
-            error,
-            ..
-        } => {
-            let message = status_message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
+        EventBody::TaskStatus { status, status_message, result, error, .. } => {
+            let message = status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
             if status.is_terminal() {
                 let _ = writeln!(out, "**Status: {status}**{message}\n");
             } else if !message.is_empty() {
@@ -220,17 +161,10 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
                 out.push('\n');
             }
         }
-        EventBody::LimitHit {
-            limit,
-            value,
-            message,
-            ..
-        } => {
+        EventBody::LimitHit { limit, value, message, .. } => {
             let _ = writeln!(out, "**Limit hit:** `{limit}` = {value}: {message}\n");
         }
-        EventBody::ChildrenOnFinish {
-            policy, children, ..
-        } => {
+        EventBody::ChildrenOnFinish { policy, children, .. } => {
             let list: Vec<String> = children
                 .iter()
                 .map(|c| match view.task(*c) {
@@ -242,11 +176,7 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
                 out,
                 "**Finished with children still working** ({}): {}\n",
                 policy.as_str(),
-                if list.is_empty() {
-                    "none".to_owned()
-                } else {
-                    list.join(", ")
-                }
+                if list.is_empty() { "none".to_owned() } else { list.join(", ") }
             );
         }
         // Folded into the view or the headings instead of shown inline.
@@ -262,10 +192,7 @@ fn push_tool_text(out: &mut String, text: &str) {
     let (shown, dropped) = truncate_chars(text, MAX_TOOL_TEXT);
     out.push_str(&fenced(shown, "text"));
     if dropped > 0 {
-        let _ = writeln!(
-            out,
-            "\n_(cut: {dropped} more characters are in events.jsonl)_"
-        );
+        let _ = writeln!(out, "\n_(cut: {dropped} more characters are in events.jsonl)_");
     }
     out.push('\n');
 }

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::{
-    Event, EventBody, Millis, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage,
-};
+use crate::protocol::{Event, EventBody, Millis, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage};
 
 /// What `run_started` said.
 pub(crate) struct RunInfo<'e> {
@@ -88,10 +86,7 @@ impl<'e> RunView<'e> {
 
     /// Tasks without a known parent, in creation order: the root, and any orphan.
     pub(crate) fn roots(&self) -> impl Iterator<Item = &TaskView<'e>> {
-        self.tasks.iter().filter(|t| {
-            t.parent
-                .is_none_or(|p| !self.index.contains_key(&p) || p == t.uri)
-        })
+        self.tasks.iter().filter(|t| t.parent.is_none_or(|p| !self.index.contains_key(&p) || p == t.uri))
     }
 
     /// Every task depth-first (a parent, then its children in creation order), with its depth
@@ -99,13 +94,8 @@ impl<'e> RunView<'e> {
     pub(crate) fn depth_first(&self) -> Vec<(usize, &TaskView<'e>)> {
         let mut out = Vec::with_capacity(self.tasks.len());
         let mut seen = vec![false; self.tasks.len()];
-        let mut stack: Vec<(usize, TaskId)> = self
-            .roots()
-            .map(|t| (0, t.uri))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let mut stack: Vec<(usize, TaskId)> =
+            self.roots().map(|t| (0, t.uri)).collect::<Vec<_>>().into_iter().rev().collect();
         loop {
             while let Some((depth, uri)) = stack.pop() {
                 let Some(&i) = self.index.get(&uri) else {
@@ -182,28 +172,10 @@ impl<'e> RunView<'e> {
         self.first_ts = Some(self.first_ts.map_or(event.ts, |t| t.min(event.ts)));
         self.last_ts = Some(self.last_ts.map_or(event.ts, |t| t.max(event.ts)));
         match &event.body {
-            EventBody::RunStarted {
-                run_id,
-                experiment,
-                root_agent,
-                task,
-            } => {
-                self.info = Some(RunInfo {
-                    run_id,
-                    experiment,
-                    root_agent,
-                    task,
-                    ts: event.ts,
-                });
+            EventBody::RunStarted { run_id, experiment, root_agent, task } => {
+                self.info = Some(RunInfo { run_id, experiment, root_agent, task, ts: event.ts });
             }
-            EventBody::TaskCreated {
-                uri,
-                parent,
-                kind,
-                agent,
-                model,
-                task,
-            } => {
+            EventBody::TaskCreated { uri, parent, kind, agent, model, task } => {
                 let view = self.task_mut(*uri);
                 view.parent = *parent;
                 view.kind = Some(*kind);
@@ -218,13 +190,7 @@ impl<'e> RunView<'e> {
                     }
                 }
             }
-            EventBody::TaskStatus {
-                uri,
-                status,
-                result,
-                error,
-                ..
-            } => {
+            EventBody::TaskStatus { uri, status, result, error, .. } => {
                 let view = self.task_mut(*uri);
                 view.status = *status;
                 if status.is_terminal() && view.finished.is_none() {
@@ -243,12 +209,7 @@ impl<'e> RunView<'e> {
             | EventBody::ToolResult { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => self.task_mut(*uri).events.push(event),
             EventBody::MessageDelta { .. } => {}
-            EventBody::Usage {
-                uri,
-                task_total,
-                run_total,
-                ..
-            } => {
+            EventBody::Usage { uri, task_total, run_total, .. } => {
                 self.task_mut(*uri).usage = *task_total;
                 self.run_usage = Some(*run_total);
             }
@@ -256,14 +217,7 @@ impl<'e> RunView<'e> {
                 self.task_mut(*uri).events.push(event);
                 self.limit_hits.push(event);
             }
-            EventBody::RunFinished {
-                status,
-                result,
-                error,
-                usage,
-                tasks,
-                elapsed_ms,
-            } => {
+            EventBody::RunFinished { status, result, error, usage, tasks, elapsed_ms } => {
                 self.end = Some(RunEnd {
                     status: *status,
                     result: result.as_deref(),
@@ -355,13 +309,7 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        let cases = [
-            (0, "0 ms"),
-            (999, "999 ms"),
-            (1_250, "1.2 s"),
-            (65_000, "1 min 05 s"),
-            (7_380_000, "2 h 03 min"),
-        ];
+        let cases = [(0, "0 ms"), (999, "999 ms"), (1_250, "1.2 s"), (65_000, "1 min 05 s"), (7_380_000, "2 h 03 min")];
         for (ms, expected) in cases {
             assert_eq!(format_duration(ms), expected);
         }

@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::redact::DeltaGuard;
-use super::{
-    FindingsError, Redactor, RunFolder, render_report, render_transcript, write_replacing,
-};
+use super::{FindingsError, Redactor, RunFolder, render_report, render_transcript, write_replacing};
 use crate::protocol::{Event, EventBody};
 
 enum Command {
@@ -44,17 +42,13 @@ impl FindingsWriter {
     pub fn create(dir: &Path, redactor: Redactor) -> Result<FindingsWriter, FindingsError> {
         std::fs::create_dir_all(dir).map_err(FindingsError::io("create", dir))?;
         let path = dir.join(super::EVENTS_FILE);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    FindingsError::AlreadyExists { path: path.clone() }
-                } else {
-                    FindingsError::io("create", &path)(e)
-                }
-            })?;
+        let file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                FindingsError::AlreadyExists { path: path.clone() }
+            } else {
+                FindingsError::io("create", &path)(e)
+            }
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let state = WriterState {
             dir: dir.to_owned(),
@@ -69,11 +63,7 @@ impl FindingsWriter {
             .name("troupe-findings".to_owned())
             .spawn(move || state.run(rx))
             .map_err(FindingsError::io("start the writer thread for", dir))?;
-        Ok(FindingsWriter {
-            tx,
-            dir: dir.to_owned(),
-            warned: AtomicBool::new(false),
-        })
+        Ok(FindingsWriter { tx, dir: dir.to_owned(), warned: AtomicBool::new(false) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -83,9 +73,7 @@ impl FindingsWriter {
     /// Queues `event` to be appended as one line. Never blocks and never fails: a write error
     /// is reported by [`flush`](Self::flush) and [`finish`](Self::finish).
     pub fn record(&self, event: &Event) {
-        if self.tx.send(Command::Record(event.clone())).is_err()
-            && !self.warned.swap(true, Ordering::Relaxed)
-        {
+        if self.tx.send(Command::Record(event.clone())).is_err() && !self.warned.swap(true, Ordering::Relaxed) {
             tracing::error!(dir = %self.dir.display(), "the findings writer has stopped; events are no longer recorded");
         }
     }
@@ -93,9 +81,7 @@ impl FindingsWriter {
     /// Waits until every event recorded so far is written; reports the first write failure.
     pub async fn flush(&self) -> Result<(), FindingsError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Flush(ack))
-            .map_err(|_| self.stopped())?;
+        self.tx.send(Command::Flush(ack)).map_err(|_| self.stopped())?;
         done.await.map_err(|_| self.stopped())?
     }
 
@@ -103,16 +89,12 @@ impl FindingsWriter {
     /// `report.md` from them (redacted) and closes the log.
     pub async fn finish(self) -> Result<RunFolder, FindingsError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Command::Finish(ack))
-            .map_err(|_| self.stopped())?;
+        self.tx.send(Command::Finish(ack)).map_err(|_| self.stopped())?;
         done.await.map_err(|_| self.stopped())?
     }
 
     fn stopped(&self) -> FindingsError {
-        FindingsError::WriterStopped {
-            dir: self.dir.clone(),
-        }
+        FindingsError::WriterStopped { dir: self.dir.clone() }
     }
 }
 
@@ -159,18 +141,13 @@ impl WriterState {
             EventBody::MessageDelta { uri, delta } => Event {
                 seq: event.seq,
                 ts: event.ts,
-                body: EventBody::MessageDelta {
-                    uri: *uri,
-                    delta: self.deltas.push(&self.redactor, *uri, delta),
-                },
+                body: EventBody::MessageDelta { uri: *uri, delta: self.deltas.push(&self.redactor, *uri, delta) },
             },
             body => {
                 // The whole message (or the task's end) closes a stream of deltas.
                 match body {
                     EventBody::Message { uri, .. } => self.deltas.end(*uri),
-                    EventBody::TaskStatus { uri, status, .. } if status.is_terminal() => {
-                        self.deltas.end(*uri)
-                    }
+                    EventBody::TaskStatus { uri, status, .. } if status.is_terminal() => self.deltas.end(*uri),
                     _ => {}
                 }
                 self.redactor.redact_event(event)
@@ -201,24 +178,16 @@ impl WriterState {
     fn health(&self) -> Result<(), FindingsError> {
         match &self.failure {
             None => Ok(()),
-            Some(source) => {
-                Err(self.append_error(io::Error::new(source.kind(), source.to_string())))
-            }
+            Some(source) => Err(self.append_error(io::Error::new(source.kind(), source.to_string()))),
         }
     }
 
     fn append_error(&self, source: io::Error) -> FindingsError {
-        FindingsError::Io {
-            action: "append to",
-            path: self.path.clone(),
-            source,
-        }
+        FindingsError::Io { action: "append to", path: self.path.clone(), source }
     }
 
     fn finish(mut self) -> Result<RunFolder, FindingsError> {
-        let folder = RunFolder {
-            dir: self.dir.clone(),
-        };
+        let folder = RunFolder { dir: self.dir.clone() };
         let failure = self.failure.take().map(|source| self.append_error(source));
         // The events were redacted one by one; redacting the whole text again also catches a
         // secret that only a rendering puts together.
@@ -228,9 +197,7 @@ impl WriterState {
             .and_then(|()| write_replacing(&folder.report(), &self.redactor.redact(&report)))
             .and_then(|()| {
                 // The run is over: make its log durable, once, rather than per event.
-                self.file
-                    .sync_all()
-                    .map_err(FindingsError::io("sync", &self.path))
+                self.file.sync_all().map_err(FindingsError::io("sync", &self.path))
             });
         match failure {
             Some(failure) => Err(failure),

@@ -131,9 +131,8 @@ impl ModelTable {
                         alias: alias.clone(),
                         message: "provider `scripted` needs `script = \"<file>\"`".into(),
                     })?;
-                    let model = scripted::ScriptedModel::load(script).map_err(|err| {
-                        ModelBuildError { alias: alias.clone(), message: err.to_string() }
-                    })?;
+                    let model = scripted::ScriptedModel::load(script)
+                        .map_err(|err| ModelBuildError { alias: alias.clone(), message: err.to_string() })?;
                     models.insert(alias.clone(), Arc::new(model));
                 }
                 ProviderKind::Local | ProviderKind::Openai | ProviderKind::Anthropic => {
@@ -169,8 +168,7 @@ impl ModelTable {
 
     /// Every defined alias, runnable or not, sorted.
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
-        let mut all: Vec<&str> =
-            self.models.keys().chain(self.unavailable.keys()).map(String::as_str).collect();
+        let mut all: Vec<&str> = self.models.keys().chain(self.unavailable.keys()).map(String::as_str).collect();
         all.sort_unstable();
         all.into_iter()
     }

@@ -31,9 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    estimate_tokens, Model, ModelChunk, ModelError, ModelInfo, ModelRequest, ModelStream,
-};
+use super::{Model, ModelChunk, ModelError, ModelInfo, ModelRequest, ModelStream, estimate_tokens};
 use crate::protocol::{ChatMessage, Role, ToolCall, Usage};
 
 #[derive(Debug, Deserialize)]
@@ -91,8 +89,8 @@ pub struct ScriptedModel {
 
 impl ScriptedModel {
     pub fn load(path: &Path) -> Result<ScriptedModel, ScriptError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScriptError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ScriptError::Read { path: path.to_owned(), source })?;
         Self::parse(path, &text)
     }
 
@@ -169,11 +167,7 @@ impl ScriptedModel {
 
 impl Model for ScriptedModel {
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            provider: "scripted",
-            model: self.path.display().to_string(),
-            digest: Some(self.digest.clone()),
-        }
+        ModelInfo { provider: "scripted", model: self.path.display().to_string(), digest: Some(self.digest.clone()) }
     }
 
     fn stream(&self, request: ModelRequest, cancel: CancellationToken) -> ModelStream {
@@ -261,9 +255,9 @@ impl<'a> ConversationFacts<'a> {
         while let Some(start) = rest.find("{{") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or_else(|| {
-                ModelError::Script(format!("unclosed `{{{{` in {:?}", shorten(template, 60)))
-            })?;
+            let end = after
+                .find("}}")
+                .ok_or_else(|| ModelError::Script(format!("unclosed `{{{{` in {:?}", shorten(template, 60))))?;
             out.push_str(&self.lookup(after[..end].trim())?);
             rest = &after[end + 2..];
         }
@@ -278,9 +272,7 @@ impl<'a> ConversationFacts<'a> {
                 Value::Array(items.into_iter().map(|v| self.fill_value(v)).collect::<Result<_, _>>()?)
             }
             Value::Object(map) => Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| Ok((k, self.fill_value(v)?)))
-                    .collect::<Result<_, ModelError>>()?,
+                map.into_iter().map(|(k, v)| Ok((k, self.fill_value(v)?))).collect::<Result<_, ModelError>>()?,
             ),
             other => other,
         })
@@ -292,31 +284,24 @@ impl<'a> ConversationFacts<'a> {
         }
         let (field, n) = key.split_once('.').ok_or_else(|| unknown_placeholder(key))?;
         let n: usize = n.parse().map_err(|_| unknown_placeholder(key))?;
-        let uri = n
-            .checked_sub(1)
-            .and_then(|i| self.uris.get(i))
-            .ok_or_else(|| {
-                ModelError::Script(format!(
-                    "`{{{{{key}}}}}` refers to subtask {n}, but the conversation has handed out {} subtask URIs",
-                    self.uris.len()
-                ))
-            })?;
+        let uri = n.checked_sub(1).and_then(|i| self.uris.get(i)).ok_or_else(|| {
+            ModelError::Script(format!(
+                "`{{{{{key}}}}}` refers to subtask {n}, but the conversation has handed out {} subtask URIs",
+                self.uris.len()
+            ))
+        })?;
         let seen = self.seen.iter().find(|(u, _, _)| u == uri);
         match field {
             "uri" => Ok(uri.clone()),
             "status" => Ok(seen.map_or("unknown", |(_, s, _)| s.as_str()).to_owned()),
-            "result" => Ok(seen
-                .and_then(|(_, _, r)| r.clone())
-                .unwrap_or_else(|| "(no result yet)".to_owned())),
+            "result" => Ok(seen.and_then(|(_, _, r)| r.clone()).unwrap_or_else(|| "(no result yet)".to_owned())),
             _ => Err(unknown_placeholder(key)),
         }
     }
 }
 
 fn unknown_placeholder(key: &str) -> ModelError {
-    ModelError::Script(format!(
-        "unknown placeholder `{{{{{key}}}}}` (known: task, uri.N, result.N, status.N)"
-    ))
+    ModelError::Script(format!("unknown placeholder `{{{{{key}}}}}` (known: task, uri.N, result.N, status.N)"))
 }
 
 fn first_user_message(messages: &[ChatMessage]) -> Option<&str> {
@@ -332,9 +317,7 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let space_end = rest[word_end..]
-            .find(|c: char| !c.is_whitespace())
-            .map_or(rest.len(), |i| word_end + i);
+        let space_end = rest[word_end..].find(|c: char| !c.is_whitespace()).map_or(rest.len(), |i| word_end + i);
         let (piece, tail) = rest.split_at(space_end);
         rest = tail;
         Some(piece)
@@ -352,9 +335,7 @@ fn shorten(text: &str, max: usize) -> String {
 
 /// FNV-1a: a stable digest of the script for the run's config snapshot (not a security hash).
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -464,10 +445,8 @@ text = "again"
 
     #[test]
     fn a_bad_script_names_the_line() {
-        let err = ScriptedModel::parse(Path::new("s.toml"), "[[conversation]]\nagnet = \"x\"\n")
-            .err()
-            .unwrap()
-            .to_string();
+        let err =
+            ScriptedModel::parse(Path::new("s.toml"), "[[conversation]]\nagnet = \"x\"\n").err().unwrap().to_string();
         assert!(err.starts_with("s.toml: "), "{err}");
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("agnet"), "{err}");

@@ -194,7 +194,7 @@ impl AgentMachine {
     }
 
     fn refusal(&self, call: &ToolCall) -> Option<String> {
-        if !self.setup.tool_names.iter().any(|t| *t == call.name) {
+        if !self.setup.tool_names.contains(&call.name) {
             let available = if self.setup.tool_names.is_empty() {
                 "you have no tools; answer in text".to_owned()
             } else {
@@ -203,10 +203,7 @@ impl AgentMachine {
             return Some(format!("unknown tool `{}`: {available}", call.name));
         }
         if !matches!(call.arguments, Value::Object(_)) {
-            return Some(format!(
-                "the arguments of `{}` must be a JSON object, got {}",
-                call.name, call.arguments
-            ));
+            return Some(format!("the arguments of `{}` must be a JSON object, got {}", call.name, call.arguments));
         }
         None
     }
@@ -322,7 +319,8 @@ mod tests {
         assert_eq!(drain(&mut machine), vec![], "waits for every result");
         machine.handle_tool_result("1", "A".into(), true);
         assert_eq!(drain(&mut machine), vec![AgentEffect::CallModel { turn: 2, offer_tools: true }]);
-        let tail: Vec<_> = machine.conversation()[3..].iter().map(|m| (m.role, m.content.clone(), m.is_error)).collect();
+        let tail: Vec<_> =
+            machine.conversation()[3..].iter().map(|m| (m.role, m.content.clone(), m.is_error)).collect();
         assert_eq!(tail, vec![(Role::Tool, "A".into(), true), (Role::Tool, "B".into(), false)]);
     }
 

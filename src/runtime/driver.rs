@@ -15,19 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
-use super::tools::{builtin_spec, parse_builtin, BuiltinCall, ExpertOffer, ToolContext};
+use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
 use crate::config::{AgentSpec, Limits};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
-    ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind,
-    TaskResource, TaskStatus, ToolCall, ToolSpec, Usage,
+    ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
+    TaskStatus, ToolCall, ToolSpec, Usage,
 };
 
 /// The source of time for timestamps. Tests may substitute their own.
@@ -40,9 +40,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as Millis)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
     }
 }
 
@@ -167,10 +165,8 @@ pub fn spawn_run(
     clock: Arc<dyn Clock>,
 ) -> Result<RunHandle, StartError> {
     let profiles = build_profiles(&config);
-    let root_profile = profiles
-        .get(&config.root_agent)
-        .cloned()
-        .ok_or_else(|| StartError::UnknownRoot(config.root_agent.clone()))?;
+    let root_profile =
+        profiles.get(&config.root_agent).cloned().ok_or_else(|| StartError::UnknownRoot(config.root_agent.clone()))?;
     config.models.get(&root_profile.model)?;
     let started_at = clock.now();
     let shared = Arc::new(Shared {
@@ -210,7 +206,8 @@ pub fn spawn_run(
             model: root_profile.model.clone(),
             task: config.task.clone(),
         };
-        let no_limits = CreateLimits { max_depth: u32::MAX, max_children: u32::MAX, max_concurrent: u32::MAX, max_total: u32::MAX };
+        let no_limits =
+            CreateLimits { max_depth: u32::MAX, max_children: u32::MAX, max_concurrent: u32::MAX, max_total: u32::MAX };
         let root = match state.registry.create(new, &no_limits, started_at) {
             Ok(root) => root,
             Err(err) => return Err(StartError::Model(ModelError::Provider(err.to_string()))),
@@ -358,7 +355,13 @@ impl Shared {
         if state.registry.set_status_message(id, Some(message.clone())).is_ok() {
             self.emit(
                 &mut state,
-                EventBody::TaskStatus { uri: id, status: TaskStatus::Working, status_message: Some(message), result: None, error: None },
+                EventBody::TaskStatus {
+                    uri: id,
+                    status: TaskStatus::Working,
+                    status_message: Some(message),
+                    result: None,
+                    error: None,
+                },
             );
         }
     }
@@ -394,7 +397,11 @@ impl Shared {
             if !working.is_empty() {
                 self.emit(
                     &mut state,
-                    EventBody::ChildrenOnFinish { uri: id, policy: OnFinish::CancelChildren, children: working.clone() },
+                    EventBody::ChildrenOnFinish {
+                        uri: id,
+                        policy: OnFinish::CancelChildren,
+                        children: working.clone(),
+                    },
                 );
             }
             working
@@ -479,7 +486,13 @@ impl Shared {
                     }
                     self.emit(
                         &mut state,
-                        EventBody::TaskStatus { uri: id, status: TaskStatus::Cancelled, status_message: None, result: None, error: Some("the run ended".into()) },
+                        EventBody::TaskStatus {
+                            uri: id,
+                            status: TaskStatus::Cancelled,
+                            status_message: None,
+                            result: None,
+                            error: Some("the run ended".into()),
+                        },
                     );
                 }
             }
@@ -543,7 +556,13 @@ impl Shared {
     }
 
     /// Streams one model call, reporting deltas and usage as they come.
-    async fn call_model(&self, id: TaskId, alias: &str, request: ModelRequest, cancel: &CancellationToken) -> Result<Reply, ModelError> {
+    async fn call_model(
+        &self,
+        id: TaskId,
+        alias: &str,
+        request: ModelRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, ModelError> {
         let model = self.models.get(alias)?.clone();
         let mut stream = model.stream(request, cancel.clone());
         let mut reply = Reply { text: String::new(), calls: Vec::new() };
@@ -579,7 +598,13 @@ impl Shared {
         if let Ok((task_total, run_total)) = state.registry.add_usage(id, &usage) {
             self.emit(
                 &mut state,
-                EventBody::Usage { uri: id, input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, task_total, run_total },
+                EventBody::Usage {
+                    uri: id,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    task_total,
+                    run_total,
+                },
             );
         }
     }
@@ -617,7 +642,12 @@ impl Shared {
                     }
                 }
                 AgentEffect::RunTool(call) => {
-                    self.emit_now(EventBody::ToolCall { uri: id, call_id: call.id.clone(), tool: call.name.clone(), arguments: call.arguments.clone() });
+                    self.emit_now(EventBody::ToolCall {
+                        uri: id,
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    });
                     self.set_status_message(id, format!("calling {}", call.name));
                     let (content, is_error) = match self.run_builtin(id, &profile, &call, cancel).await {
                         Ok(value) => (value, false),
@@ -626,7 +656,13 @@ impl Shared {
                     if cancel.is_cancelled() {
                         return;
                     }
-                    self.emit_now(EventBody::ToolResult { uri: id, call_id: call.id.clone(), tool: call.name.clone(), result: content.clone(), is_error });
+                    self.emit_now(EventBody::ToolResult {
+                        uri: id,
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        result: content.clone(),
+                        is_error,
+                    });
                     let text = match content {
                         Value::String(s) => s,
                         other => other.to_string(),
@@ -634,8 +670,19 @@ impl Shared {
                     machine.handle_tool_result(&call.id, text, is_error);
                 }
                 AgentEffect::ToolRefused { call, error } => {
-                    self.emit_now(EventBody::ToolCall { uri: id, call_id: call.id.clone(), tool: call.name.clone(), arguments: call.arguments.clone() });
-                    self.emit_now(EventBody::ToolResult { uri: id, call_id: call.id, tool: call.name, result: Value::String(error), is_error: true });
+                    self.emit_now(EventBody::ToolCall {
+                        uri: id,
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    });
+                    self.emit_now(EventBody::ToolResult {
+                        uri: id,
+                        call_id: call.id,
+                        tool: call.name,
+                        result: Value::String(error),
+                        is_error: true,
+                    });
                 }
                 AgentEffect::Finish(answer) => {
                     self.finish_agent(id, &profile, answer, cancel).await;
@@ -679,7 +726,15 @@ impl Shared {
         self.complete(id, answer);
     }
 
-    async fn run_slm(&self, id: TaskId, alias: Arc<str>, prompt: String, system: Option<String>, max_tokens: Option<u32>, cancel: &CancellationToken) {
+    async fn run_slm(
+        &self,
+        id: TaskId,
+        alias: Arc<str>,
+        prompt: String,
+        system: Option<String>,
+        max_tokens: Option<u32>,
+        cancel: &CancellationToken,
+    ) {
         let mut messages = Vec::new();
         if let Some(system) = system {
             messages.push(ChatMessage::system(system));
@@ -715,7 +770,13 @@ impl Shared {
     }
 
     /// Executes a built-in tool for `caller`. `Err` is a tool error the model reads.
-    async fn run_builtin(self: &Arc<Self>, caller: TaskId, profile: &Arc<Profile>, call: &ToolCall, cancel: &CancellationToken) -> Result<Value, String> {
+    async fn run_builtin(
+        self: &Arc<Self>,
+        caller: TaskId,
+        profile: &Arc<Profile>,
+        call: &ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
             BuiltinCall::CallAgent { task, agent, model } => {
                 let child = match agent {
@@ -731,13 +792,18 @@ impl Shared {
                                     .filter(|n| profile.spec.experts.iter().any(|e| e == "*" || e == *n))
                                     .map(String::as_str)
                                     .collect();
-                                let what = if self.profiles.contains_key(&name) { "you may not call" } else { "there is no" };
+                                let what =
+                                    if self.profiles.contains_key(&name) { "you may not call" } else { "there is no" };
                                 return Err(format!(
                                     "{what} expert `{name}`; {}",
                                     if may.is_empty() {
-                                        "you may call no experts: leave `agent` out to start a copy of yourself".to_owned()
+                                        "you may call no experts: leave `agent` out to start a copy of yourself"
+                                            .to_owned()
                                     } else {
-                                        format!("you may call: {} (or leave `agent` out to start a copy of yourself)", may.join(", "))
+                                        format!(
+                                            "you may call: {} (or leave `agent` out to start a copy of yourself)",
+                                            may.join(", ")
+                                        )
                                     }
                                 ));
                             }
@@ -764,16 +830,29 @@ impl Shared {
                 };
                 self.models.get(&child.model).map_err(|e| e.to_string())?;
                 let wall = child.wall;
-                let new = NewTask { parent: Some(caller), kind: TaskKind::Agent, agent: child.name.clone(), model: child.model.clone(), task: task.clone() };
+                let new = NewTask {
+                    parent: Some(caller),
+                    kind: TaskKind::Agent,
+                    agent: child.name.clone(),
+                    model: child.model.clone(),
+                    task: task.clone(),
+                };
                 let id = self.start_subtask(caller, profile, new, Work::Agent { profile: child, task }, wall)?;
                 Ok(json!({"uri": id, "status": "working"}))
             }
             BuiltinCall::CallSlm { prompt, system, max_tokens, model } => {
                 let alias: Arc<str> = Arc::from(model.as_deref().unwrap_or(&self.slm_alias));
                 self.models.get(&alias).map_err(|e| e.to_string())?;
-                let new = NewTask { parent: Some(caller), kind: TaskKind::Slm, agent: Arc::from("slm"), model: alias.clone(), task: prompt.clone() };
+                let new = NewTask {
+                    parent: Some(caller),
+                    kind: TaskKind::Slm,
+                    agent: Arc::from("slm"),
+                    model: alias.clone(),
+                    task: prompt.clone(),
+                };
                 let wall = Duration::from_secs(self.limits.max_wall_seconds_per_subtask);
-                let id = self.start_subtask(caller, profile, new, Work::Slm { alias, prompt, system, max_tokens }, wall)?;
+                let id =
+                    self.start_subtask(caller, profile, new, Work::Slm { alias, prompt, system, max_tokens }, wall)?;
                 Ok(json!({"uri": id, "status": "working"}))
             }
             BuiltinCall::GetTaskStatus { uri, wait_seconds } => {
@@ -789,7 +868,9 @@ impl Shared {
                 let id = self.known_task(caller, &uri)?;
                 let within = self.lock().registry.is_within(id, caller).unwrap_or(false);
                 if id == caller || !within {
-                    return Err(format!("you may only cancel subtasks you started (or theirs); {id} is not one of them"));
+                    return Err(format!(
+                        "you may only cancel subtasks you started (or theirs); {id} is not one of them"
+                    ));
                 }
                 self.cancel_subtree(id, &format!("cancelled by {caller}"));
                 let resource = self.lock().registry.resource(id).map_err(|e| e.to_string())?;
@@ -828,7 +909,14 @@ impl Shared {
     }
 
     /// Creates and spawns a subtask of `caller`, or reports the limit that refused it.
-    fn start_subtask(self: &Arc<Self>, caller: TaskId, caller_profile: &Profile, new: NewTask, work: Work, wall: Duration) -> Result<TaskId, String> {
+    fn start_subtask(
+        self: &Arc<Self>,
+        caller: TaskId,
+        caller_profile: &Profile,
+        new: NewTask,
+        work: Work,
+        wall: Duration,
+    ) -> Result<TaskId, String> {
         let limits = CreateLimits {
             max_depth: self.limits.max_depth,
             max_children: caller_profile.max_children,
@@ -837,17 +925,29 @@ impl Shared {
         };
         let (id, token) = {
             let mut state = self.lock();
-            let parent_token = state.tokens.get(&caller).cloned().ok_or_else(|| format!("{caller} has already ended"))?;
+            let parent_token =
+                state.tokens.get(&caller).cloned().ok_or_else(|| format!("{caller} has already ended"))?;
             let (kind, agent, model, task) = (new.kind, new.agent.to_string(), new.model.to_string(), new.task.clone());
             match state.registry.create(new, &limits, self.clock.now()) {
                 Ok(id) => {
-                    self.emit(&mut state, EventBody::TaskCreated { uri: id, parent: Some(caller), kind, agent, model, task });
+                    self.emit(
+                        &mut state,
+                        EventBody::TaskCreated { uri: id, parent: Some(caller), kind, agent, model, task },
+                    );
                     let token = parent_token.child_token();
                     state.tokens.insert(id, token.clone());
                     (id, token)
                 }
                 Err(CreateError::Limit(hit)) => {
-                    self.emit(&mut state, EventBody::LimitHit { uri: caller, limit: hit.limit.to_owned(), value: hit.value, message: hit.message.clone() });
+                    self.emit(
+                        &mut state,
+                        EventBody::LimitHit {
+                            uri: caller,
+                            limit: hit.limit.to_owned(),
+                            value: hit.value,
+                            message: hit.message.clone(),
+                        },
+                    );
                     return Err(hit.message);
                 }
                 Err(CreateError::Registry(err)) => return Err(err.to_string()),

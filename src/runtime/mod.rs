@@ -13,4 +13,4 @@ pub mod driver;
 pub mod registry;
 pub mod tools;
 
-pub use driver::{spawn_run, Clock, RunConfig, RunHandle, RunSummary, StartError, SystemClock};
+pub use driver::{Clock, RunConfig, RunHandle, RunSummary, StartError, SystemClock, spawn_run};

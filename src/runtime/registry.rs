@@ -13,8 +13,7 @@
 use std::sync::Arc;
 
 use crate::protocol::{
-    format_millis, Millis, TaskCounts, TaskId, TaskKind, TaskResource, TaskStatus, Usage,
-    CODE_SPACE,
+    CODE_SPACE, Millis, TaskCounts, TaskId, TaskKind, TaskResource, TaskStatus, Usage, format_millis,
 };
 
 const MASK: u32 = CODE_SPACE - 1;
@@ -183,7 +182,11 @@ impl Registry {
         };
         let index = self.tasks.len() as u32;
         if index >= CODE_SPACE {
-            return Err(limit("max_subtasks_per_run", u64::from(CODE_SPACE - 1) as u32, "a run cannot hold more tasks".into()));
+            return Err(limit(
+                "max_subtasks_per_run",
+                u64::from(CODE_SPACE - 1) as u32,
+                "a run cannot hold more tasks".into(),
+            ));
         }
         self.tasks.push(TaskRecord {
             kind: new.kind,
@@ -387,7 +390,13 @@ mod tests {
         seen.insert(root);
         let mut previous = root.short();
         for i in 0..500 {
-            let id = reg.create(new(Some(root), &format!("t{i}")), &CreateLimits { max_children: 1000, max_concurrent: 1000, ..WIDE }, 0).unwrap();
+            let id = reg
+                .create(
+                    new(Some(root), &format!("t{i}")),
+                    &CreateLimits { max_children: 1000, max_concurrent: 1000, ..WIDE },
+                    0,
+                )
+                .unwrap();
             assert!(seen.insert(id), "duplicate id {id}");
             assert_eq!(reg.resource(id).unwrap().task, format!("t{i}"));
             let short = id.short();
@@ -395,7 +404,10 @@ mod tests {
             assert!(same <= 4, "{short} vs {previous}");
             previous = short;
         }
-        assert_eq!(reg.status(TaskId::parse("subtask://zzzzzz").unwrap()), Err(RegistryError::Unknown(TaskId::parse("zzzzzz").unwrap())));
+        assert_eq!(
+            reg.status(TaskId::parse("subtask://zzzzzz").unwrap()),
+            Err(RegistryError::Unknown(TaskId::parse("zzzzzz").unwrap()))
+        );
     }
 
     #[test]
@@ -433,7 +445,13 @@ mod tests {
             }
             let mut parent = root;
             for _ in 0..*depth {
-                parent = reg.create(new(Some(parent), "deeper"), &CreateLimits { max_concurrent: 1000, max_children: 1000, ..WIDE }, 0).unwrap();
+                parent = reg
+                    .create(
+                        new(Some(parent), "deeper"),
+                        &CreateLimits { max_concurrent: 1000, max_children: 1000, ..WIDE },
+                        0,
+                    )
+                    .unwrap();
             }
             let got = reg.create(new(Some(parent), "one more"), limits, 0);
             match expected {

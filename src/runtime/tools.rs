@@ -4,12 +4,11 @@
 //! Invariant: pure. Executing a call is the driver's job; an argument that does not fit the
 //! schema becomes a message the model can act on, never a panic.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::protocol::ToolSpec;
 
-/// Names of the built-in tools, in the order they are offered.
-pub const BUILTIN_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+pub use crate::protocol::BUILTIN_TOOLS;
 
 /// The longest `wait_seconds` honoured, so one poll cannot outlive a reasonable turn.
 pub const MAX_WAIT_SECONDS: f64 = 300.0;
@@ -110,10 +109,24 @@ fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
 #[derive(Clone, Debug, PartialEq)]
 pub enum BuiltinCall {
     /// `model`: a model alias overriding the default (not advertised in the schema yet).
-    CallAgent { task: String, agent: Option<String>, model: Option<String> },
-    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32>, model: Option<String> },
-    GetTaskStatus { uri: String, wait_seconds: f64 },
-    CancelTask { uri: String },
+    CallAgent {
+        task: String,
+        agent: Option<String>,
+        model: Option<String>,
+    },
+    CallSlm {
+        prompt: String,
+        system: Option<String>,
+        max_tokens: Option<u32>,
+        model: Option<String>,
+    },
+    GetTaskStatus {
+        uri: String,
+        wait_seconds: f64,
+    },
+    CancelTask {
+        uri: String,
+    },
     ListTasks,
 }
 
@@ -209,7 +222,8 @@ mod tests {
 
     #[test]
     fn every_builtin_has_an_object_schema() {
-        let context = ToolContext { experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }] };
+        let context =
+            ToolContext { experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }] };
         for name in BUILTIN_TOOLS {
             let spec = builtin_spec(name, &context).unwrap();
             assert_eq!(spec.parameters["type"], "object", "{name}");
@@ -224,13 +238,33 @@ mod tests {
     #[test]
     fn arguments_are_checked_with_messages_a_model_can_act_on() {
         let table: &[(&str, Value, Result<BuiltinCall, &str>)] = &[
-            ("call_agent", json!({"task": "t"}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None })),
-            ("call_agent", json!({"task": "t", "agent": ""}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None })),
+            (
+                "call_agent",
+                json!({"task": "t"}),
+                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None }),
+            ),
+            (
+                "call_agent",
+                json!({"task": "t", "agent": ""}),
+                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None }),
+            ),
             ("call_agent", json!({}), Err("`call_agent` needs the argument `task` (a string)")),
             ("call_agent", json!({"task": 3}), Err("`task` of `call_agent` must be a string, got 3")),
-            ("call_agent", json!({"task": "t", "agnet": "x"}), Err("`call_agent` has no argument `agnet`; its arguments are: task, agent, model")),
-            ("get_task_status", json!({"uri": "subtask://abcdef", "wait_seconds": "2.5"}), Ok(BuiltinCall::GetTaskStatus { uri: "subtask://abcdef".into(), wait_seconds: 2.5 })),
-            ("get_task_status", json!({"uri": "u", "wait_seconds": 1e9}), Ok(BuiltinCall::GetTaskStatus { uri: "u".into(), wait_seconds: MAX_WAIT_SECONDS })),
+            (
+                "call_agent",
+                json!({"task": "t", "agnet": "x"}),
+                Err("`call_agent` has no argument `agnet`; its arguments are: task, agent, model"),
+            ),
+            (
+                "get_task_status",
+                json!({"uri": "subtask://abcdef", "wait_seconds": "2.5"}),
+                Ok(BuiltinCall::GetTaskStatus { uri: "subtask://abcdef".into(), wait_seconds: 2.5 }),
+            ),
+            (
+                "get_task_status",
+                json!({"uri": "u", "wait_seconds": 1e9}),
+                Ok(BuiltinCall::GetTaskStatus { uri: "u".into(), wait_seconds: MAX_WAIT_SECONDS }),
+            ),
             ("call_slm", json!({"prompt": "  "}), Err("`prompt` of `call_slm` must not be empty")),
             ("list_tasks", json!({}), Ok(BuiltinCall::ListTasks)),
         ];

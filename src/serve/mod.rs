@@ -1,1 +1,5 @@
-//! Front ends other than the TUI. (Being written.)
+//! Front ends other than the terminal UI. Each one reads the event stream and sends ops,
+//! and none owns runtime state.
+//!
+//! - [`progress`]: the headless progress line and summary of `troupe run`.
+pub mod progress;

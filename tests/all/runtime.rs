@@ -13,7 +13,7 @@ use troupe::config::{AgentSpec, Limits};
 use troupe::model::scripted::ScriptedModel;
 use troupe::model::{Model, ModelTable};
 use troupe::protocol::{Event, EventBody, OnFinish, Op, RunStatus, TaskId, TaskKind, TaskStatus};
-use troupe::runtime::{spawn_run, RunConfig, RunSummary, SystemClock};
+use troupe::runtime::{RunConfig, RunSummary, SystemClock, spawn_run};
 
 pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
     AgentSpec {
@@ -125,7 +125,9 @@ async fn a_root_that_answers_at_once_completes_the_run() {
 [[conversation.turn]]
 text = "Forty-two."
 "#;
-    let run = run(config(script, vec![expert("solo", &[], &[])], "solo", "What is six times seven?", Limits::default())).await;
+    let run =
+        run(config(script, vec![expert("solo", &[], &[])], "solo", "What is six times seven?", Limits::default()))
+            .await;
     assert_eq!(run.summary.status, RunStatus::Completed);
     assert_eq!(run.summary.result.as_deref(), Some("Forty-two."));
     let types: Vec<&str> = run.events.iter().map(|e| e.body.type_name()).collect();
@@ -356,7 +358,11 @@ agent = "worker"
 delay_ms = 60000
 text = "never"
 "#;
-    let agents = vec![expert("boss", ALL_TOOLS, &["worker", "meddler"]), expert("worker", ALL_TOOLS, &[]), expert("meddler", ALL_TOOLS, &[])];
+    let agents = vec![
+        expert("boss", ALL_TOOLS, &["worker", "meddler"]),
+        expert("worker", ALL_TOOLS, &[]),
+        expert("meddler", ALL_TOOLS, &[]),
+    ];
     let run = run(config(script, agents, "boss", "cancel it", Limits::default())).await;
     assert_eq!(run.summary.result.as_deref(), Some("stopped: cancelled"));
     let refusals: Vec<&Value> = run
@@ -398,7 +404,13 @@ repeat = true
 tool = "call_agent"
 arguments = { task = "Do it again" }
 "#;
-    let limits = Limits { max_depth: 2, max_children_per_agent: 2, max_subtasks_per_run: 20, max_turns_per_agent: 4, ..Limits::default() };
+    let limits = Limits {
+        max_depth: 2,
+        max_children_per_agent: 2,
+        max_subtasks_per_run: 20,
+        max_turns_per_agent: 4,
+        ..Limits::default()
+    };
     let run = run(config(script, vec![expert("looper", &["call_agent"], &[])], "looper", "loop", limits)).await;
     assert_eq!(run.summary.status, RunStatus::Failed);
     assert!(run.summary.error.as_deref().unwrap_or("").contains("max_turns_per_agent"), "{:?}", run.summary.error);
@@ -561,7 +573,9 @@ agent = "worker"
 delay_ms = 200
 text = "background done"
 "#;
-    for (policy, child_status) in [(OnFinish::CancelChildren, TaskStatus::Cancelled), (OnFinish::WaitForChildren, TaskStatus::Completed)] {
+    for (policy, child_status) in
+        [(OnFinish::CancelChildren, TaskStatus::Cancelled), (OnFinish::WaitForChildren, TaskStatus::Completed)]
+    {
         let mut boss = expert("boss", ALL_TOOLS, &["worker"]);
         boss.on_finish = Some(policy);
         let run = run(config(script, vec![boss, expert("worker", &[], &[])], "boss", "early", Limits::default())).await;
@@ -602,7 +616,14 @@ arguments = {}
 [[conversation.turn]]
 text = "coped"
 "#;
-    let run = run(config(script, vec![expert("boss", ALL_TOOLS, &["helper"]), expert("helper", &[], &[])], "boss", "subtask://000000", Limits::default())).await;
+    let run = run(config(
+        script,
+        vec![expert("boss", ALL_TOOLS, &["helper"]), expert("helper", &[], &[])],
+        "boss",
+        "subtask://000000",
+        Limits::default(),
+    ))
+    .await;
     assert_eq!(run.summary.status, RunStatus::Completed);
     let errors: Vec<String> = run
         .events

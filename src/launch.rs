@@ -1,0 +1,233 @@
+//! Starting a run of an experiment from a loaded workbench: resolve the model aliases, check
+//! that everything the run can reach is runnable, open the run folder, start the runtime, and
+//! pump its events into the findings writer while a view (the progress line now, the terminal
+//! UI later) watches the same events.
+//!
+//! Invariant: every event the runtime emits reaches `events.jsonl` before the view sees it, so
+//! whatever a person saw is on disk; the run folder is finished (transcript, report) whatever
+//! way the run ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::{ExperimentSpec, ModelSpec, Workbench};
+use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
+use crate::model::{ModelBuildError, ModelError, ModelTable};
+use crate::protocol::{Event, Millis, Op};
+use crate::runtime::{Clock, RunConfig, RunHandle, RunSummary, StartError, spawn_run};
+
+/// The alias `call_slm` uses unless a call names another.
+pub const SLM_ALIAS: &str = "slm";
+
+/// Why a run could not start. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("no experiment `{name}` in {root}{}", known_list(known))]
+    UnknownExperiment { name: String, root: PathBuf, known: Vec<String> },
+    #[error("{0}")]
+    Model(#[from] ModelBuildError),
+    #[error(
+        "{file}:{line}:{col}: model alias `{alias}` uses provider `{provider}`, which this build of troupe cannot run yet\n  = hint: the experiment reaches it through agent `{agent}`; point that agent at a model this build runs (provider = \"scripted\"), or override [models.{alias}] in the experiment"
+    )]
+    Unavailable { alias: String, provider: &'static str, agent: String, file: String, line: u32, col: u32 },
+    #[error("{0}")]
+    Findings(#[from] FindingsError),
+    #[error("{0}")]
+    Start(#[from] StartError),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        " (it has no experiments/*.toml)".to_owned()
+    } else {
+        format!("; known experiments: {}", known.join(", "))
+    }
+}
+
+/// A run ready to start.
+pub struct Prepared {
+    pub config: RunConfig,
+    /// Where the run folder will be.
+    pub dir: PathBuf,
+    redactor: Redactor,
+    snapshot: Vec<PathBuf>,
+    root: PathBuf,
+    run_json: serde_json::Value,
+}
+
+/// Resolves `experiment` in `workbench` into a run. Nothing is written yet.
+pub fn prepare(workbench: &Workbench, experiment: &str, now: Millis, salt: u32) -> Result<Prepared, LaunchError> {
+    let spec = workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
+        name: experiment.to_owned(),
+        root: workbench.root.clone(),
+        known: workbench.experiments.keys().cloned().collect(),
+    })?;
+    let aliases = merged_aliases(workbench, spec);
+    let models = ModelTable::build(&aliases)?;
+    check_reachable(workbench, spec, &aliases, &models)?;
+
+    let run_id = findings::new_run_id(&spec.name, now, salt);
+    let key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
+    let limits = workbench.limits_for(spec);
+    let run_json = json!({
+        "run_id": run_id,
+        "experiment": spec.name,
+        "root_agent": spec.root,
+        "task": spec.task,
+        "salt": salt,
+        "troupe_version": env!("CARGO_PKG_VERSION"),
+        "limits": {
+            "max_depth": limits.max_depth,
+            "max_children_per_agent": limits.max_children_per_agent,
+            "max_concurrent_subtasks": limits.max_concurrent_subtasks,
+            "max_subtasks_per_run": limits.max_subtasks_per_run,
+            "max_turns_per_agent": limits.max_turns_per_agent,
+            "max_wall_seconds_per_subtask": limits.max_wall_seconds_per_subtask,
+            "max_tokens_per_run": limits.max_tokens_per_run,
+            "on_finish": limits.on_finish.as_str(),
+        },
+        "models": aliases.iter().map(|(alias, spec)| {
+            let info = models.get(alias).ok().map(|m| m.info());
+            (alias.clone(), json!({
+                "provider": spec.provider.as_str(),
+                "model": spec.model,
+                "digest": info.and_then(|i| i.digest),
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
+    });
+    Ok(Prepared {
+        dir: workbench.root.join("findings").join(&run_id),
+        config: RunConfig {
+            run_id,
+            experiment: spec.name.clone(),
+            root_agent: spec.root.clone(),
+            task: spec.task.clone(),
+            agents: workbench.agents.clone(),
+            limits,
+            models,
+            slm_alias: SLM_ALIAS.to_owned(),
+            salt,
+        },
+        redactor: Redactor::from_env(&key_names),
+        snapshot: workbench.files(),
+        root: workbench.root.clone(),
+        run_json,
+    })
+}
+
+/// The workbench's aliases with the experiment's overrides on top.
+fn merged_aliases(workbench: &Workbench, experiment: &ExperimentSpec) -> BTreeMap<String, ModelSpec> {
+    let mut aliases = workbench.settings.models.clone();
+    for (alias, spec) in &experiment.models {
+        aliases.insert(alias.clone(), spec.clone());
+    }
+    aliases
+}
+
+/// Refuses to start a run that would reach a model this build cannot run, naming the agent
+/// that reaches it and where the alias is defined.
+fn check_reachable(
+    workbench: &Workbench,
+    experiment: &ExperimentSpec,
+    aliases: &BTreeMap<String, ModelSpec>,
+    models: &ModelTable,
+) -> Result<(), LaunchError> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![experiment.root.clone()];
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(agent) = workbench.agents.get(&name) else { continue };
+        let mut needed = vec![agent.model.clone()];
+        if agent.tools.iter().any(|t| t == "call_slm") && aliases.contains_key(SLM_ALIAS) {
+            needed.push(SLM_ALIAS.to_owned());
+        }
+        for alias in needed {
+            if let Err(ModelError::Unavailable { provider, .. }) = models.get(&alias) {
+                let location = aliases.get(&alias).map(|m| m.location.clone()).unwrap_or_default();
+                return Err(LaunchError::Unavailable {
+                    alias,
+                    provider,
+                    agent: name.clone(),
+                    file: location.path.display().to_string(),
+                    line: location.line,
+                    col: location.col,
+                });
+            }
+        }
+        if agent.tools.iter().any(|t| t == "call_agent") {
+            for expert in &agent.experts {
+                if expert == "*" {
+                    stack.extend(workbench.agents.keys().cloned());
+                } else {
+                    stack.push(expert.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run in progress with its run folder open.
+pub struct Launched {
+    handle: RunHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    writer: FindingsWriter,
+    finished: bool,
+}
+
+/// Opens the run folder (events, config snapshot, notes) and starts the run.
+pub fn launch(prepared: Prepared, clock: Arc<dyn Clock>) -> Result<Launched, LaunchError> {
+    let Prepared { config, dir, redactor, snapshot, root, run_json } = prepared;
+    let snapshot_redactor = redactor.clone();
+    let writer = FindingsWriter::create(&dir, redactor)?;
+    findings::snapshot_config(&dir, &root, &snapshot, &snapshot_redactor)?;
+    let run_json_path = dir.join(findings::CONFIG_DIR).join("run.json");
+    let text = serde_json::to_string_pretty(&run_json).unwrap_or_default();
+    std::fs::write(&run_json_path, snapshot_redactor.redact(&text).as_bytes()).map_err(|source| FindingsError::Io {
+        action: "write",
+        path: run_json_path,
+        source,
+    })?;
+    findings::write_notes_stub(&dir)?;
+    let (tx, events) = mpsc::unbounded_channel();
+    let handle = spawn_run(config, tx, clock)?;
+    Ok(Launched { handle, events, writer, finished: false })
+}
+
+impl Launched {
+    /// The next event, once it is recorded in `events.jsonl`; `None` after `run_finished`.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        if self.finished {
+            return None;
+        }
+        let event = self.events.recv().await?;
+        self.writer.record(&event);
+        if matches!(event.body, crate::protocol::EventBody::RunFinished { .. }) {
+            self.finished = true;
+        }
+        Some(event)
+    }
+
+    pub fn send(&self, op: Op) {
+        self.handle.send(op);
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.writer.dir()
+    }
+
+    /// Drains the remaining events, waits for the run's end and writes the transcript and
+    /// report.
+    pub async fn finish(mut self) -> Result<(RunSummary, RunFolder), LaunchError> {
+        while self.next_event().await.is_some() {}
+        let summary = self.handle.wait().await;
+        let folder = self.writer.finish().await?;
+        Ok((summary, folder))
+    }
+}
