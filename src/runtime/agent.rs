@@ -52,7 +52,13 @@ pub struct TurnLimit {
 #[derive(Clone, Debug, PartialEq)]
 enum State {
     AwaitingModel,
-    AwaitingTools { calls: Vec<ToolCall>, results: Vec<Option<(String, bool)>> },
+    /// `remaining` counts the `None`s in `results`, so a turn with thousands of calls completes
+    /// in linear time.
+    AwaitingTools {
+        calls: Vec<ToolCall>,
+        results: Vec<Option<(String, bool)>>,
+        remaining: usize,
+    },
     Done,
 }
 
@@ -134,6 +140,7 @@ impl AgentMachine {
             return;
         }
         let mut results = Vec::with_capacity(tool_calls.len());
+        let mut remaining = 0;
         for call in &tool_calls {
             match self.refusal(call) {
                 Some(error) => {
@@ -143,10 +150,11 @@ impl AgentMachine {
                 None => {
                     self.effects.push_back(AgentEffect::RunTool(call.clone()));
                     results.push(None);
+                    remaining += 1;
                 }
             }
         }
-        self.state = State::AwaitingTools { calls: tool_calls, results };
+        self.state = State::AwaitingTools { calls: tool_calls, results, remaining };
         self.complete_tools_if_ready();
     }
 
@@ -160,10 +168,15 @@ impl AgentMachine {
 
     /// A tool call's result. Unknown call ids and late results are ignored.
     pub fn handle_tool_result(&mut self, call_id: &str, content: String, is_error: bool) {
-        let State::AwaitingTools { calls, results } = &mut self.state else { return };
-        let Some(index) = calls.iter().position(|c| c.id == call_id) else { return };
+        let State::AwaitingTools { calls, results, remaining } = &mut self.state else { return };
+        // Results usually arrive in call order, so start looking where the next one should be:
+        // a turn of thousands of calls then completes in linear time.
+        let hint = results.len() - *remaining;
+        let found = (hint..calls.len()).chain(0..hint).find(|&i| calls[i].id == call_id);
+        let Some(index) = found else { return };
         if results[index].is_none() {
             results[index] = Some((content, is_error));
+            *remaining -= 1;
         }
         self.complete_tools_if_ready();
     }
@@ -175,8 +188,8 @@ impl AgentMachine {
     }
 
     fn complete_tools_if_ready(&mut self) {
-        let State::AwaitingTools { calls, results } = &self.state else { return };
-        if results.iter().any(Option::is_none) {
+        let State::AwaitingTools { calls, results, remaining } = &self.state else { return };
+        if *remaining > 0 {
             return;
         }
         let messages: Vec<ChatMessage> = calls
