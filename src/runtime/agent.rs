@@ -115,7 +115,8 @@ impl AgentMachine {
         if self.state != State::AwaitingModel {
             return;
         }
-        let offered_tools = self.tools_offered_this_turn();
+        let last_turn = self.turns_used >= self.setup.max_turns;
+        let tool_calls = unique_ids(tool_calls, self.turns_used);
         self.push(ChatMessage::assistant(text.clone(), tool_calls.clone()));
         if tool_calls.is_empty() {
             if text.trim().is_empty() {
@@ -129,7 +130,9 @@ impl AgentMachine {
             }
             return;
         }
-        if !offered_tools {
+        // An agent without tools that calls one anyway is told so (below, as a refused call);
+        // only on the last turn is a call a failure, since no turn is left to answer in.
+        if last_turn && !self.setup.tool_names.is_empty() {
             let max_turns = self.setup.max_turns;
             self.finish(AgentEffect::Fail {
                 error: format!(
@@ -221,10 +224,6 @@ impl AgentMachine {
         None
     }
 
-    fn tools_offered_this_turn(&self) -> bool {
-        !self.setup.tool_names.is_empty() && self.turns_used < self.setup.max_turns
-    }
-
     fn request_turn(&mut self) {
         let max_turns = self.setup.max_turns;
         if self.turns_used >= max_turns {
@@ -259,11 +258,21 @@ impl AgentMachine {
     }
 }
 
-impl AgentMachine {
-    /// Whether the current turn offers tools (the driver passes the tool schemas only then).
-    pub fn offers_tools(&self) -> bool {
-        self.turns_used < self.setup.max_turns && !self.setup.tool_names.is_empty()
-    }
+/// Gives every call of a turn a distinct, non-empty id: providers (small local models in
+/// particular) may send empty or repeated ids, and results are matched to calls by id.
+fn unique_ids(calls: Vec<ToolCall>, turn: u32) -> Vec<ToolCall> {
+    let mut seen = std::collections::HashSet::new();
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut call)| {
+            if call.id.trim().is_empty() || !seen.insert(call.id.clone()) {
+                call.id = format!("call_{turn}_{}", i + 1);
+                seen.insert(call.id.clone());
+            }
+            call
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -378,6 +387,48 @@ mod tests {
             matches!(effects.last(), Some(AgentEffect::Fail { limit: Some(TurnLimit { max_turns: 2 }), .. })),
             "{effects:?}"
         );
+    }
+
+    #[test]
+    fn an_agent_without_tools_that_calls_one_is_told_and_goes_on() {
+        let mut machine = AgentMachine::new(AgentSetup { tool_names: vec![], ..setup(3) });
+        drain(&mut machine);
+        machine.handle_model_reply(String::new(), vec![call("1", "call_agent", json!({"task": "x"}))]);
+        let effects = drain(&mut machine);
+        assert!(
+            matches!(&effects[1], AgentEffect::ToolRefused { error, .. } if error == "unknown tool `call_agent`: you have no tools; answer in text"),
+            "{effects:?}"
+        );
+        assert_eq!(effects[2], AgentEffect::CallModel { turn: 2, offer_tools: false });
+        machine.handle_model_reply("Fine, here it is.".into(), vec![]);
+        assert_eq!(drain(&mut machine).last(), Some(&AgentEffect::Finish("Fine, here it is.".into())));
+    }
+
+    #[test]
+    fn empty_and_repeated_call_ids_are_made_unique() {
+        let mut machine = AgentMachine::new(setup(4));
+        drain(&mut machine);
+        machine.handle_model_reply(
+            String::new(),
+            vec![
+                call("", "call_agent", json!({"task": "a"})),
+                call("", "call_agent", json!({"task": "b"})),
+                call("x", "call_agent", json!({"task": "c"})),
+                call("x", "call_agent", json!({"task": "d"})),
+            ],
+        );
+        let ids: Vec<String> = drain(&mut machine)
+            .into_iter()
+            .filter_map(|e| match e {
+                AgentEffect::RunTool(call) => Some(call.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, vec!["call_1_1", "call_1_2", "x", "call_1_4"]);
+        for id in &ids {
+            machine.handle_tool_result(id, "ok".into(), false);
+        }
+        assert_eq!(drain(&mut machine), vec![AgentEffect::CallModel { turn: 2, offer_tools: true }]);
     }
 
     #[test]

@@ -279,26 +279,42 @@ enum Work {
 
 fn spawn_task(shared: Arc<Shared>, id: TaskId, work: Work, token: CancellationToken, wall: Duration) {
     tokio::spawn(async move {
-        let run = async {
-            match work {
-                Work::Agent { profile, task } => shared.run_agent(id, profile, task, &token).await,
-                Work::Slm { alias, prompt, system, max_tokens } => {
-                    shared.run_slm(id, alias, prompt, system, max_tokens, &token).await
+        // The work runs as its own task so that a panic in it is caught here and fails the
+        // subtask instead of leaving it `working` forever.
+        let worker = {
+            let shared = shared.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                match work {
+                    Work::Agent { profile, task } => shared.run_agent(id, profile, task, &token).await,
+                    Work::Slm { alias, prompt, system, max_tokens } => {
+                        shared.run_slm(id, alias, prompt, system, max_tokens, &token).await
+                    }
                 }
-            }
+            })
         };
+        let abort = worker.abort_handle();
         tokio::select! {
             // Whoever cancelled the token has already marked the task and its subtree.
-            () = token.cancelled() => {}
-            outcome = tokio::time::timeout(wall, run) => {
-                if outcome.is_err() {
+            () = token.cancelled() => abort.abort(),
+            outcome = tokio::time::timeout(wall, worker) => match outcome {
+                Err(_elapsed) => {
+                    abort.abort();
                     let secs = wall.as_secs();
-                    shared.limit_hit(id, "max_wall_seconds_per_subtask", secs, format!(
-                        "max_wall_seconds_per_subtask is {secs}: the subtask ran out of time"
-                    ));
-                    shared.fail(id, format!("max_wall_seconds_per_subtask is {secs}: the subtask ran out of time"));
+                    let message = format!("max_wall_seconds_per_subtask is {secs}: the subtask ran out of time");
+                    shared.limit_hit(id, "max_wall_seconds_per_subtask", secs, message.clone());
+                    shared.fail(id, message);
                 }
-            }
+                Ok(Err(join)) if join.is_panic() => {
+                    tracing::error!(task = %id, "a subtask panicked: {join}");
+                    shared.fail(id, "internal error: the subtask crashed (a bug in troupe; please report it)".into());
+                }
+                Ok(_) => {}
+            },
+        }
+        // Every path above should have ended the task; make sure, so the run can finish.
+        if !shared.is_terminal(id) {
+            shared.fail(id, "the subtask stopped without a result".into());
         }
     });
 }
@@ -318,6 +334,26 @@ impl Shared {
 
     fn emit(&self, state: &mut State, body: EventBody) {
         if state.closed {
+            return;
+        }
+        // Nothing more is said of a task after its final status (a chunk already in flight when
+        // a cancellation lands is dropped); usage is the exception, since those tokens were spent.
+        let late = match &body {
+            EventBody::Message { uri, .. }
+            | EventBody::MessageDelta { uri, .. }
+            | EventBody::ToolCall { uri, .. }
+            | EventBody::ToolResult { uri, .. }
+            | EventBody::LimitHit { uri, .. }
+            | EventBody::ChildrenOnFinish { uri, .. } => {
+                state.registry.status(*uri).map_or(true, TaskStatus::is_terminal)
+            }
+            EventBody::RunStarted { .. }
+            | EventBody::TaskCreated { .. }
+            | EventBody::TaskStatus { .. }
+            | EventBody::Usage { .. }
+            | EventBody::RunFinished { .. } => false,
+        };
+        if late {
             return;
         }
         let event = Event { seq: state.next_seq, ts: self.clock.now(), body };
@@ -373,7 +409,10 @@ impl Shared {
             Outcome::Failed(text) | Outcome::Cancelled(text) => (None, Some(text.clone())),
         };
         let Ok(status) = state.registry.finish(id, outcome, self.clock.now()) else { return false };
-        state.tokens.remove(&id);
+        // Stops whatever still runs for it (a model stream after a timeout, say).
+        if let Some(token) = state.tokens.remove(&id) {
+            token.cancel();
+        }
         if let Some(notify) = state.waiters.remove(&id) {
             notify.notify_waiters();
         }
@@ -386,52 +425,54 @@ impl Shared {
         self.finish_locked(&mut state, id, Outcome::Completed(result));
     }
 
-    /// Fails a task; its children still working are orphans and are cancelled.
+    /// Fails a task; its children still working are orphans and are cancelled first, so that no
+    /// task ever sees its token cancelled before the registry has marked it.
     fn fail(&self, id: TaskId, error: String) {
-        let working = {
-            let mut state = self.lock();
-            let working = state.registry.working_children(id).unwrap_or_default();
-            if !self.finish_locked(&mut state, id, Outcome::Failed(error)) {
-                return;
-            }
-            if !working.is_empty() {
-                self.emit(
-                    &mut state,
-                    EventBody::ChildrenOnFinish {
-                        uri: id,
-                        policy: OnFinish::CancelChildren,
-                        children: working.clone(),
-                    },
-                );
-            }
-            working
-        };
-        for child in working {
-            self.cancel_subtree(child, "its parent failed");
+        let mut state = self.lock();
+        if state.registry.status(id).map_or(true, TaskStatus::is_terminal) {
+            return;
         }
+        let working = state.registry.working_children(id).unwrap_or_default();
+        if !working.is_empty() {
+            self.emit(
+                &mut state,
+                EventBody::ChildrenOnFinish { uri: id, policy: OnFinish::CancelChildren, children: working.clone() },
+            );
+            for child in working {
+                self.cancel_subtree_locked(&mut state, child, "its parent failed");
+            }
+        }
+        self.finish_locked(&mut state, id, Outcome::Failed(error));
     }
 
     fn cancel_subtree(&self, id: TaskId, reason: &str) {
         let mut state = self.lock();
+        self.cancel_subtree_locked(&mut state, id, reason);
+    }
+
+    /// Marks `id` and its working descendants cancelled, then cancels their tokens.
+    fn cancel_subtree_locked(&self, state: &mut State, id: TaskId, reason: &str) {
         let now = self.clock.now();
         let Ok(cancelled) = state.registry.cancel_subtree(id, reason, now) else { return };
-        for task in cancelled {
-            if let Some(token) = state.tokens.remove(&task) {
-                token.cancel();
-            }
-            if let Some(notify) = state.waiters.remove(&task) {
+        for task in &cancelled {
+            if let Some(notify) = state.waiters.remove(task) {
                 notify.notify_waiters();
             }
             self.emit(
-                &mut state,
+                state,
                 EventBody::TaskStatus {
-                    uri: task,
+                    uri: *task,
                     status: TaskStatus::Cancelled,
                     status_message: None,
                     result: None,
                     error: Some(reason.to_owned()),
                 },
             );
+        }
+        for task in cancelled {
+            if let Some(token) = state.tokens.remove(&task) {
+                token.cancel();
+            }
         }
     }
 
@@ -477,25 +518,8 @@ impl Shared {
         self.wait_terminal(root, None, &never).await;
         let mut state = self.lock();
         let leftovers: Vec<TaskId> = state.tokens.keys().copied().collect();
-        let now = self.clock.now();
         for task in leftovers {
-            if let Ok(cancelled) = state.registry.cancel_subtree(task, "the run ended", now) {
-                for id in cancelled {
-                    if let Some(token) = state.tokens.remove(&id) {
-                        token.cancel();
-                    }
-                    self.emit(
-                        &mut state,
-                        EventBody::TaskStatus {
-                            uri: id,
-                            status: TaskStatus::Cancelled,
-                            status_message: None,
-                            result: None,
-                            error: Some("the run ended".into()),
-                        },
-                    );
-                }
-            }
+            self.cancel_subtree_locked(&mut state, task, "the run ended");
         }
         let summary = self.summary_locked(&state, root);
         self.emit(
@@ -574,6 +598,10 @@ impl Shared {
             };
             match chunk {
                 None => break,
+                // A provider may only end a request as cancelled when it was asked to.
+                Some(Err(ModelError::Cancelled)) if !cancel.is_cancelled() => {
+                    return Err(ModelError::Provider("the model stopped the request unasked".into()));
+                }
                 Some(Err(err)) => return Err(err),
                 Some(Ok(ModelChunk::TextDelta(delta))) => {
                     reply.text.push_str(&delta);
@@ -778,7 +806,7 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
-            BuiltinCall::CallAgent { task, agent, model } => {
+            BuiltinCall::CallAgent { task, agent } => {
                 let child = match agent {
                     None => profile.clone(),
                     Some(name) => {
@@ -810,24 +838,6 @@ impl Shared {
                         }
                     }
                 };
-                let child = match model {
-                    None => child,
-                    Some(alias) => {
-                        self.models.get(&alias).map_err(|e| e.to_string())?;
-                        Arc::new(Profile {
-                            name: child.name.clone(),
-                            model: Arc::from(alias.as_str()),
-                            spec: child.spec.clone(),
-                            tools: child.tools.clone(),
-                            tool_names: child.tool_names.clone(),
-                            max_turns: child.max_turns,
-                            max_children: child.max_children,
-                            wall: child.wall,
-                            on_finish: child.on_finish,
-                            sampling: child.sampling,
-                        })
-                    }
-                };
                 self.models.get(&child.model).map_err(|e| e.to_string())?;
                 let wall = child.wall;
                 let new = NewTask {
@@ -840,8 +850,8 @@ impl Shared {
                 let id = self.start_subtask(caller, profile, new, Work::Agent { profile: child, task }, wall)?;
                 Ok(json!({"uri": id, "status": "working"}))
             }
-            BuiltinCall::CallSlm { prompt, system, max_tokens, model } => {
-                let alias: Arc<str> = Arc::from(model.as_deref().unwrap_or(&self.slm_alias));
+            BuiltinCall::CallSlm { prompt, system, max_tokens } => {
+                let alias: Arc<str> = Arc::from(self.slm_alias.as_str());
                 self.models.get(&alias).map_err(|e| e.to_string())?;
                 let new = NewTask {
                     parent: Some(caller),
@@ -866,12 +876,6 @@ impl Shared {
             }
             BuiltinCall::CancelTask { uri } => {
                 let id = self.known_task(caller, &uri)?;
-                let within = self.lock().registry.is_within(id, caller).unwrap_or(false);
-                if id == caller || !within {
-                    return Err(format!(
-                        "you may only cancel subtasks you started (or theirs); {id} is not one of them"
-                    ));
-                }
                 self.cancel_subtree(id, &format!("cancelled by {caller}"));
                 let resource = self.lock().registry.resource(id).map_err(|e| e.to_string())?;
                 serde_json::to_value(resource).map_err(|e| e.to_string())
@@ -904,6 +908,11 @@ impl Shared {
         let id = TaskId::parse(uri).map_err(|e| format!("{e}; {}", yours()))?;
         if state.registry.status(id).is_err() {
             return Err(format!("no task {id} in this run; {}", yours()));
+        }
+        // Only what the caller started, directly or below: waiting on itself or an ancestor
+        // could only stall, and other branches' work is theirs.
+        if id == caller || !state.registry.is_within(id, caller).unwrap_or(false) {
+            return Err(format!("{id} is not one of your subtasks; {}", yours()));
         }
         Ok(id)
     }

@@ -108,25 +108,10 @@ fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
 /// A built-in call with its arguments checked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BuiltinCall {
-    /// `model`: a model alias overriding the default (not advertised in the schema yet).
-    CallAgent {
-        task: String,
-        agent: Option<String>,
-        model: Option<String>,
-    },
-    CallSlm {
-        prompt: String,
-        system: Option<String>,
-        max_tokens: Option<u32>,
-        model: Option<String>,
-    },
-    GetTaskStatus {
-        uri: String,
-        wait_seconds: f64,
-    },
-    CancelTask {
-        uri: String,
-    },
+    CallAgent { task: String, agent: Option<String> },
+    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32> },
+    GetTaskStatus { uri: String, wait_seconds: f64 },
+    CancelTask { uri: String },
     ListTasks,
 }
 
@@ -138,13 +123,11 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         "call_agent" => BuiltinCall::CallAgent {
             task: args.required_text("task")?,
             agent: args.optional_text("agent")?.filter(|a| !a.trim().is_empty()),
-            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
         },
         "call_slm" => BuiltinCall::CallSlm {
             prompt: args.required_text("prompt")?,
             system: args.optional_text("system")?,
             max_tokens: args.optional_number("max_tokens")?.map(|n| n.clamp(1.0, 4096.0) as u32),
-            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
         },
         "get_task_status" => BuiltinCall::GetTaskStatus {
             uri: args.required_text("uri")?,
@@ -155,8 +138,8 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         other => return Err(format!("`{other}` is not a built-in tool")),
     };
     args.reject_unknown(match name {
-        "call_agent" => &["task", "agent", "model"],
-        "call_slm" => &["prompt", "system", "max_tokens", "model"],
+        "call_agent" => &["task", "agent"],
+        "call_slm" => &["prompt", "system", "max_tokens"],
         "get_task_status" => &["uri", "wait_seconds"],
         "cancel_task" => &["uri"],
         _ => &[],
@@ -238,22 +221,18 @@ mod tests {
     #[test]
     fn arguments_are_checked_with_messages_a_model_can_act_on() {
         let table: &[(&str, Value, Result<BuiltinCall, &str>)] = &[
-            (
-                "call_agent",
-                json!({"task": "t"}),
-                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None }),
-            ),
+            ("call_agent", json!({"task": "t"}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None })),
             (
                 "call_agent",
                 json!({"task": "t", "agent": ""}),
-                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None }),
+                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None }),
             ),
             ("call_agent", json!({}), Err("`call_agent` needs the argument `task` (a string)")),
             ("call_agent", json!({"task": 3}), Err("`task` of `call_agent` must be a string, got 3")),
             (
                 "call_agent",
                 json!({"task": "t", "agnet": "x"}),
-                Err("`call_agent` has no argument `agnet`; its arguments are: task, agent, model"),
+                Err("`call_agent` has no argument `agnet`; its arguments are: task, agent"),
             ),
             (
                 "get_task_status",

@@ -232,13 +232,13 @@ fn configuration_problems_exit_2_with_the_reason() {
     );
 
     fs::write(
-        root.path().join("experiments/real.toml"),
-        "root = \"critic\"\ntask = \"Critique: the moon is cheese.\"\n",
+        root.path().join("experiments/remote.toml"),
+        "root = \"critic\"\ntask = \"Critique: the moon is cheese.\"\n[models.small]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n",
     )
     .unwrap();
-    let output = troupe(root.path(), &["run", "real"]);
+    let output = troupe(root.path(), &["run", "remote"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("model alias `small` uses provider `local`"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("model alias `small` uses provider `openai`"), "{}", stderr(&output));
     assert!(!root.path().join("findings").exists(), "nothing is written for a run that cannot start");
 
     let output = Command::new(BIN).args(["--root", "/nonexistent/troupe", "check"]).output().unwrap();
@@ -353,4 +353,29 @@ fn a_secret_in_the_environment_never_reaches_the_findings() {
     }
     assert!(checked >= 6);
     assert!(fs::read_to_string(folder.join("transcript.md")).unwrap().contains("The key is [redacted]"));
+}
+
+/// `troupe run` on the embedded model: a real answer, recorded with the model's digest.
+#[test]
+fn the_embedded_model_answers_a_real_run() {
+    crate::local_model::model_files();
+    let root = workbench();
+    fs::write(
+        root.path().join("experiments/real.toml"),
+        "root = \"summarizer\"\ntask = \"Condense to one line: the moon orbits the earth every 27 days and has no air.\"\n",
+    )
+    .unwrap();
+    let output = troupe(root.path(), &["run", "real"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let folder = run_folder(&output);
+    let (events, _) = read_events(&folder.join("events.jsonl")).unwrap();
+    let EventBody::RunFinished { status, result, usage, .. } = &events.last().unwrap().body else {
+        panic!("run_finished last")
+    };
+    assert_eq!(*status, RunStatus::Completed);
+    assert!(result.as_deref().is_some_and(|r| r.len() > 5), "{result:?}");
+    assert!(usage.output_tokens > 0 && usage.input_tokens > 50, "{usage:?}");
+    let run: Value = serde_json::from_str(&fs::read_to_string(folder.join("config/run.json")).unwrap()).unwrap();
+    assert_eq!(run["models"]["small"]["provider"], "local");
+    assert!(run["models"]["small"]["digest"].as_str().unwrap().starts_with("sha256:b179c952"), "{run}");
 }

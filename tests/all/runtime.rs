@@ -111,7 +111,32 @@ pub async fn run_with(config: RunConfig, mut on_event: impl FnMut(&Event) -> Opt
     for (i, event) in events.iter().enumerate() {
         assert_eq!(event.seq, i as u64, "seq is dense and ordered");
     }
+    assert_nothing_after_the_end(&events);
     Run { summary, events }
+}
+
+/// Once a task's final status is out, nothing more is said of it (but the tokens it spent).
+fn assert_nothing_after_the_end(events: &[Event]) {
+    let mut ended = std::collections::HashSet::new();
+    for event in events {
+        let uri = match &event.body {
+            EventBody::TaskStatus { uri, status, .. } => {
+                assert!(!ended.contains(uri), "a second status for {uri} after its end: {event:?}");
+                if status.is_terminal() {
+                    ended.insert(*uri);
+                }
+                continue;
+            }
+            EventBody::Message { uri, .. }
+            | EventBody::MessageDelta { uri, .. }
+            | EventBody::ToolCall { uri, .. }
+            | EventBody::ToolResult { uri, .. }
+            | EventBody::LimitHit { uri, .. }
+            | EventBody::ChildrenOnFinish { uri, .. } => uri,
+            _ => continue,
+        };
+        assert!(!ended.contains(uri), "{} after {uri} ended: {event:?}", event.body.type_name());
+    }
 }
 
 pub async fn run(config: RunConfig) -> Run {
@@ -137,10 +162,11 @@ text = "Forty-two."
     assert_eq!(run.summary.usage.model_calls, 1);
 }
 
-/// Three children that each take a while: all three are working at the same moment, which is
-/// only possible if they run concurrently (no wall-clock assertion).
-#[tokio::test]
+/// Three children that each think for 200 ms of (paused, virtual) time: the run takes about
+/// 200 ms, not 600, only if they run concurrently.
+#[tokio::test(start_paused = true)]
 async fn children_run_at_the_same_time() {
+    let started = tokio::time::Instant::now();
     let script = r#"
 [[conversation]]
 agent = "boss"
@@ -192,6 +218,8 @@ text = "finished {{task}}"
         most = most.max(working);
     }
     assert_eq!(most, 3, "all three workers were working at once");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(400), "three 200 ms children took {elapsed:?} of virtual time");
 }
 
 /// `wait_seconds` returns as soon as the task ends, and with the status as it is when the wait
@@ -374,7 +402,7 @@ text = "never"
         })
         .collect();
     assert_eq!(refusals.len(), 1);
-    assert!(refusals[0].as_str().unwrap().starts_with("you may only cancel subtasks you started"), "{}", refusals[0]);
+    assert!(refusals[0].as_str().unwrap().contains("is not one of your subtasks"), "{}", refusals[0]);
     let worker_end = run.events.iter().find_map(|e| match &e.body {
         EventBody::TaskStatus { status: TaskStatus::Cancelled, error, .. } => error.clone(),
         _ => None,
@@ -722,4 +750,57 @@ text = "never"
     assert_eq!(run.summary.status, RunStatus::Cancelled);
     assert_eq!(run.summary.tasks.working, 0);
     assert_eq!(run.summary.tasks.cancelled, 2);
+}
+
+/// A provider that misbehaves in the ways real ones do.
+struct Misbehaving {
+    how: &'static str,
+}
+
+impl troupe::model::Model for Misbehaving {
+    fn info(&self) -> troupe::model::ModelInfo {
+        troupe::model::ModelInfo { provider: "test", model: self.how.into(), digest: None }
+    }
+
+    fn stream(
+        &self,
+        _request: troupe::model::ModelRequest,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> troupe::model::ModelStream {
+        use troupe::model::{ModelChunk, ModelError, ModelStream};
+        let (tx, stream) = ModelStream::channel();
+        match self.how {
+            "cancelled unasked" => {
+                let _ = tx.try_send(Err(ModelError::Cancelled));
+            }
+            "absurd usage" => {
+                let usage = troupe::protocol::Usage { input_tokens: u64::MAX, output_tokens: 1, model_calls: 1 };
+                let _ = tx.try_send(Ok(ModelChunk::TextDelta("an answer".into())));
+                let _ = tx.try_send(Ok(ModelChunk::Usage(usage)));
+            }
+            "panics" => panic!("a provider bug"),
+            _ => {}
+        }
+        stream
+    }
+}
+
+#[tokio::test]
+async fn a_misbehaving_provider_never_hangs_or_crashes_a_run() {
+    for (how, status, error) in [
+        ("cancelled unasked", RunStatus::Failed, Some("model error: the model stopped the request unasked")),
+        ("absurd usage", RunStatus::Completed, None),
+        ("panics", RunStatus::Failed, Some("internal error: the subtask crashed (a bug in troupe; please report it)")),
+        ("says nothing", RunStatus::Failed, None),
+    ] {
+        let mut config = config("", vec![expert("solo", &[], &[])], "solo", "hello", Limits::default());
+        let model: Arc<dyn Model> = Arc::new(Misbehaving { how });
+        config.models = ModelTable::from_models([("m".to_owned(), model)]);
+        let run = tokio::time::timeout(Duration::from_secs(10), run(config)).await.expect(how);
+        assert_eq!(run.summary.status, status, "{how}: {:?}", run.summary.error);
+        if let Some(error) = error {
+            assert_eq!(run.summary.error.as_deref(), Some(error), "{how}");
+        }
+        assert_eq!(run.summary.tasks.working, 0, "{how}");
+    }
 }

@@ -1,0 +1,128 @@
+//! The grammar a turn with tools is decoded under: either a plain-text answer, or
+//! `<tool_call>[...]</tool_call>` whose JSON is a list of calls, each naming an offered tool and
+//! carrying arguments valid against that tool's schema.
+//!
+//! llguidance (the engine behind llama.cpp's and vLLM's structured output) compiles the Lark
+//! grammar with its `%json` schemas into a token mask computed in well under a millisecond per
+//! step; writing an incremental JSON-schema matcher over a BPE vocabulary by hand would cost far
+//! more than the dependency.
+//!
+//! Invariant: pure. Schemas are tightened for a small model before they are compiled: strings
+//! get a length bound (a small model can otherwise loop inside a string until it runs out of
+//! tokens), `uri` arguments are limited to the URIs the conversation has handed out, and numbers
+//! of seconds become small integers.
+
+use serde_json::{Map, Value, json};
+
+use super::prompt::{TOOL_CALL_CLOSE, TOOL_CALL_OPEN};
+use crate::protocol::ToolSpec;
+
+/// Longest string argument the small model may write.
+pub const MAX_STRING: u64 = 400;
+/// Most calls in one turn.
+pub const MAX_CALLS: u64 = 4;
+
+/// The Lark source of the grammar for a turn offering `tools`.
+pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String]) -> String {
+    let variants: Vec<Value> = tools
+        .iter()
+        .map(|tool| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"const": tool.name},
+                    "arguments": tighten(&tool.parameters, known_uris, None),
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let schema = json!({
+        "x-guidance": {"whitespace_flexible": false},
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_CALLS,
+        "items": {"anyOf": variants},
+    });
+    format!(
+        "start: answer | call\n\
+         answer: TEXT\n\
+         TEXT: /[^<{{\\s][\\s\\S]*/\n\
+         call: {open} calls {close}\n\
+         calls: %json {schema}\n",
+        open = lark_string(TOOL_CALL_OPEN),
+        close = lark_string(TOOL_CALL_CLOSE),
+    )
+}
+
+fn lark_string(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// A copy of `schema` fit for a small model (see the module header).
+fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
+    let Value::Object(map) = schema else { return schema.clone() };
+    let mut out: Map<String, Value> = map.clone();
+    match map.get("type").and_then(Value::as_str) {
+        Some("string") => {
+            if key == Some("uri") && !known_uris.is_empty() {
+                out.remove("pattern");
+                out.insert("enum".into(), json!(known_uris));
+            } else {
+                let bound = map.get("maxLength").and_then(Value::as_u64).map_or(MAX_STRING, |m| m.min(MAX_STRING));
+                out.insert("maxLength".into(), json!(bound));
+            }
+        }
+        Some("number") if key.is_some_and(|k| k.ends_with("seconds")) => {
+            out.insert("type".into(), json!("integer"));
+            out.insert("minimum".into(), json!(0));
+            out.insert("maximum".into(), json!(120));
+        }
+        Some("object") => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                let tightened: Map<String, Value> =
+                    properties.iter().map(|(k, v)| (k.clone(), tighten(v, known_uris, Some(k)))).collect();
+                out.insert("properties".into(), Value::Object(tightened));
+            }
+        }
+        _ => {}
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn uris_are_limited_to_those_handed_out_and_strings_are_bounded() {
+        let params = json!({"type": "object", "properties": {
+            "uri": {"type": "string", "pattern": "^subtask://[0-9a-z]{6}$"},
+            "task": {"type": "string", "maxLength": 4000},
+            "wait_seconds": {"type": "number", "minimum": 0, "maximum": 300},
+        }});
+        let tightened = tighten(&params, &["subtask://abc123".into()], None);
+        assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "enum": ["subtask://abc123"]}));
+        assert_eq!(tightened["properties"]["task"]["maxLength"], json!(MAX_STRING));
+        assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 0, "maximum": 120}));
+        let untouched = tighten(&params, &[], None);
+        assert_eq!(untouched["properties"]["uri"]["pattern"], json!("^subtask://[0-9a-z]{6}$"));
+    }
+
+    #[test]
+    fn the_grammar_compiles_with_llguidance() {
+        let tools = vec![ToolSpec {
+            name: "get_task_status".into(),
+            description: "Read a subtask".into(),
+            parameters: json!({"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"], "additionalProperties": false}),
+        }];
+        let lark = tool_turn_grammar(&tools, &["subtask://abc123".into()]);
+        let grammar = llguidance::api::TopLevelGrammar::from_lark(lark.clone());
+        let env = toktrie::ApproximateTokEnv::single_byte_env();
+        let factory = llguidance::ParserFactory::new_simple(&env).unwrap();
+        let parser = factory.create_parser(grammar);
+        assert!(parser.is_ok(), "{lark}\n{:?}", parser.err());
+    }
+}

