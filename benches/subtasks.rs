@@ -98,8 +98,11 @@ fn agent(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         max_children: None,
         max_wall_seconds: None,
         on_finish: Some(OnFinish::WaitForChildren),
+        tool_choice: Default::default(),
+        tool_plan: Vec::new(),
         tools: tools.iter().map(|s| s.to_string()).collect(),
         experts: experts.iter().map(|s| s.to_string()).collect(),
+        self_copies: true,
         system_prompt: "You are a benchmark.".into(),
         path: "bench".into(),
     }

@@ -287,6 +287,18 @@ pub struct ToolSpec {
     pub parameters: Value,
 }
 
+/// Whether a model must call a tool on a turn that offers tools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model answers or calls tools, as it sees fit.
+    #[default]
+    Auto,
+    /// Every turn that offers tools must call at least one; the agent's last turn offers none,
+    /// so it still ends with an answer. Small models delegate reliably only this way.
+    Required,
+}
+
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -13,9 +13,12 @@ use super::reader::{Cx, Located, Schema, Source, Table, start_of};
 use super::settings::ON_FINISH;
 use super::suggest;
 use super::types::{AgentSpec, Location};
+use crate::protocol::ToolChoice;
 
 /// The tools troupe provides itself.
 pub use crate::protocol::BUILTIN_TOOLS;
+
+const TOOL_CHOICE: [(&str, ToolChoice); 2] = [("auto", ToolChoice::Auto), ("required", ToolChoice::Required)];
 
 /// The prefix of tools served by MCP servers: `mcp:<server>/<tool>` (or `/*`).
 pub const MCP_TOOL_PREFIX: &str = "mcp:";
@@ -32,8 +35,11 @@ const AGENT_SCHEMA: Schema = &[
     ("max_children", "max_children = 4"),
     ("max_wall_seconds", "max_wall_seconds = 300"),
     ("on_finish", "on_finish = \"wait_for_children\""),
+    ("tool_choice", "tool_choice = \"required\""),
+    ("tool_plan", "tool_plan = [\"call_agent\", \"get_task_status\"]"),
     ("tools", "tools = [\"call_agent\", \"get_task_status\"]"),
     ("experts", "experts = [\"summarizer\"]"),
+    ("self_copies", "self_copies = false"),
     ("system_prompt", "system_prompt = \"You are a careful researcher.\""),
 ];
 
@@ -69,8 +75,11 @@ impl AgentDraft {
                 max_children: None,
                 max_wall_seconds: None,
                 on_finish: None,
+                tool_choice: ToolChoice::Auto,
+                tool_plan: Vec::new(),
                 tools: Vec::new(),
                 experts: Vec::new(),
+                self_copies: true,
                 system_prompt: String::new(),
                 path: abs.to_path_buf(),
             },
@@ -121,6 +130,8 @@ impl AgentDraft {
         spec.max_children = table.u32(&mut cx, "max_children", false);
         spec.max_wall_seconds = table.u64(&mut cx, "max_wall_seconds", true);
         spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
+        spec.self_copies = table.boolean(&mut cx, "self_copies").unwrap_or(true);
+        spec.tool_choice = table.choice(&mut cx, "tool_choice", &TOOL_CHOICE).map_or(ToolChoice::Auto, |c| c.value);
         let tools = table.string_array(&mut cx, "tools");
         // When `tools` is mistyped (reported), whether it holds `call_agent` is unknown.
         let tools_known = tools.is_some() || table.get("tools").is_none();
@@ -141,6 +152,21 @@ impl AgentDraft {
             }
             draft.experts_at = experts.iter().map(|e| e.at.clone()).collect();
             spec.experts = experts.into_iter().map(|e| e.value).collect();
+        }
+        if let Some(plan) = table.string_array(&mut cx, "tool_plan") {
+            for step in &plan {
+                if tools_known && !spec.tools.contains(&step.value) {
+                    let hint = format!("add \"{}\" to `tools`, or plan only tools the agent has", step.value);
+                    cx.push(
+                        Diagnostic::error(
+                            step.at.clone(),
+                            format!("`tool_plan` names `{}`, which is not in `tools`", step.value),
+                        )
+                        .with_hint(hint),
+                    );
+                }
+            }
+            spec.tool_plan = plan.into_iter().map(|t| t.value).collect();
         }
         if let Some(prompt) = table.string(&mut cx, "system_prompt") {
             spec.system_prompt = prompt.value;

@@ -239,6 +239,18 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// An optional boolean.
+    pub fn boolean(&self, cx: &mut Cx<'_>, key: &str) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.type_error(cx, key, value, "true or false");
+                None
+            }
+        }
+    }
+
     /// A required string; `None` once reported (missing or mistyped).
     pub fn required_string(&self, cx: &mut Cx<'_>, key: &str) -> Option<Located<String>> {
         if self.get(key).is_none() {

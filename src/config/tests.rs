@@ -67,7 +67,7 @@ fn diagnostics_are_exact() {
             "unknown key far from any known key",
             vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tools, experts, system_prompt",
+                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
             ],
         ),
         (
@@ -362,8 +362,11 @@ Be careful."""
             max_children: Some(2),
             max_wall_seconds: Some(60),
             on_finish: Some(OnFinish::CancelChildren),
+            tool_choice: crate::protocol::ToolChoice::Auto,
+            tool_plan: vec![],
             tools: vec!["call_slm".into(), "call_agent".into()],
             experts: vec!["summarizer".into()],
+            self_copies: true,
             system_prompt: "Be careful.".into(),
             path: root.join("agents/researcher.toml"),
         }
@@ -382,8 +385,11 @@ Be careful."""
             max_children: None,
             max_wall_seconds: None,
             on_finish: None,
+            tool_choice: Default::default(),
+            tool_plan: vec![],
             tools: vec![],
             experts: vec![],
+            self_copies: true,
             system_prompt: String::new(),
             path: root.join("agents/summarizer.toml"),
         }

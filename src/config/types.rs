@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::protocol::OnFinish;
+use crate::protocol::{OnFinish, ToolChoice};
 
 /// A place in a file, 1-based, for diagnostics.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -200,10 +200,18 @@ pub struct AgentSpec {
     pub max_wall_seconds: Option<u64>,
     /// Overrides `limits.on_finish`.
     pub on_finish: Option<OnFinish>,
+    /// `"required"`: every turn that offers tools must call one (the last turn answers).
+    pub tool_choice: ToolChoice,
+    /// Turn by turn, the tool each of the first turns must call: a scaffold for small models
+    /// (`tool_plan = ["call_agent", "call_slm", "get_task_status"]`). Names come from `tools`.
+    pub tool_plan: Vec<String>,
     /// Tool names: built-ins (`call_agent`, ...) now, `mcp:<server>/<tool>` later.
     pub tools: Vec<String>,
     /// Experts this one may `call_agent` by name; `"*"` allows all.
     pub experts: Vec<String>,
+    /// Whether `call_agent` without `agent` may start a copy of this expert (default true).
+    /// False makes `agent` a required argument, naming one of `experts`.
+    pub self_copies: bool,
     pub system_prompt: String,
     /// The file, absolute.
     pub path: PathBuf,

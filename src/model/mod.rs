@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ModelSpec, ProviderKind};
-use crate::protocol::{ChatMessage, TaskId, ToolCall, ToolSpec, Usage};
+use crate::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
 
 /// Sampling settings of one request. `None` leaves the provider's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -42,6 +42,10 @@ pub struct ModelRequest {
     pub messages: Vec<ChatMessage>,
     /// Tools the model may call this turn; empty means it must answer in text.
     pub tools: Vec<ToolSpec>,
+    /// With tools offered: whether the model must call one.
+    pub tool_choice: ToolChoice,
+    /// With tools offered: the one tool this turn must call (an expert's `tool_plan`).
+    pub forced_tool: Option<String>,
     pub sampling: Sampling,
 }
 

@@ -372,6 +372,8 @@ text = "again"
             agent: agent.into(),
             messages,
             tools: Vec::new(),
+            tool_choice: Default::default(),
+            forced_tool: None,
             sampling: Default::default(),
         }
     }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 
-use crate::protocol::{ChatMessage, ToolCall};
+use crate::protocol::{ChatMessage, Role, ToolCall};
 
 /// Who the agent is, as far as its loop is concerned.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,15 +236,48 @@ impl AgentMachine {
         self.turns_used += 1;
         let last = self.turns_used == max_turns;
         if last && !self.setup.tool_names.is_empty() {
-            self.push(ChatMessage::user(format!(
-                "[troupe] This is your last turn (max_turns = {max_turns}). Tools are no longer available: answer now with what you have."
-            )));
+            // Restating the task and the results gathered keeps a small model on them instead
+            // of echoing the note or the tool syntax.
+            let mut note =
+                format!("[troupe] Last turn (max_turns = {max_turns}): no more tools. Your task: {}", self.setup.task);
+            let results = self.results_so_far();
+            if !results.is_empty() {
+                note.push_str("\nYour subtasks returned:");
+                for (who, result) in results {
+                    note.push_str(&format!("\n- {who}: {result}"));
+                }
+                note.push_str("\nCombine these results into your final answer.");
+            } else {
+                note.push_str("\nGive your final answer now.");
+            }
+            self.push(ChatMessage::user(note));
         }
         self.state = State::AwaitingModel;
         self.effects.push_back(AgentEffect::CallModel {
             turn: self.turns_used,
             offer_tools: !last && !self.setup.tool_names.is_empty(),
         });
+    }
+
+    /// `(agent, result)` of every subtask whose result a status read returned, in order.
+    fn results_so_far(&self) -> Vec<(String, String)> {
+        let mut results: Vec<(String, String, String)> = Vec::new();
+        for message in &self.conversation {
+            if message.role != Role::Tool || message.is_error {
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<Value>(&message.content) else { continue };
+            let (Some(uri), Some(result)) =
+                (value.get("uri").and_then(Value::as_str), value.get("result").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            let agent = value.get("agent").and_then(Value::as_str).unwrap_or("subtask");
+            if !results.iter().any(|(u, _, _)| u == uri) {
+                results.push((uri.to_owned(), agent.to_owned(), result.to_owned()));
+            }
+        }
+        results.into_iter().map(|(_, agent, result)| (agent, result)).collect()
     }
 
     fn push(&mut self, message: ChatMessage) {
@@ -378,7 +411,7 @@ mod tests {
         drain(&mut machine);
         machine.handle_tool_result("1", "{}".into(), false);
         let effects = drain(&mut machine);
-        assert!(matches!(&effects[0], AgentEffect::Message(m) if m.content.contains("last turn")));
+        assert!(matches!(&effects[0], AgentEffect::Message(m) if m.content.contains("Last turn")));
         assert_eq!(effects[1], AgentEffect::CallModel { turn: 2, offer_tools: false });
 
         machine.handle_model_reply(String::new(), vec![call("2", "call_agent", json!({"task": "y"}))]);

@@ -27,7 +27,7 @@ use crate::config::{AgentSpec, Limits};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
     ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
-    TaskStatus, ToolCall, ToolSpec, Usage,
+    TaskStatus, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 
 /// The source of time for timestamps. Tests may substitute their own.
@@ -247,7 +247,7 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
                 .filter(|other| spec.experts.iter().any(|e| e == "*" || *e == other.name))
                 .map(|other| ExpertOffer { name: other.name.clone(), description: other.description.clone() })
                 .collect();
-            let context = ToolContext { experts: allowed };
+            let context = ToolContext { experts: allowed, self_copies: spec.self_copies };
             let tools: Vec<ToolSpec> = spec.tools.iter().filter_map(|t| builtin_spec(t, &context)).collect();
             let profile = Profile {
                 name: Arc::from(name.as_str()),
@@ -658,6 +658,12 @@ impl Shared {
                         agent: profile.name.to_string(),
                         messages: machine.conversation().to_vec(),
                         tools: if offer_tools { profile.tools.clone() } else { Vec::new() },
+                        tool_choice: profile.spec.tool_choice,
+                        forced_tool: if offer_tools {
+                            profile.spec.tool_plan.get(turn as usize - 1).cloned()
+                        } else {
+                            None
+                        },
                         sampling: profile.sampling,
                     };
                     match self.call_model(id, &profile.model, request, cancel).await {
@@ -781,6 +787,8 @@ impl Shared {
             agent: "slm".into(),
             messages,
             tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            forced_tool: None,
             sampling: Sampling { max_tokens, ..Sampling::default() },
         };
         match self.call_model(id, &alias, request, cancel).await {
@@ -808,6 +816,12 @@ impl Shared {
         match parse_builtin(&call.name, &call.arguments)? {
             BuiltinCall::CallAgent { task, agent } => {
                 let child = match agent {
+                    None if !profile.spec.self_copies => {
+                        return Err(format!(
+                            "name an expert in `agent` ({}): this agent may not start copies of itself",
+                            profile.spec.experts.join(", ")
+                        ));
+                    }
                     None => profile.clone(),
                     Some(name) => {
                         let allowed = profile.spec.experts.iter().any(|e| e == "*" || *e == name);

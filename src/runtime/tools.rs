@@ -24,6 +24,8 @@ pub struct ExpertOffer {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ToolContext {
     pub experts: Vec<ExpertOffer>,
+    /// Whether `call_agent` without `agent` may copy the caller.
+    pub self_copies: bool,
 }
 
 /// The schema of a built-in tool, or `None` for an unknown name.
@@ -54,8 +56,10 @@ pub fn builtin_spec(name: &str, context: &ToolContext) -> Option<ToolSpec> {
             if context.experts.is_empty() {
                 // No experts allowed: the property would only invite refused calls.
                 (description, object(&[("task", task_schema())], &["task"]))
-            } else {
+            } else if context.self_copies {
                 (description, object(&[("task", task_schema()), ("agent", agent)], &["task"]))
+            } else {
+                (description, object(&[("agent", agent), ("task", task_schema())], &["agent", "task"]))
             }
         }
         "call_slm" => (
@@ -205,8 +209,10 @@ mod tests {
 
     #[test]
     fn every_builtin_has_an_object_schema() {
-        let context =
-            ToolContext { experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }] };
+        let context = ToolContext {
+            experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }],
+            self_copies: true,
+        };
         for name in BUILTIN_TOOLS {
             let spec = builtin_spec(name, &context).unwrap();
             assert_eq!(spec.parameters["type"], "object", "{name}");

@@ -124,7 +124,7 @@ fn the_shipped_workbench_is_valid() {
     let root = workbench();
     let output = troupe(root.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("4 agents, 1 experiments"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("6 agents, 2 experiments"), "{}", stderr(&output));
 }
 
 #[test]
@@ -136,6 +136,11 @@ fn check_points_at_file_line_and_column_with_a_hint() {
     )
     .unwrap();
     fs::write(root.path().join("experiments/broken.toml"), "root = \"nobody\"\ntask = \"x\"\n").unwrap();
+    fs::write(
+        root.path().join("agents/planner.toml"),
+        "model = \"small\"\ntools = [\"call_slm\"]\ntool_plan = [\"call_slm\", \"get_task_status\"]\n",
+    )
+    .unwrap();
     let output = troupe(root.path(), &["check"]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
@@ -146,6 +151,10 @@ fn check_points_at_file_line_and_column_with_a_hint() {
         format!("{critic}:3:13: error: `max_turns` must be a positive integer, found a string"),
         format!("{critic}:4:10: error: unknown tool `call_agnet`\n  = hint: did you mean `call_agent`?"),
         format!("{broken}:1:8: error: unknown agent `nobody`"),
+        format!(
+            "{}:3:26: error: `tool_plan` names `get_task_status`, which is not in `tools`",
+            root.path().join("agents/planner.toml").display()
+        ),
     ] {
         assert!(text.contains(&expected), "missing:\n{expected}\n--- in ---\n{text}");
     }
@@ -226,7 +235,8 @@ fn configuration_problems_exit_2_with_the_reason() {
     let output = troupe(root.path(), &["run", "nonesuch"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains("no experiment `nonesuch`") && stderr(&output).contains("known experiments: smoke"),
+        stderr(&output).contains("no experiment `nonesuch`")
+            && stderr(&output).contains("known experiments: hello, smoke"),
         "{}",
         stderr(&output)
     );
@@ -378,4 +388,43 @@ fn the_embedded_model_answers_a_real_run() {
     let run: Value = serde_json::from_str(&fs::read_to_string(folder.join("config/run.json")).unwrap()).unwrap();
     assert_eq!(run["models"]["small"]["provider"], "local");
     assert!(run["models"]["small"]["digest"].as_str().unwrap().starts_with("sha256:b179c952"), "{run}");
+}
+
+/// The shipped `hello` experiment, offline on the embedded model: the host delegates to the
+/// writer (a sub-agent) and to the small model, reads both with get_task_status, and answers
+/// from what came back.
+#[test]
+fn hello_delegates_polls_and_answers_on_the_embedded_model() {
+    crate::local_model::model_files();
+    let root = workbench();
+    let output = troupe(root.path(), &["run", "hello"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (events, _) = read_events(&run_folder(&output).join("events.jsonl")).unwrap();
+    let mut kinds = Vec::new();
+    let mut polled = Vec::new();
+    let mut results = Vec::new();
+    for event in &events {
+        match &event.body {
+            EventBody::TaskCreated { parent: Some(_), kind, agent, .. } => kinds.push((*kind, agent.clone())),
+            EventBody::ToolResult { tool, result, is_error: false, .. } if tool == "get_task_status" => {
+                polled.push(result["uri"].as_str().unwrap().to_owned());
+                if let Some(text) = result["result"].as_str() {
+                    results.push(text.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(kinds.contains(&(TaskKind::Agent, "writer".into())), "{kinds:?}");
+    assert!(kinds.iter().any(|(kind, _)| *kind == TaskKind::Slm), "{kinds:?}");
+    assert!(polled.len() >= 2, "read both subtasks: {polled:?}");
+    let EventBody::RunFinished { status, result: Some(answer), .. } = &events.last().unwrap().body else {
+        panic!("run_finished with a result")
+    };
+    assert_eq!(*status, RunStatus::Completed);
+    let words = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<std::collections::HashSet<_>>();
+    assert!(
+        results.iter().any(|r| words(r).intersection(&words(answer)).count() >= 3),
+        "the answer draws on a subtask's result:\n{answer}\n{results:#?}"
+    );
 }

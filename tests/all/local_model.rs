@@ -12,7 +12,7 @@ use troupe::config::{ModelSpec, ProviderKind};
 use troupe::model::files::{Cache, SMOLLM2};
 use troupe::model::local::{prompt, q8_copy, tokenizer::GgufTokenizer};
 use troupe::model::{LocalFiles, Model, ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
-use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolSpec, Usage};
+use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
 
 /// The model's files, fetched once per test binary.
 pub fn model_files() -> &'static LocalFiles {
@@ -47,7 +47,15 @@ fn table() -> ModelTable {
 }
 
 fn request(task: u32, messages: Vec<ChatMessage>, tools: Vec<ToolSpec>, sampling: Sampling) -> ModelRequest {
-    ModelRequest { task: TaskId::from_code(task), agent: "test".into(), messages, tools, sampling }
+    ModelRequest {
+        task: TaskId::from_code(task),
+        agent: "test".into(),
+        messages,
+        tools,
+        tool_choice: ToolChoice::Auto,
+        forced_tool: None,
+        sampling,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,10 +102,22 @@ fn prompt_tokens_equal_llama_cpp() {
     assert_eq!(ids, LLAMA_CPP_FRANCE_IDS.to_vec(), "{text:?}");
     let digits = tokenizer.encode("In 2024, 365 days.").unwrap();
     assert_eq!(digits, LLAMA_CPP_DIGITS_IDS.to_vec());
+    assert_eq!(tokenizer.encode(MIXED_TEXT).unwrap(), LLAMA_CPP_MIXED_IDS.to_vec());
+    assert_eq!(tokenizer.decode(LLAMA_CPP_MIXED_IDS).unwrap(), MIXED_TEXT);
 }
 
-const LLAMA_CPP_FRANCE_IDS: &[u32] = &[];
-const LLAMA_CPP_DIGITS_IDS: &[u32] = &[];
+// Produced with llama-cpp-python 0.3.36 from the same file:
+// `Llama(path, vocab_only=True).tokenize(text.encode(), add_bos=False, special=True)`.
+const LLAMA_CPP_FRANCE_IDS: &[u32] = &[
+    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198,
+    1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 19842, 281, 582, 2229, 30, 2, 198, 1, 520, 9531, 198,
+];
+const LLAMA_CPP_DIGITS_IDS: &[u32] = &[788, 216, 34, 32, 34, 36, 28, 216, 35, 38, 37, 2009, 30];
+const MIXED_TEXT: &str = " leading space, tabs\tand émojis 🐙 <tool_call>[{\"name\": \"x\"}]";
+const LLAMA_CPP_MIXED_IDS: &[u32] = &[
+    2899, 1898, 28, 29416, 197, 397, 26411, 15771, 90, 271, 15107, 234, 243, 2067, 19324, 79, 4350, 46, 75, 39428,
+    1245, 1799, 476, 104, 23597, 77,
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_greedy_answer_is_stable_and_sensible() {

@@ -28,8 +28,11 @@ pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         max_children: None,
         max_wall_seconds: None,
         on_finish: None,
+        tool_choice: Default::default(),
+        tool_plan: Vec::new(),
         tools: tools.iter().map(|s| s.to_string()).collect(),
         experts: experts.iter().map(|s| s.to_string()).collect(),
+        self_copies: true,
         system_prompt: format!("You are the {name}."),
         path: format!("/agents/{name}.toml").into(),
     }

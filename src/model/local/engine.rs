@@ -27,8 +27,8 @@ use llguidance::{Matcher, ParserFactory};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::grammar::tool_turn_grammar;
-use super::prompt::{Reply, TOOL_CALL_OPEN, parse_reply, render, subtasks_seen};
+use super::grammar::{answer_grammar, tool_turn_grammar};
+use super::prompt::{Reply, TOOL_CALL_OPEN, open_subtasks, parse_reply, render};
 use super::tokenizer::{GgufTokenizer, TokEnvironment};
 use crate::model::{ModelChunk, ModelError, ModelRequest, Sampling};
 use crate::protocol::{TaskId, Usage};
@@ -40,6 +40,12 @@ const PREFILL_CHUNK: usize = 128;
 const MAX_SESSIONS: usize = 16;
 /// Replies are capped at this many tokens unless the request or the alias says otherwise.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
+/// llama.cpp's default repetition penalty over the last 64 tokens: a 135M model decoding
+/// greedily otherwise loops on its own sentences.
+const REPEAT_PENALTY: f32 = 1.1;
+const REPEAT_WINDOW: usize = 64;
+/// Tokens a tool call may run past `max_tokens` to close its JSON.
+const CALL_OVERRUN: usize = 1024;
 /// `<|endoftext|>`: also ends a reply (the model sometimes emits it instead of `<|im_end|>`).
 const END_OF_TEXT: u32 = 0;
 
@@ -268,16 +274,22 @@ impl Engine {
         }
         let max_new = max_new.min(self.context_length - ids.len());
 
-        let matcher = if tools.is_empty() {
-            None
+        let had_calls = request.messages.iter().any(|m| !m.tool_calls.is_empty());
+        let lark = if !tools.is_empty() {
+            let open = open_subtasks(&request.messages);
+            let required = request.tool_choice == crate::protocol::ToolChoice::Required;
+            Some(tool_turn_grammar(tools, &open, required, request.forced_tool.as_deref()))
+        } else if had_calls && self.factory.is_some() {
+            Some(answer_grammar())
         } else {
-            let known: Vec<String> = subtasks_seen(&request.messages).into_iter().map(|(uri, _)| uri).collect();
-            let lark = tool_turn_grammar(tools, &known);
-            let Some(factory) = &self.factory else { return Err((job, "no grammar engine".into())) };
-            match factory.create_parser(TopLevelGrammar::from_lark(lark)) {
+            None
+        };
+        let matcher = match (lark, &self.factory) {
+            (Some(lark), Some(factory)) => match factory.create_parser(TopLevelGrammar::from_lark(lark)) {
                 Ok(parser) => Some(Matcher::new(Ok(parser))),
                 Err(err) => return Err((job, format!("the tools' schemas do not compile to a grammar: {err}"))),
-            }
+            },
+            _ => None,
         };
 
         let task = request.task;
@@ -339,8 +351,23 @@ impl Engine {
         }
         self.stream_text(g);
         let grammar_done = g.matcher.as_ref().is_some_and(Matcher::is_stopped);
-        if grammar_done || g.generated.len() >= g.max_new {
+        if grammar_done {
             return Ok(Step::Done);
+        }
+        if g.generated.len() >= g.max_new {
+            // A tool call cut off by `max_tokens` would not parse: let it finish, within a
+            // bound (strings and call counts are bounded by the grammar, so calls are short).
+            let in_call = g.matcher.is_some()
+                && self.tokenizer.decode(&g.generated).is_ok_and(|t| t.trim_start().starts_with(TOOL_CALL_OPEN));
+            if !in_call {
+                return Ok(Step::Done);
+            }
+            if g.generated.len() >= g.max_new + CALL_OVERRUN {
+                return Err(format!(
+                    "the model did not finish its tool call within {} tokens",
+                    g.max_new + CALL_OVERRUN
+                ));
+            }
         }
         g.logits = Some(self.forward(&mut g.session, &[token])?);
         Ok(Step::Continue)
@@ -354,6 +381,15 @@ impl Engine {
     }
 
     fn sample(&self, g: &mut Generation, logits: &Tensor) -> Result<u32, String> {
+        let recent = &g.generated[g.generated.len().saturating_sub(REPEAT_WINDOW)..];
+        let penalized;
+        let logits = if recent.is_empty() {
+            logits
+        } else {
+            penalized = candle_transformers::utils::apply_repeat_penalty(logits, REPEAT_PENALTY, recent)
+                .map_err(|e| format!("sampling: {e}"))?;
+            &penalized
+        };
         let Some(matcher) = &mut g.matcher else {
             return g.sampler.sample(logits).map_err(|e| format!("sampling: {e}"));
         };
@@ -379,7 +415,7 @@ impl Engine {
     fn stream_text(&self, g: &mut Generation) {
         let Ok(text) = self.tokenizer.decode(&g.generated) else { return };
         let start = text.trim_start();
-        if start.starts_with(TOOL_CALL_OPEN) || TOOL_CALL_OPEN.starts_with(start) {
+        if g.matcher.is_some() && (start.starts_with(TOOL_CALL_OPEN) || TOOL_CALL_OPEN.starts_with(start)) {
             return;
         }
         // A character split across tokens decodes as U+FFFD until its last byte arrives.
@@ -393,7 +429,10 @@ impl Engine {
 
     fn finish(&mut self, mut g: Generation) {
         let text = self.tokenizer.decode(&g.generated).unwrap_or_default();
-        match parse_reply(&text, &g.turn_id) {
+        // Only a turn decoded under the tool grammar can hold calls: without tools offered, a
+        // model imitating earlier calls in its history has written text, not a call.
+        let reply = if g.matcher.is_some() { parse_reply(&text, &g.turn_id) } else { Reply::Text(text.clone()) };
+        match reply {
             Reply::Calls(calls) => {
                 for call in calls {
                     let _ = g.job.tx.blocking_send(Ok(ModelChunk::ToolCall(call)));

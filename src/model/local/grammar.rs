@@ -10,7 +10,7 @@
 //! Invariant: pure. Schemas are tightened for a small model before they are compiled: strings
 //! get a length bound (a small model can otherwise loop inside a string until it runs out of
 //! tokens), `uri` arguments are limited to the URIs the conversation has handed out, and numbers
-//! of seconds become small integers.
+//! of seconds become waits of 10 to 120 s.
 
 use serde_json::{Map, Value, json};
 
@@ -22,10 +22,15 @@ pub const MAX_STRING: u64 = 400;
 /// Most calls in one turn.
 pub const MAX_CALLS: u64 = 4;
 
-/// The Lark source of the grammar for a turn offering `tools`.
-pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String]) -> String {
+/// The Lark source of the grammar for a turn offering `tools`; with `required`, the turn must
+/// be calls. A tool that takes a `uri` is left out until the conversation has handed out a URI
+/// (a small model otherwise invents one, or copies the example from the description); with no
+/// tool left, the turn is an answer.
+pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String], required: bool, forced: Option<&str>) -> String {
     let variants: Vec<Value> = tools
         .iter()
+        .filter(|tool| forced.is_none_or(|name| tool.name == name))
+        .filter(|tool| !known_uris.is_empty() || !takes_uri(tool))
         .map(|tool| {
             json!({
                 "type": "object",
@@ -38,6 +43,9 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String]) -> String {
             })
         })
         .collect();
+    if variants.is_empty() {
+        return answer_grammar();
+    }
     let schema = json!({
         "x-guidance": {"whitespace_flexible": false},
         "type": "array",
@@ -45,8 +53,9 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String]) -> String {
         "maxItems": MAX_CALLS,
         "items": {"anyOf": variants},
     });
+    let start = if required || forced.is_some() { "start: call" } else { "start: answer | call" };
     format!(
-        "start: answer | call\n\
+        "{start}\n\
          answer: TEXT\n\
          TEXT: /[^<{{\\s][\\s\\S]*/\n\
          call: {open} calls {close}\n\
@@ -54,6 +63,17 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String]) -> String {
         open = lark_string(TOOL_CALL_OPEN),
         close = lark_string(TOOL_CALL_CLOSE),
     )
+}
+
+/// A plain-text answer that does not open like a tool call (or like one of troupe's own
+/// `[troupe]` notes): for turns without tools in a conversation that had calls, which a small
+/// model otherwise imitates.
+pub fn answer_grammar() -> String {
+    "start: TEXT\nTEXT: /[^<{\\[\\s][\\s\\S]*/\n".to_owned()
+}
+
+fn takes_uri(tool: &ToolSpec) -> bool {
+    tool.parameters.get("properties").and_then(|p| p.get("uri")).is_some()
 }
 
 fn lark_string(text: &str) -> String {
@@ -76,7 +96,9 @@ fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
         }
         Some("number") if key.is_some_and(|k| k.ends_with("seconds")) => {
             out.insert("type".into(), json!("integer"));
-            out.insert("minimum".into(), json!(0));
+            // A small model polling with a wait of 0 burns its turns; a real wait returns as soon
+            // as the subtask ends anyway.
+            out.insert("minimum".into(), json!(10));
             out.insert("maximum".into(), json!(120));
         }
         Some("object") => {
@@ -106,9 +128,20 @@ mod tests {
         let tightened = tighten(&params, &["subtask://abc123".into()], None);
         assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "enum": ["subtask://abc123"]}));
         assert_eq!(tightened["properties"]["task"]["maxLength"], json!(MAX_STRING));
-        assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 0, "maximum": 120}));
+        assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 10, "maximum": 120}));
         let untouched = tighten(&params, &[], None);
         assert_eq!(untouched["properties"]["uri"]["pattern"], json!("^subtask://[0-9a-z]{6}$"));
+    }
+
+    #[test]
+    fn tools_that_need_a_uri_wait_for_one() {
+        let status = ToolSpec {
+            name: "get_task_status".into(),
+            description: "Read a subtask, like subtask://k3v9q2".into(),
+            parameters: json!({"type": "object", "properties": {"uri": {"type": "string"}}}),
+        };
+        assert_eq!(tool_turn_grammar(std::slice::from_ref(&status), &[], true, None), answer_grammar());
+        assert!(tool_turn_grammar(&[status], &["subtask://abc123".into()], true, None).contains("get_task_status"));
     }
 
     #[test]
@@ -118,11 +151,15 @@ mod tests {
             description: "Read a subtask".into(),
             parameters: json!({"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"], "additionalProperties": false}),
         }];
-        let lark = tool_turn_grammar(&tools, &["subtask://abc123".into()]);
-        let grammar = llguidance::api::TopLevelGrammar::from_lark(lark.clone());
         let env = toktrie::ApproximateTokEnv::single_byte_env();
         let factory = llguidance::ParserFactory::new_simple(&env).unwrap();
-        let parser = factory.create_parser(grammar);
-        assert!(parser.is_ok(), "{lark}\n{:?}", parser.err());
+        for lark in [
+            tool_turn_grammar(&tools, &["subtask://abc123".into()], false, None),
+            tool_turn_grammar(&tools, &["subtask://abc123".into()], true, Some("get_task_status")),
+            answer_grammar(),
+        ] {
+            let parser = factory.create_parser(llguidance::api::TopLevelGrammar::from_lark(lark.clone()));
+            assert!(parser.is_ok(), "{lark}\n{:?}", parser.err());
+        }
     }
 }

@@ -98,6 +98,22 @@ pub fn subtasks_seen(messages: &[ChatMessage]) -> Vec<(String, String)> {
     seen
 }
 
+/// Subtask URIs handed out whose result the conversation has not yet seen: the only ones worth
+/// polling or cancelling. When every one has been read, all of them are returned, so a tool
+/// that needs a URI is still callable.
+pub fn open_subtasks(messages: &[ChatMessage]) -> Vec<String> {
+    let all: Vec<String> = subtasks_seen(messages).into_iter().map(|(uri, _)| uri).collect();
+    let finished: Vec<String> = messages
+        .iter()
+        .filter(|m| m.role == Role::Tool && !m.is_error)
+        .filter_map(|m| serde_json::from_str::<Value>(&m.content).ok())
+        .filter(|v| matches!(v.get("status").and_then(Value::as_str), Some("completed" | "failed" | "cancelled")))
+        .filter_map(|v| v.get("uri").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let open: Vec<String> = all.iter().filter(|u| !finished.contains(u)).cloned().collect();
+    if open.is_empty() { all } else { open }
+}
+
 fn tools_instructions(tools: &[ToolSpec], subtasks: &[(String, String)]) -> String {
     let listed: Vec<Value> = tools
         .iter()
