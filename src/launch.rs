@@ -94,6 +94,8 @@ pub fn prepare(
         "task": spec.task,
         "salt": salt,
         "troupe_version": env!("CARGO_PKG_VERSION"),
+        // What makes the embedded model's output repeatable: experts without a `seed` use 0.
+        "sampling": { "default_seed": 0, "default_temperature": 0.0 },
         "limits": {
             "max_depth": limits.max_depth,
             "max_children_per_agent": limits.max_children_per_agent,

@@ -313,8 +313,16 @@ fn kill_9_leaves_a_parseable_event_log() {
         |e| matches!(&e.body, EventBody::TaskCreated { kind: TaskKind::Agent, agent, .. } if agent == "researcher")
     ));
 
-    // The killed run can be rendered for people afterwards.
-    let output = Command::new(BIN).arg("rerender").arg(events_file.parent().unwrap()).output().unwrap();
+    // The killed run can be rendered for people afterwards, named relative to --root.
+    let relative = events_file.parent().unwrap().strip_prefix(root.path()).unwrap();
+    let output = Command::new(BIN)
+        .current_dir(std::env::temp_dir())
+        .arg("--root")
+        .arg(root.path())
+        .arg("rerender")
+        .arg(relative)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let transcript = fs::read_to_string(events_file.parent().unwrap().join("transcript.md")).unwrap();
     assert!(transcript.contains("researcher"));
