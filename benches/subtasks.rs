@@ -108,14 +108,6 @@ fn agent(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
     }
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 struct Figures {
     seconds: f64,
     live_bytes_per_task: f64,
@@ -208,5 +200,5 @@ fn main() {
     if let (Some(first), Some(last)) = (per_task_us.first(), per_task_us.last()) {
         println!("cost per subtask, largest vs smallest size: {:.2}× (1.00× = linear)", last / first);
     }
-    println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    println!("peak RSS: {} MiB", troupe::model::local::bench::peak_rss_kib() / 1024);
 }

@@ -31,7 +31,8 @@ fn original_gguf() -> PathBuf {
     cache.path(&SMOLLM2, &SMOLLM2.files[0])
 }
 
-fn table() -> ModelTable {
+/// A table with one `local` alias, `small`, over `files`.
+fn table_over(files: &LocalFiles, max_tokens: Option<u32>) -> ModelTable {
     let spec = ModelSpec {
         alias: "small".into(),
         provider: ProviderKind::Local,
@@ -40,10 +41,14 @@ fn table() -> ModelTable {
         api_key_env: None,
         script: None,
         temperature: Some(0.0),
-        max_tokens: Some(64),
+        max_tokens,
         location: Default::default(),
     };
-    ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(model_files())).unwrap()
+    ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(files)).unwrap()
+}
+
+fn table() -> ModelTable {
+    table_over(model_files(), Some(64))
 }
 
 fn request(task: u32, messages: Vec<ChatMessage>, tools: Vec<ToolSpec>, sampling: Sampling) -> ModelRequest {
@@ -253,18 +258,7 @@ async fn a_corrupt_model_file_is_a_clear_error() {
     let bad = dir.path().join("broken.gguf");
     std::fs::write(&bad, b"GGUF but not really").unwrap();
     let files = LocalFiles { gguf: bad.clone(), digest: "none".into() };
-    let spec = ModelSpec {
-        alias: "small".into(),
-        provider: ProviderKind::Local,
-        model: None,
-        base_url: None,
-        api_key_env: None,
-        script: None,
-        temperature: None,
-        max_tokens: None,
-        location: Default::default(),
-    };
-    let table = ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(&files)).unwrap();
+    let table = table_over(&files, None);
     let model = table.get("small").unwrap().clone();
     let out = collect(
         &model,
@@ -274,4 +268,29 @@ async fn a_corrupt_model_file_is_a_clear_error() {
     .await;
     let error = out.error.expect("an error").to_string();
     assert!(error.contains(&bad.display().to_string()) && error.contains("troupe models fetch --force"), "{error}");
+}
+
+/// A new task that starts with a system message another task already read reuses its cached
+/// keys and values, and answers exactly as it would have from scratch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_system_prompt_is_read_once_and_changes_nothing() {
+    let system = "You are a careful assistant on a small team. You answer questions about geography, \
+                  history and science in one short sentence, and you say so when you are not sure. \
+                  Never invent names, numbers or sources. Prefer plain words.";
+    let ask = |task, question: &str| {
+        request(task, vec![ChatMessage::system(system), ChatMessage::user(question)], vec![], Sampling::default())
+    };
+    let shared = table().get("small").unwrap().clone();
+    let first = collect(&shared, ask(31, "What is the largest ocean?"), CancellationToken::new()).await;
+    assert_eq!(first.error, None);
+    let started = std::time::Instant::now();
+    let reused = collect(&shared, ask(32, FRANCE), CancellationToken::new()).await;
+    let reused_time = started.elapsed();
+
+    let fresh = table().get("small").unwrap().clone();
+    let alone = collect(&fresh, ask(32, FRANCE), CancellationToken::new()).await;
+    assert_eq!(reused.text, alone.text, "the same answer with and without the shared prefix");
+    assert_eq!(reused.usage, alone.usage, "usage counts the whole prompt either way");
+    // Not a timing assertion: printed so a person can see the saving.
+    eprintln!("answer with a shared prefix took {reused_time:?}");
 }

@@ -93,7 +93,8 @@ pub fn run(gguf: &Path, prompt_tokens: usize, decode_tokens: usize) -> Result<Be
     })
 }
 
-fn peak_rss_kib() -> u64 {
+/// The process's peak resident set (Linux `VmHWM`), in KiB; 0 where unknown.
+pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))

@@ -38,6 +38,10 @@ use crate::protocol::{TaskId, Usage};
 const PREFILL_CHUNK: usize = 128;
 /// KV caches kept for tasks between their turns.
 const MAX_SESSIONS: usize = 16;
+/// System-message snapshots kept for new tasks to start from.
+const MAX_PREFIXES: usize = 8;
+/// A system message shorter than this is cheaper to read again than to keep.
+const MIN_PREFIX: usize = 64;
 /// Replies are capped at this many tokens unless the request or the alias says otherwise.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
 /// llama.cpp's default repetition penalty over the last 64 tokens: a 135M model decoding
@@ -169,6 +173,9 @@ struct Generation {
     session: Session,
     /// Prompt tokens not yet fed.
     pending: Vec<u32>,
+    /// When the session's cache reaches this many tokens (the end of the system message),
+    /// keep a copy for other tasks that start with the same system message.
+    snapshot_at: Option<usize>,
     logits: Option<Tensor>,
     prompt_tokens: usize,
     generated: Vec<u32>,
@@ -193,19 +200,26 @@ struct Engine {
     factory: Option<Arc<ParserFactory>>,
     context_length: usize,
     sessions: HashMap<TaskId, Session>,
+    /// Snapshots of caches holding just a system message, shared by tasks that start with it.
+    prefixes: Vec<Session>,
+    /// `<|im_start|>`, which opens every message.
+    im_start: Option<u32>,
     clock: u64,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Engine {
     fn new(loaded: Loaded, in_flight: Arc<AtomicUsize>) -> Self {
+        let im_start = loaded.tokenizer.id("<|im_start|>");
         Engine {
             base: loaded.weights,
             tokenizer: loaded.tokenizer,
             template: loaded.template,
             factory: loaded.factory,
             context_length: loaded.context_length,
+            im_start,
             sessions: HashMap::new(),
+            prefixes: Vec::new(),
             clock: 0,
             in_flight,
         }
@@ -293,11 +307,12 @@ impl Engine {
         };
 
         let task = request.task;
-        let mut session = self.sessions.remove(&task).unwrap_or_else(|| Session {
-            weights: self.base.clone(),
-            ids: Vec::new(),
-            last_used: 0,
-        });
+        let mut session = match self.sessions.remove(&task) {
+            Some(session) => session,
+            // A new task: start from a snapshot of a system prompt it shares (a sub-agent with
+            // its parent's configuration, siblings of one expert), if one is kept.
+            None => self.prefix_session(&ids),
+        };
         let common = session.ids.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         // The cache can only be extended, not cut: reuse it when it is a prefix of the new
         // prompt (and leaves at least one token to feed), start over otherwise.
@@ -306,6 +321,14 @@ impl Engine {
             session.ids.clear();
         }
         let reused = session.ids.len();
+        // Where the system message ends (at the second `<|im_start|>`): worth a snapshot if the
+        // prompt is fed from before it.
+        let snapshot_at =
+            ids.iter().enumerate().filter(|(_, id)| Some(**id) == self.im_start).nth(1).map(|(i, _)| i).filter(|&at| {
+                at > reused
+                    && at >= MIN_PREFIX
+                    && !self.prefixes.iter().any(|p| p.ids.len() == at && p.ids[..] == ids[..at])
+            });
         let sampler = match (sampling.temperature, sampling.top_p) {
             (Some(t), _) if t <= 0.0 => Sampler::ArgMax,
             (None, _) => Sampler::ArgMax,
@@ -319,6 +342,7 @@ impl Engine {
                 request.messages.iter().filter(|m| m.role == crate::protocol::Role::Assistant).count() + 1
             ),
             pending: ids[reused..].to_vec(),
+            snapshot_at,
             prompt_tokens: ids.len(),
             task,
             session,
@@ -335,9 +359,16 @@ impl Engine {
 
     fn step(&mut self, g: &mut Generation) -> Result<Step, String> {
         if !g.pending.is_empty() {
-            let take = g.pending.len().min(PREFILL_CHUNK);
+            let mut take = g.pending.len().min(PREFILL_CHUNK);
+            if let Some(at) = g.snapshot_at {
+                take = take.min(at.saturating_sub(g.session.ids.len()).max(1));
+            }
             let chunk: Vec<u32> = g.pending.drain(..take).collect();
             g.logits = Some(self.forward(&mut g.session, &chunk)?);
+            if g.snapshot_at == Some(g.session.ids.len()) {
+                g.snapshot_at = None;
+                self.keep_prefix(&g.session);
+            }
             return Ok(Step::Continue);
         }
         let Some(logits) = g.logits.take() else { return Err("no logits to sample from".into()) };
@@ -371,6 +402,41 @@ impl Engine {
         }
         g.logits = Some(self.forward(&mut g.session, &[token])?);
         Ok(Step::Continue)
+    }
+
+    /// A session for a new task: a copy of the longest kept system-message prefix of `ids`,
+    /// or an empty one.
+    fn prefix_session(&mut self, ids: &[u32]) -> Session {
+        self.clock += 1;
+        let clock = self.clock;
+        let best = self
+            .prefixes
+            .iter_mut()
+            .filter(|p| p.ids.len() < ids.len() && ids.starts_with(&p.ids))
+            .max_by_key(|p| p.ids.len());
+        match best {
+            Some(prefix) => {
+                prefix.last_used = clock;
+                // Cloning shares the cached keys and values; extending the copy makes new
+                // tensors, so the kept prefix stays as it is.
+                Session { weights: prefix.weights.clone(), ids: prefix.ids.clone(), last_used: 0 }
+            }
+            None => Session { weights: self.base.clone(), ids: Vec::new(), last_used: 0 },
+        }
+    }
+
+    fn keep_prefix(&mut self, session: &Session) {
+        self.clock += 1;
+        if self.prefixes.len() >= MAX_PREFIXES {
+            if let Some(oldest) = self.prefixes.iter().enumerate().min_by_key(|(_, p)| p.last_used).map(|(i, _)| i) {
+                self.prefixes.swap_remove(oldest);
+            }
+        }
+        self.prefixes.push(Session {
+            weights: session.weights.clone(),
+            ids: session.ids.clone(),
+            last_used: self.clock,
+        });
     }
 
     fn forward(&self, session: &mut Session, ids: &[u32]) -> Result<Tensor, String> {
