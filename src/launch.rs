@@ -165,10 +165,10 @@ fn local_files(status: &mut dyn FnMut(&str)) -> Result<LocalFiles, LaunchError> 
     };
     cache.ensure(package, &mut report).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     let source = cache.path(package, file);
-    if !source.with_extension("q8_0.gguf").is_file() {
+    if !local::q8_path(&source, file.sha256).is_file() {
         status("preparing the embedded model for this machine (once)…");
     }
-    let gguf = local::q8_copy(&source).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    let gguf = local::q8_copy(&source, file.sha256).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     Ok(LocalFiles { gguf, digest: format!("sha256:{}", file.sha256) })
 }
 

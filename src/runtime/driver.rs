@@ -616,6 +616,10 @@ impl Shared {
             }
         }
         if !usage_seen {
+            if reply.text.is_empty() && reply.calls.is_empty() {
+                // A stream that closes with nothing at all is a provider that died, not a reply.
+                return Err(ModelError::Provider("the model ended the request without a reply".into()));
+            }
             self.add_usage(id, Usage { model_calls: 1, ..Usage::default() });
         }
         Ok(reply)

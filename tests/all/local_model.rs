@@ -21,7 +21,8 @@ pub fn model_files() -> &'static LocalFiles {
         let cache = Cache::default_location().expect("a cache folder");
         cache.ensure(&SMOLLM2, &mut |_| {}).expect("fetching SmolLM2 through troupe's cache");
         let source = cache.path(&SMOLLM2, &SMOLLM2.files[0]);
-        LocalFiles { gguf: q8_copy(&source).expect("the Q8_0 copy"), digest: SMOLLM2.files[0].sha256.to_owned() }
+        let digest = SMOLLM2.files[0].sha256;
+        LocalFiles { gguf: q8_copy(&source, digest).expect("the Q8_0 copy"), digest: digest.to_owned() }
     })
 }
 
@@ -293,4 +294,45 @@ async fn a_shared_system_prompt_is_read_once_and_changes_nothing() {
     assert_eq!(reused.usage, alone.usage, "usage counts the whole prompt either way");
     // Not a timing assertion: printed so a person can see the saving.
     eprintln!("answer with a shared prefix took {reused_time:?}");
+}
+
+/// A task's second turn gives the same answer whether its first turn's cache was kept or the
+/// whole conversation is read afresh: caching is invisible in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_turn_is_the_same_with_or_without_the_kept_cache() {
+    let first_turn = vec![ChatMessage::user("Name one planet of the solar system.")];
+    let cached = table().get("small").unwrap().clone();
+    let reply =
+        collect(&cached, request(41, first_turn.clone(), vec![], Sampling::default()), CancellationToken::new()).await;
+    assert_eq!(reply.error, None);
+    let mut second_turn = first_turn;
+    second_turn.push(ChatMessage::assistant(reply.text.clone(), vec![]));
+    second_turn.push(ChatMessage::user("And one more, different from that one?"));
+    let with_cache =
+        collect(&cached, request(41, second_turn.clone(), vec![], Sampling::default()), CancellationToken::new()).await;
+    let fresh = table().get("small").unwrap().clone();
+    let without =
+        collect(&fresh, request(41, second_turn, vec![], Sampling::default()), CancellationToken::new()).await;
+    assert_eq!(with_cache.text, without.text);
+    assert!(!with_cache.text.trim().is_empty());
+}
+
+/// With calls required and a tiny `max_tokens`, a turn still ends as whole calls (the call may
+/// run past the limit to close its JSON), never as a piece of `<tool_call>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_call_is_never_cut_into_text() {
+    let model = table().get("small").unwrap().clone();
+    for max_tokens in [1, 3, 8] {
+        let mut req = request(
+            50 + max_tokens,
+            vec![ChatMessage::user("Start a sub-agent that counts to three.")],
+            tools(),
+            Sampling { max_tokens: Some(max_tokens), ..Sampling::default() },
+        );
+        req.tool_choice = ToolChoice::Required;
+        let out = collect(&model, req, CancellationToken::new()).await;
+        assert_eq!(out.error, None, "max_tokens {max_tokens}");
+        assert!(!out.calls.is_empty() && out.text.is_empty(), "max_tokens {max_tokens}: {out:?}");
+        assert_eq!(out.calls[0].name, "call_agent", "get_task_status needs a URI, and none exists yet");
+    }
 }

@@ -794,7 +794,7 @@ async fn a_misbehaving_provider_never_hangs_or_crashes_a_run() {
         ("cancelled unasked", RunStatus::Failed, Some("model error: the model stopped the request unasked")),
         ("absurd usage", RunStatus::Completed, None),
         ("panics", RunStatus::Failed, Some("internal error: the subtask crashed (a bug in troupe; please report it)")),
-        ("says nothing", RunStatus::Failed, None),
+        ("says nothing", RunStatus::Failed, Some("model error: the model ended the request without a reply")),
     ] {
         let mut config = config("", vec![expert("solo", &[], &[])], "solo", "hello", Limits::default());
         let model: Arc<dyn Model> = Arc::new(Misbehaving { how });

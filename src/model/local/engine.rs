@@ -38,6 +38,9 @@ use crate::protocol::{TaskId, Usage};
 const PREFILL_CHUNK: usize = 128;
 /// KV caches kept for tasks between their turns.
 const MAX_SESSIONS: usize = 16;
+/// Tokens of KV cache kept in all (about 46 KB each, so ~110 MB): keeps the process within
+/// its memory target however many agents run.
+const MAX_CACHED_TOKENS: usize = 2400;
 /// System-message snapshots kept for new tasks to start from.
 const MAX_PREFIXES: usize = 8;
 /// A system message shorter than this is cheaper to read again than to keep.
@@ -68,7 +71,7 @@ pub enum LoadError {
     #[error("cannot open the model file {path}: {source}")]
     Open { path: String, source: std::io::Error },
     #[error(
-        "the model file {path} is not a readable GGUF model ({message}); fetch it again with `troupe models fetch --force`"
+        "the model file {path} is not a readable GGUF model ({message}); run `troupe models fetch --force` to fetch it again and rebuild its Q8_0 copy"
     )]
     Format { path: String, message: String },
 }
@@ -130,14 +133,24 @@ impl EngineHandle {
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
-        std::thread::Builder::new().name("troupe-model".into()).spawn(move || match load(&path) {
-            Ok(loaded) => Engine::new(loaded, counter).run(rx),
-            Err(err) => {
-                let message = err.to_string();
-                for job in rx {
-                    counter.fetch_sub(1, Ordering::Relaxed);
-                    let _ = job.tx.blocking_send(Err(ModelError::Provider(message.clone())));
+        std::thread::Builder::new().name("troupe-model".into()).spawn(move || {
+            // A panic in the model code must not leave requests waiting on a thread that is
+            // gone: catch it, then answer everything still queued with an error.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match load(&path) {
+                Ok(loaded) => {
+                    Engine::new(loaded, counter.clone()).run(&rx);
+                    None
                 }
+                Err(err) => Some(err.to_string()),
+            }));
+            let message = match outcome {
+                Ok(None) => return,
+                Ok(Some(message)) => message,
+                Err(_) => "the model thread crashed (a bug in troupe; please report it)".to_owned(),
+            };
+            for job in rx.iter() {
+                counter.fetch_sub(1, Ordering::Relaxed);
+                let _ = job.tx.blocking_send(Err(ModelError::Provider(message.clone())));
             }
         })?;
         Ok(EngineHandle { jobs, in_flight })
@@ -176,6 +189,8 @@ struct Generation {
     /// When the session's cache reaches this many tokens (the end of the system message),
     /// keep a copy for other tasks that start with the same system message.
     snapshot_at: Option<usize>,
+    /// The session right after reading the whole prompt: kept for the task's next turn.
+    prompt_snapshot: Option<Session>,
     logits: Option<Tensor>,
     prompt_tokens: usize,
     generated: Vec<u32>,
@@ -225,7 +240,7 @@ impl Engine {
         }
     }
 
-    fn run(mut self, jobs: std_mpsc::Receiver<Job>) {
+    fn run(mut self, jobs: &std_mpsc::Receiver<Job>) {
         let mut active: VecDeque<Generation> = VecDeque::new();
         loop {
             if active.is_empty() {
@@ -239,7 +254,8 @@ impl Engine {
             }
             let Some(mut generation) = active.pop_front() else { continue };
             if generation.job.cancel.is_cancelled() || generation.job.tx.is_closed() {
-                let _ = generation.job.tx.blocking_send(Err(ModelError::Cancelled));
+                // Never block here: a caller that cancelled may have stopped reading.
+                let _ = generation.job.tx.try_send(Err(ModelError::Cancelled));
                 self.retire(generation);
                 continue;
             }
@@ -343,6 +359,7 @@ impl Engine {
             ),
             pending: ids[reused..].to_vec(),
             snapshot_at,
+            prompt_snapshot: None,
             prompt_tokens: ids.len(),
             task,
             session,
@@ -361,13 +378,29 @@ impl Engine {
         if !g.pending.is_empty() {
             let mut take = g.pending.len().min(PREFILL_CHUNK);
             if let Some(at) = g.snapshot_at {
-                take = take.min(at.saturating_sub(g.session.ids.len()).max(1));
+                take = take.min(at.saturating_sub(g.session.ids.len()).max(2));
+            }
+            // candle computes a one-token pass with another kernel than a longer one, with
+            // slightly different numbers: a prompt is never read in a one-token piece, so the
+            // same prompt gives the same logits however it is split (or cached).
+            if g.pending.len() - take == 1 {
+                if take > 2 {
+                    take -= 1;
+                } else {
+                    take += 1;
+                }
             }
             let chunk: Vec<u32> = g.pending.drain(..take).collect();
             g.logits = Some(self.forward(&mut g.session, &chunk)?);
             if g.snapshot_at == Some(g.session.ids.len()) {
                 g.snapshot_at = None;
                 self.keep_prefix(&g.session);
+            }
+            if g.pending.is_empty() {
+                // What the task's next turn may build on: the prompt as read, not the tokens
+                // generated one at a time after it (those are read again, as prompt).
+                g.prompt_snapshot =
+                    Some(Session { weights: g.session.weights.clone(), ids: g.session.ids.clone(), last_used: 0 });
             }
             return Ok(Step::Continue);
         }
@@ -389,15 +422,16 @@ impl Engine {
             // A tool call cut off by `max_tokens` would not parse: let it finish, within a
             // bound (strings and call counts are bounded by the grammar, so calls are short).
             let in_call = g.matcher.is_some()
-                && self.tokenizer.decode(&g.generated).is_ok_and(|t| t.trim_start().starts_with(TOOL_CALL_OPEN));
+                && self.tokenizer.decode(&g.generated).is_ok_and(|t| {
+                    let t = t.trim_start();
+                    t.starts_with(TOOL_CALL_OPEN) || (!t.is_empty() && TOOL_CALL_OPEN.starts_with(t))
+                });
             if !in_call {
                 return Ok(Step::Done);
             }
-            if g.generated.len() >= g.max_new + CALL_OVERRUN {
-                return Err(format!(
-                    "the model did not finish its tool call within {} tokens",
-                    g.max_new + CALL_OVERRUN
-                ));
+            let limit = (g.max_new + CALL_OVERRUN).min(self.context_length.saturating_sub(g.prompt_tokens));
+            if g.generated.len() >= limit {
+                return Err(format!("the model did not finish its tool call within {limit} tokens"));
             }
         }
         g.logits = Some(self.forward(&mut g.session, &[token])?);
@@ -437,6 +471,7 @@ impl Engine {
             ids: session.ids.clone(),
             last_used: self.clock,
         });
+        self.evict();
     }
 
     fn forward(&self, session: &mut Session, ids: &[u32]) -> Result<Tensor, String> {
@@ -519,16 +554,43 @@ impl Engine {
         self.retire(g);
     }
 
-    /// Ends a generation: its stream closes, its KV cache is kept for the task's next turn.
-    fn retire(&mut self, mut g: Generation) {
+    /// Ends a generation: its stream closes; the cache of its prompt is kept for the task's
+    /// next turn, within the memory bound.
+    fn retire(&mut self, g: Generation) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        g.session.last_used = self.clock;
-        if self.sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) {
-                self.sessions.remove(&oldest);
+        self.clock += 1;
+        if let Some(mut snapshot) = g.prompt_snapshot {
+            snapshot.last_used = self.clock;
+            self.sessions.insert(g.task, snapshot);
+        }
+        self.evict();
+    }
+
+    /// Keeps the cached tokens of all sessions and prefixes under [`MAX_CACHED_TOKENS`],
+    /// dropping the least recently used first.
+    fn evict(&mut self) {
+        loop {
+            let cached: usize = self.sessions.values().chain(&self.prefixes).map(|s| s.ids.len()).sum();
+            if cached <= MAX_CACHED_TOKENS && self.sessions.len() <= MAX_SESSIONS {
+                return;
+            }
+            let oldest_session =
+                self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, s)| (*id, s.last_used));
+            let oldest_prefix =
+                self.prefixes.iter().enumerate().min_by_key(|(_, p)| p.last_used).map(|(i, p)| (i, p.last_used));
+            match (oldest_session, oldest_prefix) {
+                (Some((id, a)), Some((_, b))) if a <= b => {
+                    self.sessions.remove(&id);
+                }
+                (_, Some((i, _))) => {
+                    self.prefixes.swap_remove(i);
+                }
+                (Some((id, _)), None) => {
+                    self.sessions.remove(&id);
+                }
+                (None, None) => return,
             }
         }
-        self.sessions.insert(g.task, g.session);
     }
 }
 

@@ -57,7 +57,7 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String], required: bo
     format!(
         "{start}\n\
          answer: TEXT\n\
-         TEXT: /[^<{{\\s][\\s\\S]*/\n\
+         TEXT: /[^<{{\\[\\s][^<]*/\n\
          call: {open} calls {close}\n\
          calls: %json {schema}\n",
         open = lark_string(TOOL_CALL_OPEN),

@@ -57,28 +57,52 @@ pub enum PrepareError {
     #[error("cannot convert {path} to Q8_0: {message}")]
     Convert { path: String, message: String },
     #[error(
-        "this processor lacks {missing}, which troupe's build of the embedded model needs (x86-64-v3: AVX2, FMA, F16C); build troupe without the rustflags in .cargo/config.toml to run it here, more slowly"
+        "this processor lacks {missing}, which this build of troupe uses (it is compiled for x86-64-v3); build troupe without the rustflags in .cargo/config.toml to run it here, more slowly"
     )]
     Cpu { missing: &'static str },
 }
 
-/// Fails clearly on a processor the build cannot run on (see `.cargo/config.toml`).
+/// Fails clearly on a processor the build cannot run on (see `.cargo/config.toml`): every
+/// feature the build was compiled to use must be there.
 pub fn check_cpu() -> Result<(), PrepareError> {
     #[cfg(target_arch = "x86_64")]
     {
-        if cfg!(target_feature = "avx2") && !std::arch::is_x86_feature_detected!("avx2") {
-            return Err(PrepareError::Cpu { missing: "AVX2" });
+        macro_rules! require {
+            ($($feature:tt),*) => {$(
+                if cfg!(target_feature = $feature) && !std::arch::is_x86_feature_detected!($feature) {
+                    return Err(PrepareError::Cpu { missing: $feature });
+                }
+            )*};
         }
-        if cfg!(target_feature = "fma") && !std::arch::is_x86_feature_detected!("fma") {
-            return Err(PrepareError::Cpu { missing: "FMA" });
-        }
+        require!("avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "lzcnt", "movbe");
     }
     Ok(())
 }
 
-/// The Q8_0 copy of `source` (written on first use); its path.
-pub fn q8_copy(source: &Path) -> Result<PathBuf, PrepareError> {
-    let target = source.with_extension("q8_0.gguf");
+/// Where the Q8_0 copy of `source` (of sha256 `digest`) lives.
+pub fn q8_path(source: &Path, digest: &str) -> PathBuf {
+    let short: String = digest.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    source.with_extension(format!("q8_0-{short}.gguf"))
+}
+
+/// Removes every Q8_0 copy beside `source` (they are made again on the next load).
+pub fn remove_q8_copies(source: &Path) {
+    let (Some(dir), Some(stem)) = (source.parent(), source.file_stem().and_then(|s| s.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!("{stem}.q8_0")) && name.ends_with(".gguf") {
+            // A copy that cannot be removed is replaced by rename on the next conversion.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The Q8_0 copy of `source`, whose sha256 is `digest` (written on first use); its path. The
+/// copy's name carries the source's digest, so a new source never meets an old copy.
+pub fn q8_copy(source: &Path, digest: &str) -> Result<PathBuf, PrepareError> {
+    let target = q8_path(source, digest);
     if target.is_file() {
         return Ok(target);
     }
