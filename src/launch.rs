@@ -144,8 +144,9 @@ fn merged_aliases(workbench: &Workbench, experiment: &ExperimentSpec) -> BTreeMa
     aliases
 }
 
-/// Makes the embedded model ready: fetched into the cache (verified), converted once.
-fn local_files(status: &mut dyn FnMut(&str)) -> Result<LocalFiles, LaunchError> {
+/// Makes the embedded model ready: fetched into the cache (verified), converted once. The one
+/// place that does so, for runs, `troupe models bench` and the tests alike.
+pub fn local_files(status: &mut dyn FnMut(&str)) -> Result<LocalFiles, LaunchError> {
     local::check_cpu().map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     let cache = files::Cache::default_location().map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     let package = &files::SMOLLM2;

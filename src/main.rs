@@ -330,23 +330,8 @@ fn models(command: ModelsCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         ModelsCommand::Bench { prompt, decode } => {
-            let mut report = |progress: files::FetchProgress| {
-                if let Some(line) = progress.describe() {
-                    say!("  {line}");
-                }
-            };
-            let gguf = match cache
-                .ensure(&files::SMOLLM2, &mut report)
-                .map_err(|e| e.to_string())
-                .and_then(|_| {
-                    let source = files::SMOLLM2.files.first().map(|f| cache.path(&files::SMOLLM2, f));
-                    source.ok_or_else(|| "the catalog lists no file".to_owned())
-                })
-                .and_then(|source| {
-                    let digest = files::SMOLLM2.files.first().map_or("", |f| f.sha256);
-                    troupe::model::local::q8_copy(&source, digest).map_err(|e| e.to_string())
-                }) {
-                Ok(gguf) => gguf,
+            let gguf = match launch::local_files(&mut |line| say!("{line}")) {
+                Ok(files) => files.gguf,
                 Err(err) => {
                     say!("error: {err}");
                     return ExitCode::from(EXIT_FAILED);

@@ -24,6 +24,16 @@ pub fn format_millis(ms: Millis) -> String {
 /// Names of the built-in tools, in the order they are offered to models.
 pub const BUILTIN_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
 
+/// `text` cut to `max` characters, with `…` when something was cut. For messages that quote
+/// what a user or a model wrote.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
 /// The URI scheme of subtask resources.
 pub const SUBTASK_SCHEME: &str = "subtask://";
 

@@ -32,7 +32,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Model, ModelChunk, ModelError, ModelInfo, ModelRequest, ModelStream, estimate_tokens};
-use crate::protocol::{ChatMessage, Role, ToolCall, Usage};
+use crate::protocol::{ChatMessage, Role, ToolCall, Usage, shorten};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -322,15 +322,6 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
         rest = tail;
         Some(piece)
     })
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let cut: String = text.chars().take(max).collect();
-        format!("{cut}…")
-    }
 }
 
 /// FNV-1a: a stable digest of the script for the run's config snapshot (not a security hash).

@@ -68,7 +68,6 @@ pub struct AgentMachine {
     setup: AgentSetup,
     conversation: Vec<ChatMessage>,
     turns_used: u32,
-    empty_replies: u32,
     state: State,
     effects: VecDeque<AgentEffect>,
 }
@@ -80,7 +79,6 @@ impl AgentMachine {
         let mut machine = AgentMachine {
             conversation: Vec::new(),
             turns_used: 0,
-            empty_replies: 0,
             state: State::AwaitingModel,
             effects: VecDeque::new(),
             setup: AgentSetup { max_turns: setup.max_turns.max(1), ..setup },
@@ -120,7 +118,6 @@ impl AgentMachine {
         self.push(ChatMessage::assistant(text.clone(), tool_calls.clone()));
         if tool_calls.is_empty() {
             if text.trim().is_empty() {
-                self.empty_replies += 1;
                 self.push(ChatMessage::user(
                     "[troupe] Your reply was empty. Answer the task, or call one of your tools.",
                 ));

@@ -27,7 +27,7 @@ use crate::config::{AgentSpec, Limits};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
     ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
-    TaskStatus, ToolCall, ToolChoice, ToolSpec, Usage,
+    TaskStatus, ToolCall, ToolChoice, ToolSpec, Usage, shorten,
 };
 
 /// The source of time for timestamps. Tests may substitute their own.
@@ -982,13 +982,5 @@ impl Shared {
         };
         spawn_task(self.clone(), id, work, token, wall);
         Ok(id)
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
     }
 }

@@ -4,7 +4,7 @@
 //! Invariant: pure. It reads events and a `now` passed in, and returns strings; printing,
 //! throttling and terminal detection belong to the binary.
 
-use crate::protocol::{Event, EventBody, Millis, RunStatus, TaskStatus, Usage};
+use crate::protocol::{Event, EventBody, Millis, RunStatus, TaskStatus, Usage, shorten};
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -144,8 +144,7 @@ fn seconds(ms: u64) -> String {
 }
 
 fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max { flat } else { format!("{}…", flat.chars().take(max).collect::<String>()) }
+    shorten(&text.split_whitespace().collect::<Vec<_>>().join(" "), max)
 }
 
 #[cfg(test)]

@@ -10,20 +10,14 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use troupe::config::{ModelSpec, ProviderKind};
 use troupe::model::files::{Cache, SMOLLM2};
-use troupe::model::local::{prompt, q8_copy, tokenizer::GgufTokenizer};
+use troupe::model::local::{prompt, tokenizer::GgufTokenizer};
 use troupe::model::{LocalFiles, Model, ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
 
 /// The model's files, fetched once per test binary.
 pub fn model_files() -> &'static LocalFiles {
     static FILES: OnceLock<LocalFiles> = OnceLock::new();
-    FILES.get_or_init(|| {
-        let cache = Cache::default_location().expect("a cache folder");
-        cache.ensure(&SMOLLM2, &mut |_| {}).expect("fetching SmolLM2 through troupe's cache");
-        let source = cache.path(&SMOLLM2, &SMOLLM2.files[0]);
-        let digest = SMOLLM2.files[0].sha256;
-        LocalFiles { gguf: q8_copy(&source, digest).expect("the Q8_0 copy"), digest: digest.to_owned() }
-    })
+    FILES.get_or_init(|| troupe::launch::local_files(&mut |_| {}).expect("fetching SmolLM2 through troupe's cache"))
 }
 
 fn original_gguf() -> PathBuf {

@@ -28,10 +28,8 @@ pub fn render(template: &str, messages: &[ChatMessage], tools: &[ToolSpec]) -> R
     env.add_template("chat", template).map_err(|e| TemplateError(e.to_string()))?;
     let rendered: Vec<minijinja::Value> = as_template_messages(messages, tools)
         .into_iter()
-        .map(|message| {
-            let role = message["role"].as_str().unwrap_or("user").to_owned();
-            let content = message["content"].as_str().unwrap_or("").to_owned();
-            minijinja::Value::from(std::collections::BTreeMap::from([("role", role), ("content", content)]))
+        .map(|(role, content)| {
+            minijinja::Value::from(std::collections::BTreeMap::from([("role", role.to_owned()), ("content", content)]))
         })
         .collect();
     env.get_template("chat")
@@ -39,8 +37,8 @@ pub fn render(template: &str, messages: &[ChatMessage], tools: &[ToolSpec]) -> R
         .map_err(|e| TemplateError(e.to_string()))
 }
 
-/// The conversation as the template's `{role, content}` list.
-fn as_template_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Value> {
+/// The conversation as the template's `(role, content)` list.
+fn as_template_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(messages.len() + 1);
     let tool_block = if tools.is_empty() { None } else { Some(tools_instructions(tools, &subtasks_seen(messages))) };
     let mut system_done = false;
@@ -52,17 +50,17 @@ fn as_template_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Val
                     content.push_str("\n\n");
                     content.push_str(block);
                 }
-                out.push(json!({"role": "system", "content": content}));
+                out.push(("system", content));
                 system_done = true;
             }
             Role::User => {
                 if !system_done {
                     if let Some(block) = &tool_block {
-                        out.push(json!({"role": "system", "content": block}));
+                        out.push(("system", block.clone()));
                     }
                     system_done = true;
                 }
-                out.push(json!({"role": "user", "content": message.content}));
+                out.push(("user", message.content.clone()));
             }
             Role::Assistant => {
                 let mut content = message.content.trim().to_owned();
@@ -71,12 +69,12 @@ fn as_template_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Val
                         message.tool_calls.iter().map(|c| json!({"name": c.name, "arguments": c.arguments})).collect();
                     content = format!("{TOOL_CALL_OPEN}{}{TOOL_CALL_CLOSE}", Value::Array(calls));
                 }
-                out.push(json!({"role": "assistant", "content": content}));
+                out.push(("assistant", content));
             }
             Role::Tool => {
                 let name = message.tool_name.as_deref().unwrap_or("tool");
                 let what = if message.is_error { "Error from" } else { "Result of" };
-                out.push(json!({"role": "user", "content": format!("{what} {name}: {}", message.content)}));
+                out.push(("user", format!("{what} {name}: {}", message.content)));
             }
         }
     }
