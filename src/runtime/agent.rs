@@ -34,6 +34,10 @@ pub enum AgentEffect {
     CallModel { turn: u32, offer_tools: bool },
     /// Execute a tool call and report with [`AgentMachine::handle_tool_result`].
     RunTool(ToolCall),
+    /// Before the last turn: wait until the subtasks this agent started have ended, then report
+    /// them all with [`AgentMachine::handle_children_settled`], so the answer is written from
+    /// their results rather than from whatever a too-short poll happened to see.
+    AwaitChildren,
     /// A call the machine refused itself (unknown tool, arguments not an object); its error
     /// result is already in the conversation. Record it like a tool call and its result.
     ToolRefused { call: ToolCall, error: String },
@@ -59,7 +63,19 @@ enum State {
         results: Vec<Option<(String, bool)>>,
         remaining: usize,
     },
+    /// The last turn waits for the subtasks still working.
+    AwaitingChildren,
     Done,
+}
+
+/// How a subtask this agent started ended, as the last turn's note reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledChild {
+    pub agent: String,
+    /// `completed`, `failed`, `cancelled` (or `working` when the wait was cut short).
+    pub status: String,
+    /// The result, or the error.
+    pub text: String,
 }
 
 /// One agent's loop.
@@ -231,24 +247,50 @@ impl AgentMachine {
             return;
         }
         self.turns_used += 1;
-        let last = self.turns_used == max_turns;
-        if last && !self.setup.tool_names.is_empty() {
-            // Restating the task and the results gathered keeps a small model on them instead
-            // of echoing the note or the tool syntax.
-            let mut note =
-                format!("[troupe] Last turn (max_turns = {max_turns}): no more tools. Your task: {}", self.setup.task);
-            let results = self.results_so_far();
-            if !results.is_empty() {
-                note.push_str("\nYour subtasks returned:");
-                for (who, result) in results {
-                    note.push_str(&format!("\n- {who}: {result}"));
-                }
-                note.push_str("\nCombine these results into your final answer.");
-            } else {
-                note.push_str("\nGive your final answer now.");
-            }
-            self.push(ChatMessage::user(note));
+        if self.turns_used == max_turns && !self.setup.tool_names.is_empty() {
+            self.state = State::AwaitingChildren;
+            self.effects.push_back(AgentEffect::AwaitChildren);
+            return;
         }
+        self.call_model();
+    }
+
+    /// The subtasks this agent started have ended (or the wait was cut short): the last turn
+    /// is told the task again and every subtask's outcome, and offered no tools.
+    pub fn handle_children_settled(&mut self, children: Vec<SettledChild>) {
+        if self.state != State::AwaitingChildren {
+            return;
+        }
+        let max_turns = self.setup.max_turns;
+        // Restating the task and the results gathered keeps a small model on them instead of
+        // echoing the note or the tool syntax.
+        let mut note =
+            format!("[troupe] Last turn (max_turns = {max_turns}): no more tools. Your task: {}", self.setup.task);
+        let mut reported = self.results_so_far();
+        for child in children {
+            let line = match child.status.as_str() {
+                "completed" => child.text,
+                status => format!("({status}) {}", child.text),
+            };
+            if !reported.iter().any(|(who, text)| *who == child.agent && *text == line) {
+                reported.push((child.agent, line));
+            }
+        }
+        if reported.is_empty() {
+            note.push_str("\nGive your final answer now.");
+        } else {
+            note.push_str("\nYour subtasks returned:");
+            for (who, result) in reported {
+                note.push_str(&format!("\n- {who}: {result}"));
+            }
+            note.push_str("\nCombine these results into your final answer.");
+        }
+        self.push(ChatMessage::user(note));
+        self.call_model();
+    }
+
+    fn call_model(&mut self) {
+        let last = self.turns_used == self.setup.max_turns;
         self.state = State::AwaitingModel;
         self.effects.push_back(AgentEffect::CallModel {
             turn: self.turns_used,
@@ -407,9 +449,19 @@ mod tests {
         machine.handle_model_reply(String::new(), vec![call("1", "call_agent", json!({"task": "x"}))]);
         drain(&mut machine);
         machine.handle_tool_result("1", "{}".into(), false);
+        assert_eq!(drain(&mut machine).last(), Some(&AgentEffect::AwaitChildren));
+        // A model reply cannot arrive while the machine waits for the children.
+        machine.handle_model_reply("early".into(), vec![]);
+        assert_eq!(drain(&mut machine), vec![]);
+        machine.handle_children_settled(vec![
+            SettledChild { agent: "writer".into(), status: "completed".into(), text: "Welcome, Ada!".into() },
+            SettledChild { agent: "slm".into(), status: "failed".into(), text: "timed out".into() },
+        ]);
         let effects = drain(&mut machine);
-        assert!(matches!(&effects[0], AgentEffect::Message(m) if m.content.contains("Last turn")));
-        assert_eq!(effects[1], AgentEffect::CallModel { turn: 2, offer_tools: false });
+        let [AgentEffect::Message(note), model_call] = effects.as_slice() else { panic!("{effects:?}") };
+        assert!(note.content.starts_with("[troupe] Last turn (max_turns = 2): no more tools. Your task: Do the thing"));
+        assert!(note.content.contains("\n- writer: Welcome, Ada!\n- slm: (failed) timed out\nCombine"), "{note:?}");
+        assert_eq!(*model_call, AgentEffect::CallModel { turn: 2, offer_tools: false });
 
         machine.handle_model_reply(String::new(), vec![call("2", "call_agent", json!({"task": "y"}))]);
         let effects = drain(&mut machine);
@@ -468,6 +520,12 @@ mod tests {
         machine.handle_model_reply("  ".into(), vec![]);
         let effects = drain(&mut machine);
         assert!(effects.iter().any(|e| matches!(e, AgentEffect::Message(m) if m.content.contains("empty"))));
+        machine.handle_children_settled(vec![]);
+        assert!(
+            drain(&mut machine)
+                .iter()
+                .any(|e| matches!(e, AgentEffect::Message(m) if m.content.contains("Give your final answer now")))
+        );
         machine.handle_model_reply(String::new(), vec![]);
         let effects = drain(&mut machine);
         assert!(matches!(effects.last(), Some(AgentEffect::Fail { limit: Some(_), .. })), "{effects:?}");

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{AgentEffect, AgentMachine, AgentSetup};
+use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
 use crate::config::{AgentSpec, Limits};
@@ -707,6 +707,23 @@ impl Shared {
                     };
                     machine.handle_tool_result(&call.id, text, is_error);
                 }
+                AgentEffect::AwaitChildren => {
+                    let working = self.lock().registry.working_children(id).unwrap_or_default();
+                    if !working.is_empty() {
+                        self.set_status_message(
+                            id,
+                            format!("waiting for {} subtasks before its last turn", working.len()),
+                        );
+                    }
+                    // Each child has its own wall-time limit, and this task's own limit drops
+                    // the wait, so it cannot hang.
+                    for child in working {
+                        if !self.wait_terminal(child, None, cancel).await {
+                            return;
+                        }
+                    }
+                    machine.handle_children_settled(self.settled_children(id));
+                }
                 AgentEffect::ToolRefused { call, error } => {
                     self.emit_now(EventBody::ToolCall {
                         uri: id,
@@ -736,6 +753,21 @@ impl Shared {
             }
         }
         self.fail(id, "the agent stopped without an answer".into());
+    }
+
+    /// Every subtask `id` started, with how it ended, for its last turn.
+    fn settled_children(&self, id: TaskId) -> Vec<SettledChild> {
+        let state = self.lock();
+        let children = state.registry.children(id).unwrap_or_default();
+        children
+            .into_iter()
+            .filter_map(|child| state.registry.resource(child).ok())
+            .map(|resource| SettledChild {
+                agent: resource.agent,
+                status: resource.status.as_str().to_owned(),
+                text: resource.result.or(resource.error).unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Applies the expert's `on_finish` policy to children still working, then completes.

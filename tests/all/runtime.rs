@@ -625,6 +625,46 @@ text = "background done"
     }
 }
 
+/// An agent's last turn is not taken while subtasks it started still work: it waits for them and
+/// is told how every one ended, so its answer can use their results even if it never polled.
+#[tokio::test]
+async fn the_last_turn_waits_for_working_children_and_reads_their_results() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "slow part" }
+[[conversation.turn]]
+text = "combined"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+delay_ms = 300
+text = "the slow part is done"
+"#;
+    let mut boss = expert("boss", ALL_TOOLS, &["worker"]);
+    boss.max_turns = Some(2);
+    let run = run(config(script, vec![boss, expert("worker", &[], &[])], "boss", "do it", Limits::default())).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(
+        run.finals(),
+        vec![("boss: do it".into(), TaskStatus::Completed), ("worker: slow part".into(), TaskStatus::Completed)]
+    );
+    let last_note = run
+        .events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Message { content, .. } if content.starts_with("[troupe] Last turn") => Some(content.clone()),
+            _ => None,
+        })
+        .expect("the last turn is announced");
+    assert!(last_note.contains("\n- worker: the slow part is done\n"), "{last_note}");
+    assert!(run.of_type("children_on_finish").is_empty(), "nothing was left working when the boss answered");
+}
+
 /// Refusals a model must be able to read and act on, never crashes.
 #[tokio::test]
 async fn bad_calls_are_tool_errors_the_model_reads() {

@@ -96,9 +96,10 @@ fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
         }
         Some("number") if key.is_some_and(|k| k.ends_with("seconds")) => {
             out.insert("type".into(), json!("integer"));
-            // A small model polling with a wait of 0 burns its turns; a real wait returns as soon
-            // as the subtask ends anyway.
-            out.insert("minimum".into(), json!(10));
+            // A small model polling with a short wait burns its turns on a busy machine (CI saw a
+            // 135M writer still working after two 15 s polls); a wait returns as soon as the
+            // subtask ends, so a long floor costs nothing when the work is quick.
+            out.insert("minimum".into(), json!(60));
             out.insert("maximum".into(), json!(120));
         }
         Some("object") => {
@@ -128,7 +129,7 @@ mod tests {
         let tightened = tighten(&params, &["subtask://abc123".into()], None);
         assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "enum": ["subtask://abc123"]}));
         assert_eq!(tightened["properties"]["task"]["maxLength"], json!(MAX_STRING));
-        assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 10, "maximum": 120}));
+        assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 60, "maximum": 120}));
         let untouched = tighten(&params, &[], None);
         assert_eq!(untouched["properties"]["uri"]["pattern"], json!("^subtask://[0-9a-z]{6}$"));
     }
