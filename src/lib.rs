@@ -11,11 +11,16 @@
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
 //! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
 //! - [`serve`]: front ends other than the terminal UI (the headless progress line).
+//! - [`tui`]: the workbench, the terminal app: a pure run view model, the screens' state, and
+//!   the shell that drives them.
+//! - [`fsutil`]: atomic file writes, so a failed save never loses what was on disk.
 
 pub mod config;
 pub mod findings;
+pub mod fsutil;
 pub mod launch;
 pub mod model;
 pub mod protocol;
 pub mod runtime;
 pub mod serve;
+pub mod tui;

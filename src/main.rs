@@ -24,12 +24,18 @@ struct Cli {
     /// The workbench folder: troupe.toml, agents/, experiments/, findings/.
     #[arg(long, global = true, value_name = "DIR", default_value = ".")]
     root: PathBuf,
+    /// Without a command: the workbench, the terminal app.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open the workbench and start an experiment at once (the Run screen).
+    Watch {
+        /// An experiment's name or its file.
+        experiment: String,
+    },
     /// Validate troupe.toml, agents/*.toml and experiments/*.toml.
     Check,
     /// Run an experiment without the terminal UI; prints the run folder's path last.
@@ -90,18 +96,14 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Check => check(&cli.root),
-        Command::Run { experiment } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    say!("error: cannot start the async runtime: {err}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
+        None => workbench(&cli.root, None),
+        Some(Command::Watch { experiment }) => workbench(&cli.root, Some(experiment)),
+        Some(Command::Check) => check(&cli.root),
+        Some(Command::Run { experiment }) => {
+            let Some(runtime) = async_runtime() else { return ExitCode::from(EXIT_FAILED) };
             runtime.block_on(run(&cli.root, &experiment))
         }
-        Command::Rerender { run } => {
+        Some(Command::Rerender { run }) => {
             let folder = if run.is_dir() || run.is_absolute() { run } else { cli.root.join(run) };
             match troupe::findings::rerender(&folder) {
                 Ok(folder) => {
@@ -114,7 +116,46 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Models { command } => models(command),
+        Some(Command::Models { command }) => models(command),
+    }
+}
+
+fn async_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(err) => {
+            say!("error: cannot start the async runtime: {err}");
+            None
+        }
+    }
+}
+
+/// The terminal app, on the workbench at `root`; `watch` starts an experiment at once.
+fn workbench(root: &Path, watch: Option<String>) -> ExitCode {
+    if !root.is_dir() {
+        say!("error: the workbench folder {} does not exist\n  = hint: pass --root DIR", root.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(experiment) = &watch {
+        // Refuse a bad experiment before the screen is taken over, where the error is readable.
+        let loaded = load_workbench(root);
+        if let Some(workbench) = &loaded.workbench
+            && workbench.experiment(experiment).is_none()
+        {
+            let known: Vec<&str> = workbench.experiments.keys().map(String::as_str).collect();
+            say!("error: no experiment `{experiment}` in {}; known experiments: {}", root.display(), known.join(", "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let Some(runtime) = async_runtime() else { return ExitCode::from(EXIT_FAILED) };
+    let options = troupe::tui::Options { root: root.to_path_buf(), watch };
+    match runtime.block_on(troupe::tui::run(options)) {
+        Ok(troupe::tui::Exit::Quit) => ExitCode::SUCCESS,
+        Ok(troupe::tui::Exit::Signalled) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(err) => {
+            say!("error: {err}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! - Rendering ([`render_transcript`], [`render_report`]) is pure and works on any prefix of a
 //!   run, so a killed run can be rendered again from its log ([`rerender`]).
 
+pub mod catalog;
 mod redact;
 mod report;
 mod run_id;
@@ -29,6 +30,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+pub use catalog::{PastOutcome, PastRun, list_runs};
 pub use redact::{REDACTED, Redactor};
 pub use report::render_report;
 pub use run_id::{new_run_id, slugify};

@@ -1,0 +1,975 @@
+//! The workbench's state and how it reacts: which screen is up, what is selected, the editors'
+//! buffers, the question being asked. Keys come in through [`App::handle_key`]; what the shell
+//! must do comes out as [`Command`]s; what the shell did comes back through [`App::handle_report`].
+//!
+//! Invariants: no I/O, no clock, no channels: `now` is set by the shell, files are read and
+//! written by the shell. The user's text lives here until a save is reported done; a failed
+//! save keeps it and says why. [`App::prepare_frame`] is the only place layout-dependent state
+//! (scroll offsets, wrapped transcript lines) changes, so drawing only reads.
+
+use std::path::{Path, PathBuf};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::layout::{Position, Rect};
+use ratatui_textarea::TextArea;
+
+use crate::config::{Diagnostic, Severity};
+use crate::findings::PastRun;
+use crate::protocol::{Event, Millis, TaskId, TaskStatus};
+
+use super::layout::{self, Areas};
+use super::transcript::{self, Line};
+use super::tree::RunView;
+
+/// The four screens, in tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    Run,
+    Agents,
+    Experiments,
+    Findings,
+}
+
+impl Screen {
+    pub const ALL: [Screen; 4] = [Screen::Run, Screen::Agents, Screen::Experiments, Screen::Findings];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Screen::Run => "Run",
+            Screen::Agents => "Agents",
+            Screen::Experiments => "Experiments",
+            Screen::Findings => "Findings",
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    StartRun {
+        experiment: String,
+    },
+    CancelTask {
+        uri: TaskId,
+    },
+    CancelRun,
+    /// Write `text` to `path` atomically and report [`Report::Saved`] or [`Report::SaveFailed`].
+    Save {
+        path: PathBuf,
+        text: String,
+    },
+    /// Validate an agent file's buffer and report [`Report::Validated`].
+    Validate {
+        path: PathBuf,
+        text: String,
+        version: u64,
+    },
+    ListFindings,
+    OpenPastRun {
+        dir: PathBuf,
+    },
+    /// Read a past run's `notes.md` and report [`Report::Notes`].
+    LoadNotes {
+        dir: PathBuf,
+    },
+    /// Quit once the live run (if any) has written its findings.
+    Quit,
+}
+
+/// An agent file as the shell found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentFileText {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// An experiment the Experiments screen lists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentItem {
+    pub name: String,
+    pub description: String,
+    pub root: String,
+    pub path: PathBuf,
+}
+
+/// What the shell did or saw.
+#[derive(Clone, Debug)]
+pub enum Report {
+    /// The workbench's files, read at start (and after a change on disk).
+    Workbench {
+        agents: Vec<AgentFileText>,
+        experiments: Vec<ExperimentItem>,
+        problems: Vec<String>,
+    },
+    RunStarting {
+        experiment: String,
+    },
+    RunEvent(Event),
+    RunFolder {
+        dir: PathBuf,
+    },
+    /// The run could not start (bad configuration, a model that would not load).
+    RunRefused {
+        error: String,
+    },
+    /// The live run's findings are complete.
+    RunClosed,
+    Validated {
+        path: PathBuf,
+        version: u64,
+        diagnostics: Vec<Diagnostic>,
+    },
+    Saved {
+        path: PathBuf,
+        text: String,
+    },
+    SaveFailed {
+        path: PathBuf,
+        error: String,
+    },
+    Findings(Vec<PastRun>),
+    PastRun {
+        dir: PathBuf,
+        events: Vec<Event>,
+        warning: Option<String>,
+    },
+    Notes {
+        dir: PathBuf,
+        text: String,
+    },
+    Status(String),
+}
+
+/// A question the user must answer with `y` or `n` before anything else.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    CancelSubtree { uri: TaskId, agent: String, descendants: usize },
+    SaveInvalid { path: PathBuf, errors: usize },
+    QuitWhileRunning,
+    QuitUnsaved { files: Vec<String> },
+}
+
+/// A run on the Run screen, live or replayed.
+#[derive(Debug, Default)]
+pub struct RunPane {
+    pub view: RunView,
+    pub selected: Option<TaskId>,
+    /// The first visible tree row.
+    pub tree_top: usize,
+    /// Follow the end of the transcript; off once the user scrolls up.
+    pub follow: bool,
+    /// The first visible transcript line when not following.
+    pub transcript_top: usize,
+    /// The selected task's transcript, wrapped to the pane's width by `prepare_frame`.
+    pub lines: Vec<Line>,
+    lines_key: Option<(TaskId, usize, usize, u16)>,
+    pub dir: Option<PathBuf>,
+}
+
+impl RunPane {
+    fn new() -> Self {
+        RunPane { follow: true, ..RunPane::default() }
+    }
+
+    fn select_row(&mut self, row: usize) {
+        if let Some(r) = self.view.rows().get(row) {
+            self.selected = Some(self.view.nodes()[r.node].uri);
+            self.follow = true;
+        }
+    }
+
+    fn selected_row(&self) -> Option<usize> {
+        self.selected.and_then(|uri| self.view.row_of(uri))
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        let rows = self.view.rows().len();
+        if rows == 0 {
+            return;
+        }
+        let at = self.selected_row().unwrap_or(0) as isize;
+        self.select_row((at + by).clamp(0, rows as isize - 1) as usize);
+    }
+
+    fn jump(&mut self, wanted: impl Fn(TaskStatus) -> bool) -> bool {
+        let Some(uri) = self.view.next_with(self.selected, wanted) else { return false };
+        self.view.reveal(uri);
+        self.view.refresh();
+        self.selected = Some(uri);
+        self.follow = true;
+        true
+    }
+
+    fn scroll_transcript(&mut self, by: isize, height: usize) {
+        let max_top = self.lines.len().saturating_sub(height);
+        let top = if self.follow { max_top } else { self.transcript_top.min(max_top) };
+        let next = (top as isize + by).clamp(0, max_top as isize) as usize;
+        self.transcript_top = next;
+        self.follow = next >= max_top;
+    }
+
+    /// The first transcript line shown for a pane `height` lines tall.
+    pub fn transcript_first(&self, height: usize) -> usize {
+        let max_top = self.lines.len().saturating_sub(height);
+        if self.follow { max_top } else { self.transcript_top.min(max_top) }
+    }
+}
+
+/// An agent file open in the editor.
+pub struct AgentEditor {
+    pub path: PathBuf,
+    pub editor: TextArea<'static>,
+    /// What is on disk, as far as troupe knows.
+    pub saved: String,
+    /// Bumped on every change, so a late validation of older text is ignored.
+    pub version: u64,
+    pub validated: u64,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl AgentEditor {
+    fn new(path: PathBuf, text: String, saved: Option<String>) -> Self {
+        let mut editor = TextArea::new(text.lines().map(str::to_owned).collect());
+        editor.set_line_number_style(ratatui::style::Style::default().fg(ratatui::style::Color::DarkGray));
+        AgentEditor {
+            path,
+            editor,
+            saved: saved.unwrap_or_default(),
+            version: 1,
+            validated: 0,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut text = self.editor.lines().join("\n");
+        text.push('\n');
+        text
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.text() != self.saved
+    }
+
+    pub fn name(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+}
+
+/// A past run's notes, saved a moment after the last keystroke.
+pub struct NotesEditor {
+    pub dir: PathBuf,
+    pub editor: TextArea<'static>,
+    pub saved: String,
+    /// When the first unsaved edit was made; the shell saves when it is old enough.
+    pub dirty_since: Option<Millis>,
+    pub loaded: bool,
+}
+
+/// How long notes wait after an edit before they are saved.
+pub const NOTES_AUTOSAVE_MS: u64 = 700;
+
+/// Which part of a screen takes keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    List,
+    Editor,
+}
+
+/// Everything the workbench shows.
+pub struct App {
+    pub root: PathBuf,
+    pub screen: Screen,
+    pub now: Millis,
+    pub help: bool,
+    pub prompt: Option<Prompt>,
+    /// A one-line message at the bottom: what just happened, or went wrong.
+    pub flash: Option<(String, bool)>,
+    pub live: Option<RunPane>,
+    /// A past run opened from Findings; the Run screen shows it instead of the live one.
+    pub past: Option<RunPane>,
+    /// A live run is starting or working.
+    pub running: bool,
+    pub last_experiment: Option<String>,
+    pub agents: Vec<AgentEditor>,
+    pub agent_selected: usize,
+    pub agents_focus: Focus,
+    pub experiments: Vec<ExperimentItem>,
+    pub experiment_selected: usize,
+    pub findings: Vec<PastRun>,
+    pub finding_selected: usize,
+    pub findings_focus: Focus,
+    pub notes: Option<NotesEditor>,
+    pub workbench_problems: Vec<String>,
+    pub quitting: bool,
+    pub size: Rect,
+}
+
+impl App {
+    pub fn new(root: PathBuf) -> Self {
+        App {
+            root,
+            screen: Screen::Experiments,
+            now: 0,
+            help: false,
+            prompt: None,
+            flash: None,
+            live: None,
+            past: None,
+            running: false,
+            last_experiment: None,
+            agents: Vec::new(),
+            agent_selected: 0,
+            agents_focus: Focus::List,
+            experiments: Vec::new(),
+            experiment_selected: 0,
+            findings: Vec::new(),
+            finding_selected: 0,
+            findings_focus: Focus::List,
+            notes: None,
+            workbench_problems: Vec::new(),
+            quitting: false,
+            size: Rect::new(0, 0, 80, 24),
+        }
+    }
+
+    /// The run the Run screen shows.
+    pub fn shown_run(&self) -> Option<&RunPane> {
+        self.past.as_ref().or(self.live.as_ref())
+    }
+
+    fn shown_run_mut(&mut self) -> Option<&mut RunPane> {
+        match &mut self.past {
+            Some(past) => Some(past),
+            None => self.live.as_mut(),
+        }
+    }
+
+    fn say(&mut self, text: impl Into<String>, is_error: bool) {
+        self.flash = Some((text.into(), is_error));
+    }
+
+    /// Folds in what the shell reports; may answer with commands.
+    pub fn handle_report(&mut self, report: Report) -> Vec<Command> {
+        let mut commands = Vec::new();
+        match report {
+            Report::Workbench { agents, experiments, problems } => {
+                self.set_agent_files(agents, &mut commands);
+                self.experiments = experiments;
+                self.experiment_selected = self.experiment_selected.min(self.experiments.len().saturating_sub(1));
+                self.workbench_problems = problems;
+            }
+            Report::RunStarting { experiment } => {
+                self.live = Some(RunPane::new());
+                self.past = None;
+                self.running = true;
+                self.screen = Screen::Run;
+                self.say(format!("starting {experiment}…"), false);
+                self.last_experiment = Some(experiment);
+            }
+            Report::RunEvent(event) => {
+                if let Some(live) = &mut self.live {
+                    live.view.apply(&event);
+                    if live.selected.is_none() {
+                        live.selected = live.view.nodes().first().map(|n| n.uri);
+                    }
+                }
+            }
+            Report::RunFolder { dir } => {
+                if let Some(live) = &mut self.live {
+                    live.dir = Some(dir);
+                }
+            }
+            Report::RunRefused { error } => {
+                self.running = false;
+                self.live = None;
+                self.say(error, true);
+            }
+            Report::RunClosed => {
+                self.running = false;
+                let outcome =
+                    self.live.as_ref().and_then(|l| l.view.end.as_ref()).map_or("ended", |end| end.status.as_str());
+                self.say(format!("run {outcome}; findings written"), false);
+                commands.push(Command::ListFindings);
+                if self.quitting {
+                    commands.push(Command::Quit);
+                }
+            }
+            Report::Validated { path, version, diagnostics } => {
+                if let Some(file) = self.agents.iter_mut().find(|f| f.path == path)
+                    && version >= file.validated
+                {
+                    file.validated = version;
+                    file.diagnostics = diagnostics;
+                }
+            }
+            Report::Saved { path, text } => {
+                if let Some(file) = self.agents.iter_mut().find(|f| f.path == path) {
+                    file.saved = text;
+                    self.say(format!("saved {}", path.display()), false);
+                } else if let Some(notes) = self.notes.as_mut().filter(|n| n.dir.join("notes.md") == path) {
+                    notes.saved = text;
+                    if notes.editor.lines().join("\n") == notes.saved.trim_end_matches('\n') {
+                        notes.dirty_since = None;
+                    }
+                }
+            }
+            Report::SaveFailed { path, error } => {
+                self.say(format!("not saved: {}: {error} (your text is still here)", path.display()), true);
+            }
+            Report::Findings(runs) => {
+                self.findings = runs;
+                self.finding_selected = self.finding_selected.min(self.findings.len().saturating_sub(1));
+                self.load_selected_notes(&mut commands);
+            }
+            Report::PastRun { dir, events, warning } => {
+                let mut pane = RunPane::new();
+                pane.view = RunView::replay(&events);
+                pane.selected = pane.view.nodes().first().map(|n| n.uri);
+                pane.dir = Some(dir);
+                self.past = Some(pane);
+                self.screen = Screen::Run;
+                if let Some(warning) = warning {
+                    self.say(warning, true);
+                }
+            }
+            Report::Notes { dir, text } => {
+                if self.notes.as_ref().is_some_and(|n| n.dir == dir && !n.loaded) {
+                    let mut editor = TextArea::new(text.lines().map(str::to_owned).collect());
+                    editor.set_cursor_line_style(ratatui::style::Style::default());
+                    // Notes are added to: start typing where the text ends.
+                    editor.move_cursor(ratatui_textarea::CursorMove::Bottom);
+                    editor.move_cursor(ratatui_textarea::CursorMove::End);
+                    self.notes = Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true });
+                }
+            }
+            Report::Status(text) => self.say(text, false),
+        }
+        commands
+    }
+
+    fn set_agent_files(&mut self, files: Vec<AgentFileText>, commands: &mut Vec<Command>) {
+        for file in files {
+            match self.agents.iter_mut().find(|a| a.path == file.path) {
+                // Never replace what the user is typing with what is on disk.
+                Some(open) if open.is_dirty() => {}
+                Some(open) => {
+                    *open = AgentEditor::new(file.path, file.text.clone(), Some(file.text));
+                }
+                None => self.agents.push(AgentEditor::new(file.path, file.text.clone(), Some(file.text))),
+            }
+        }
+        self.agents.sort_by(|a, b| a.path.cmp(&b.path));
+        for file in &self.agents {
+            commands.push(Command::Validate { path: file.path.clone(), text: file.text(), version: file.version });
+        }
+    }
+
+    /// Commands for a pressed key.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        let mut commands = Vec::new();
+        if key.kind == KeyEventKind::Release {
+            return commands;
+        }
+        if let Some(prompt) = self.prompt.take() {
+            self.answer(prompt, key, &mut commands);
+            return commands;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
+            self.ask_quit(&mut commands);
+            return commands;
+        }
+        if self.help {
+            self.help = false;
+            return commands;
+        }
+        if self.editing() {
+            self.edit_key(key, &mut commands);
+            return commands;
+        }
+        match key.code {
+            KeyCode::Char('q') => self.ask_quit(&mut commands),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Tab => self.switch(self.screen_offset(1), &mut commands),
+            KeyCode::BackTab => self.switch(self.screen_offset(3), &mut commands),
+            KeyCode::Char(c @ '1'..='4') => {
+                let screen = Screen::ALL[(c as u8 - b'1') as usize];
+                self.switch(screen, &mut commands);
+            }
+            _ => match self.screen {
+                Screen::Run => self.run_key(key, &mut commands),
+                Screen::Agents => self.agents_key(key, &mut commands),
+                Screen::Experiments => self.experiments_key(key, &mut commands),
+                Screen::Findings => self.findings_key(key, &mut commands),
+            },
+        }
+        commands
+    }
+
+    /// Whether keys go to a text editor.
+    pub fn editing(&self) -> bool {
+        match self.screen {
+            Screen::Agents => self.agents_focus == Focus::Editor && !self.agents.is_empty(),
+            Screen::Findings => self.findings_focus == Focus::Editor && self.notes.as_ref().is_some_and(|n| n.loaded),
+            Screen::Run | Screen::Experiments => false,
+        }
+    }
+
+    fn screen_offset(&self, by: usize) -> Screen {
+        let at = Screen::ALL.iter().position(|&s| s == self.screen).unwrap_or(0);
+        Screen::ALL[(at + by) % Screen::ALL.len()]
+    }
+
+    fn switch(&mut self, screen: Screen, commands: &mut Vec<Command>) {
+        if screen == Screen::Findings && self.screen != Screen::Findings {
+            commands.push(Command::ListFindings);
+        }
+        self.screen = screen;
+    }
+
+    fn ask_quit(&mut self, commands: &mut Vec<Command>) {
+        let unsaved: Vec<String> = self.agents.iter().filter(|a| a.is_dirty()).map(AgentEditor::name).collect();
+        if self.running {
+            self.prompt = Some(Prompt::QuitWhileRunning);
+        } else if !unsaved.is_empty() {
+            self.prompt = Some(Prompt::QuitUnsaved { files: unsaved });
+        } else {
+            self.quit(commands);
+        }
+    }
+
+    fn quit(&mut self, commands: &mut Vec<Command>) {
+        self.save_notes_now(commands);
+        commands.push(Command::Quit);
+    }
+
+    fn answer(&mut self, prompt: Prompt, key: KeyEvent, commands: &mut Vec<Command>) {
+        let yes = matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y'));
+        if !yes {
+            self.say("never mind", false);
+            return;
+        }
+        match prompt {
+            Prompt::CancelSubtree { uri, .. } => commands.push(Command::CancelTask { uri }),
+            Prompt::SaveInvalid { path, .. } => {
+                if let Some(file) = self.agents.iter().find(|a| a.path == path) {
+                    commands.push(Command::Save { path, text: file.text() });
+                }
+            }
+            Prompt::QuitWhileRunning => {
+                // The run is cancelled; quitting waits for its findings (RunClosed).
+                self.quitting = true;
+                self.save_notes_now(commands);
+                commands.push(Command::CancelRun);
+                self.say("cancelling the run; quitting once its findings are written…", false);
+            }
+            Prompt::QuitUnsaved { .. } => self.quit(commands),
+        }
+    }
+
+    fn run_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let height = self.transcript_height();
+        let tree_height = self.tree_height();
+        match key.code {
+            KeyCode::Char('r') => {
+                if self.running {
+                    self.say("a run is already working; cancel it first (c on the root)", true);
+                } else if let Some(experiment) = self.rerun_target() {
+                    commands.push(Command::StartRun { experiment });
+                } else {
+                    self.say("no experiment yet: pick one on the Experiments screen (3)", true);
+                }
+                return;
+            }
+            KeyCode::Esc | KeyCode::Backspace if self.past.is_some() => {
+                self.past = None;
+                return;
+            }
+            _ => {}
+        }
+        let Some(pane) = self.shown_run_mut() else {
+            return;
+        };
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => pane.move_selection(-1),
+            KeyCode::Down | KeyCode::Char('j') => pane.move_selection(1),
+            KeyCode::PageUp => pane.move_selection(-(tree_height.max(2) as isize - 1)),
+            KeyCode::PageDown => pane.move_selection(tree_height.max(2) as isize - 1),
+            KeyCode::Home | KeyCode::Char('g') => pane.select_row(0),
+            KeyCode::End | KeyCode::Char('G') => pane.select_row(pane.view.rows().len().saturating_sub(1)),
+            KeyCode::Left | KeyCode::Char('h') => {
+                if let Some(uri) = pane.selected
+                    && !pane.view.set_expanded(uri, false)
+                {
+                    // Already collapsed (or a leaf): go to the parent, as file trees do.
+                    let parent = pane.view.node(uri).and_then(|n| n.parent).map(|p| pane.view.nodes()[p].uri);
+                    if parent.is_some() {
+                        pane.selected = parent;
+                    }
+                }
+                pane.view.refresh();
+            }
+            KeyCode::Right | KeyCode::Char('l') => {
+                if let Some(uri) = pane.selected {
+                    pane.view.set_expanded(uri, true);
+                    pane.view.refresh();
+                }
+            }
+            KeyCode::Enter | KeyCode::Char(' ') => {
+                if let Some(uri) = pane.selected {
+                    let expanded = pane.view.node(uri).is_some_and(|n| n.expanded);
+                    pane.view.set_expanded(uri, !expanded);
+                    pane.view.refresh();
+                }
+            }
+            KeyCode::Char('w') => {
+                let found = pane.jump(|s| !s.is_terminal());
+                if !found {
+                    self.say("nothing is working", false);
+                }
+            }
+            KeyCode::Char('e') => {
+                let found = pane.jump(|s| s == TaskStatus::Failed);
+                if !found {
+                    self.say("nothing failed", false);
+                }
+            }
+            KeyCode::Char('K') | KeyCode::Char('[') => pane.scroll_transcript(-3, height),
+            KeyCode::Char('J') | KeyCode::Char(']') => pane.scroll_transcript(3, height),
+            KeyCode::Char('f') => pane.follow = true,
+            KeyCode::Char('c') => {
+                let is_live = self.past.is_none();
+                let Some(pane) = self.shown_run() else { return };
+                let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else { return };
+                if !is_live {
+                    self.say("this is a past run; it cannot be cancelled", true);
+                } else if node.status.is_terminal() {
+                    self.say(format!("{} has already ended ({})", node.agent, node.status.as_str()), false);
+                } else {
+                    self.prompt = Some(Prompt::CancelSubtree {
+                        uri: node.uri,
+                        agent: node.agent.clone(),
+                        descendants: pane.view.descendants(node.uri),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The experiment `r` runs: the one shown, else the last started, else the selected one.
+    fn rerun_target(&self) -> Option<String> {
+        self.shown_run()
+            .and_then(|p| p.view.info.as_ref().map(|i| i.experiment.clone()))
+            .or_else(|| self.last_experiment.clone())
+            .or_else(|| self.experiments.get(self.experiment_selected).map(|e| e.name.clone()))
+    }
+
+    fn experiments_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let count = self.experiments.len();
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => self.experiment_selected = self.experiment_selected.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.experiment_selected = (self.experiment_selected + 1).min(count.saturating_sub(1));
+            }
+            KeyCode::Enter | KeyCode::Char('r') => {
+                if self.running {
+                    self.say("a run is already working; watch it on the Run screen (1)", true);
+                } else if let Some(experiment) = self.experiments.get(self.experiment_selected) {
+                    commands.push(Command::StartRun { experiment: experiment.name.clone() });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn agents_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let count = self.agents.len();
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => self.agent_selected = self.agent_selected.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.agent_selected = (self.agent_selected + 1).min(count.saturating_sub(1))
+            }
+            KeyCode::Enter | KeyCode::Char('e') if count > 0 => self.agents_focus = Focus::Editor,
+            KeyCode::Char('n') => self.new_agent(None, commands),
+            KeyCode::Char('d') => {
+                if let Some(file) = self.agents.get(self.agent_selected) {
+                    let text = file.text();
+                    let base = file.name();
+                    self.new_agent(Some((base, text)), commands);
+                }
+            }
+            KeyCode::Char('s') => self.save_agent(commands),
+            _ => {}
+        }
+    }
+
+    /// A new expert from the template, or a copy of `source`; it exists on disk once saved.
+    fn new_agent(&mut self, source: Option<(String, String)>, commands: &mut Vec<Command>) {
+        let base = source.as_ref().map_or_else(|| "expert".to_owned(), |(name, _)| format!("{name}-copy"));
+        let dir = self.root.join("agents");
+        // The shell lists every agents/*.toml, so the names in hand are all the taken ones.
+        let taken = |name: &str| self.agents.iter().any(|a| a.name() == name);
+        let name = (1..)
+            .map(|n| if n == 1 && source.is_some() { base.clone() } else { format!("{base}-{n}") })
+            .find(|name| !taken(name))
+            .unwrap_or(base);
+        let text = match source {
+            Some((_, text)) => rename_agent(&text, &name),
+            None => template(&name),
+        };
+        let path = dir.join(format!("{name}.toml"));
+        let editor = AgentEditor::new(path.clone(), text.clone(), None);
+        commands.push(Command::Validate { path: path.clone(), text, version: editor.version });
+        self.agents.push(editor);
+        self.agents.sort_by(|a, b| a.path.cmp(&b.path));
+        self.agent_selected = self.agents.iter().position(|a| a.path == path).unwrap_or(0);
+        self.agents_focus = Focus::Editor;
+        self.say(format!("new expert {name}: edit, then Ctrl-S to save it as agents/{name}.toml"), false);
+    }
+
+    fn save_agent(&mut self, commands: &mut Vec<Command>) {
+        let Some(file) = self.agents.get(self.agent_selected) else { return };
+        let errors = file.errors();
+        if file.validated < file.version {
+            // The buffer changed since the last check; save after asking, since we cannot tell.
+            self.prompt = Some(Prompt::SaveInvalid { path: file.path.clone(), errors });
+        } else if errors > 0 {
+            self.prompt = Some(Prompt::SaveInvalid { path: file.path.clone(), errors });
+        } else {
+            commands.push(Command::Save { path: file.path.clone(), text: file.text() });
+        }
+    }
+
+    fn edit_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match self.screen {
+            Screen::Agents => {
+                if key.code == KeyCode::Esc {
+                    self.agents_focus = Focus::List;
+                    return;
+                }
+                if ctrl && key.code == KeyCode::Char('s') {
+                    self.save_agent(commands);
+                    return;
+                }
+                let Some(file) = self.agents.get_mut(self.agent_selected) else { return };
+                if file.editor.input(key) {
+                    file.version += 1;
+                    commands.push(Command::Validate {
+                        path: file.path.clone(),
+                        text: file.text(),
+                        version: file.version,
+                    });
+                }
+            }
+            Screen::Findings => {
+                if key.code == KeyCode::Esc {
+                    self.findings_focus = Focus::List;
+                    self.save_notes_now(commands);
+                    return;
+                }
+                let now = self.now;
+                let Some(notes) = self.notes.as_mut() else { return };
+                if ctrl && key.code == KeyCode::Char('s') {
+                    self.save_notes_now(commands);
+                    return;
+                }
+                if notes.editor.input(key) {
+                    notes.dirty_since.get_or_insert(now);
+                }
+            }
+            Screen::Run | Screen::Experiments => {}
+        }
+    }
+
+    fn findings_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let count = self.findings.len();
+        let before = self.finding_selected;
+        match key.code {
+            KeyCode::Up | KeyCode::Char('k') => self.finding_selected = self.finding_selected.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.finding_selected = (self.finding_selected + 1).min(count.saturating_sub(1));
+            }
+            KeyCode::Enter | KeyCode::Char('o') => {
+                if let Some(run) = self.findings.get(self.finding_selected) {
+                    commands.push(Command::OpenPastRun { dir: run.dir.clone() });
+                }
+            }
+            KeyCode::Char('e') | KeyCode::Char('n') if self.notes.as_ref().is_some_and(|n| n.loaded) => {
+                self.findings_focus = Focus::Editor;
+            }
+            KeyCode::Char('R') => commands.push(Command::ListFindings),
+            _ => {}
+        }
+        if self.finding_selected != before {
+            self.save_notes_now(commands);
+            self.load_selected_notes(commands);
+        }
+    }
+
+    fn load_selected_notes(&mut self, commands: &mut Vec<Command>) {
+        let Some(run) = self.findings.get(self.finding_selected) else {
+            self.notes = None;
+            return;
+        };
+        if self.notes.as_ref().is_some_and(|n| n.dir == run.dir) {
+            return;
+        }
+        self.notes = Some(NotesEditor {
+            dir: run.dir.clone(),
+            editor: TextArea::default(),
+            saved: String::new(),
+            dirty_since: None,
+            loaded: false,
+        });
+        commands.push(Command::LoadNotes { dir: run.dir.clone() });
+    }
+
+    fn save_notes_now(&mut self, commands: &mut Vec<Command>) {
+        if let Some(notes) = &mut self.notes
+            && notes.dirty_since.is_some()
+        {
+            let mut text = notes.editor.lines().join("\n");
+            text.push('\n');
+            commands.push(Command::Save { path: notes.dir.join("notes.md"), text });
+            notes.dirty_since = None;
+        }
+    }
+
+    /// Called by the shell on every tick: notes untouched for a moment are saved.
+    pub fn tick(&mut self, now: Millis) -> Vec<Command> {
+        self.now = now;
+        let mut commands = Vec::new();
+        if self.notes.as_ref().and_then(|n| n.dirty_since).is_some_and(|t| now.saturating_sub(t) >= NOTES_AUTOSAVE_MS) {
+            self.save_notes_now(&mut commands);
+        }
+        commands
+    }
+
+    /// Mouse: a click selects a row or a list item; the wheel scrolls what is under it.
+    pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
+        let areas = layout::areas(self.size, self.screen);
+        let at = Position::new(mouse.column, mouse.row);
+        let height = self.transcript_height();
+        match (self.screen, mouse.kind) {
+            (Screen::Run, MouseEventKind::Down(_)) if areas.list.contains(at) => {
+                if let Some(pane) = self.shown_run_mut() {
+                    let row = pane.tree_top + (mouse.row - areas.list.y).saturating_sub(1) as usize;
+                    pane.select_row(row);
+                }
+            }
+            (Screen::Run, MouseEventKind::ScrollUp) if areas.detail.contains(at) => {
+                if let Some(pane) = self.shown_run_mut() {
+                    pane.scroll_transcript(-3, height);
+                }
+            }
+            (Screen::Run, MouseEventKind::ScrollDown) if areas.detail.contains(at) => {
+                if let Some(pane) = self.shown_run_mut() {
+                    pane.scroll_transcript(3, height);
+                }
+            }
+            (Screen::Run, MouseEventKind::ScrollUp) => {
+                if let Some(pane) = self.shown_run_mut() {
+                    pane.move_selection(-1);
+                }
+            }
+            (Screen::Run, MouseEventKind::ScrollDown) => {
+                if let Some(pane) = self.shown_run_mut() {
+                    pane.move_selection(1);
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn transcript_height(&self) -> usize {
+        layout::areas(self.size, Screen::Run).detail.height.saturating_sub(2) as usize
+    }
+
+    fn tree_height(&self) -> usize {
+        layout::areas(self.size, Screen::Run).list.height.saturating_sub(2) as usize
+    }
+
+    /// Settles everything that depends on the frame's size, so drawing only reads.
+    pub fn prepare_frame(&mut self, size: Rect) {
+        self.size = size;
+        let Areas { list, detail, .. } = layout::areas(size, Screen::Run);
+        let tree_height = list.height.saturating_sub(2) as usize;
+        let width = detail.width.saturating_sub(2);
+        for pane in [self.live.as_mut(), self.past.as_mut()].into_iter().flatten() {
+            pane.view.refresh();
+            if pane.selected.is_none() {
+                pane.selected = pane.view.nodes().first().map(|n| n.uri);
+            }
+            if let Some(row) = pane.selected_row() {
+                if row < pane.tree_top {
+                    pane.tree_top = row;
+                } else if tree_height > 0 && row >= pane.tree_top + tree_height {
+                    pane.tree_top = row + 1 - tree_height;
+                }
+            }
+            pane.tree_top = pane.tree_top.min(pane.view.rows().len().saturating_sub(tree_height.max(1)));
+            let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else {
+                pane.lines.clear();
+                continue;
+            };
+            let key = (node.uri, node.entries.len(), node.streaming.len(), width);
+            if pane.lines_key != Some(key) {
+                pane.lines = transcript::lines(node, width as usize);
+                pane.lines_key = Some(key);
+            }
+        }
+    }
+}
+
+/// The text of a new expert.
+fn template(name: &str) -> String {
+    format!(
+        r#"name = "{name}"
+description = "What this expert is good at, in one line (other agents read it)"
+model = "small"
+temperature = 0.0
+max_turns = 4
+# Built-in tools: call_agent, call_slm, get_task_status, cancel_task, list_tasks
+tools = []
+experts = []
+system_prompt = """
+You are {name}. Say who you are and how you work.
+"""
+"#
+    )
+}
+
+/// `text` with its `name = "..."` line naming `name`.
+fn rename_agent(text: &str, name: &str) -> String {
+    let mut renamed = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if !renamed && line.trim_start().starts_with("name") && line.contains('=') {
+                renamed = true;
+                format!("name = \"{name}\"")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !renamed {
+        out.insert(0, format!("name = \"{name}\""));
+    }
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}
+
+/// The path a run folder's notes are saved to.
+pub fn notes_path(dir: &Path) -> PathBuf {
+    dir.join("notes.md")
+}

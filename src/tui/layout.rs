@@ -1,0 +1,46 @@
+//! Where things go on the screen, as a pure function of its size: the one source both the
+//! drawing and the mouse handling read, so a click lands on what was drawn there.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+
+use super::app::Screen;
+
+/// The regions of a screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Areas {
+    /// The tabs line.
+    pub tabs: Rect,
+    /// The run header (Run) or a title line.
+    pub header: Rect,
+    /// The tree (Run) or the list of files, experiments, runs.
+    pub list: Rect,
+    /// The transcript (Run), the editor (Agents, Findings' notes) or the details.
+    pub detail: Rect,
+    /// Diagnostics under the editor (Agents) or a run's summary (Findings).
+    pub footer_panel: Rect,
+    /// Key hints and messages.
+    pub hints: Rect,
+}
+
+pub fn areas(size: Rect, screen: Screen) -> Areas {
+    let [tabs, header, body, hints] = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)])
+        .areas(size);
+    let wide = size.width >= 120;
+    let (list_share, panel_height) = match screen {
+        Screen::Run => (if wide { 50 } else { 55 }, 0),
+        Screen::Agents => (if wide { 22 } else { 28 }, (body.height / 4).clamp(3, 8)),
+        Screen::Experiments => (if wide { 35 } else { 40 }, 0),
+        Screen::Findings => (if wide { 50 } else { 45 }, 0),
+    };
+    let [list, right] = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(list_share), Constraint::Min(10)])
+        .areas(body);
+    let [detail, footer_panel] = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(3), Constraint::Length(panel_height)])
+        .areas(right);
+    Areas { tabs, header, list, detail, footer_panel, hints }
+}

@@ -1,0 +1,494 @@
+//! Drawing: every screen as a function of [`App`]. Only visible tree rows and transcript lines
+//! are turned into widgets.
+//!
+//! Invariant: reads state only (no I/O, no clock, no sends); anything that depends on the
+//! frame's size was settled by [`App::prepare_frame`] before the draw.
+
+use ratatui::Frame;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+
+use crate::config::Severity;
+use crate::findings::PastOutcome;
+use crate::protocol::{Millis, TaskKind, TaskStatus, Usage};
+
+use super::app::{App, Focus, Prompt, RunPane, Screen};
+use super::highlight;
+use super::layout::{self, Areas};
+use super::transcript::LineKind;
+
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let areas = layout::areas(frame.area(), app.screen);
+    draw_tabs(frame, app, areas.tabs);
+    match app.screen {
+        Screen::Run => draw_run(frame, app, &areas),
+        Screen::Agents => draw_agents(frame, app, &areas),
+        Screen::Experiments => draw_experiments(frame, app, &areas),
+        Screen::Findings => draw_findings(frame, app, &areas),
+    }
+    draw_hints(frame, app, areas.hints);
+    if app.help {
+        draw_help(frame, frame.area());
+    }
+    if let Some(prompt) = &app.prompt {
+        draw_prompt(frame, prompt, frame.area());
+    }
+}
+
+fn draw_tabs(frame: &mut Frame, app: &App, area: Rect) {
+    let mut spans = vec![Span::styled(" troupe ", Style::new().bold().reversed()), Span::raw(" ")];
+    for (i, screen) in Screen::ALL.iter().enumerate() {
+        let style =
+            if *screen == app.screen { Style::new().bold().fg(Color::Yellow).underlined() } else { Style::new().dim() };
+        spans.push(Span::styled(format!("{} {}", i + 1, screen.title()), style));
+        spans.push(Span::raw("  "));
+    }
+    if app.running {
+        let spin = SPINNER[(app.now / 100 % SPINNER.len() as u64) as usize];
+        spans.push(Span::styled(format!("{spin} running"), Style::new().fg(Color::Cyan)));
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_hints(frame: &mut Frame, app: &App, area: Rect) {
+    let hints = match (app.screen, app.editing()) {
+        (Screen::Agents, true) => "Esc list · Ctrl-S save · Ctrl-Z undo · Ctrl-C quit",
+        (Screen::Findings, true) => "Esc list (saves) · notes save by themselves · Ctrl-C quit",
+        (Screen::Run, _) => {
+            "↑↓ select · ←→ fold · w working · e failed · c cancel · [ ] scroll · f follow · r run · ? keys"
+        }
+        (Screen::Agents, false) => {
+            "↑↓ select · Enter edit · n new · d duplicate · s save · Tab screens · ? keys · q quit"
+        }
+        (Screen::Experiments, _) => "↑↓ select · Enter run · Tab screens · ? keys · q quit",
+        (Screen::Findings, false) => "↑↓ select · Enter open · e notes · R reload · Tab screens · ? keys · q quit",
+    };
+    let line = match &app.flash {
+        Some((text, true)) => Line::from(Span::styled(text.clone(), Style::new().fg(Color::Red).bold())),
+        Some((text, false)) => Line::from(vec![
+            Span::styled(text.clone(), Style::new().fg(Color::Green)),
+            Span::raw("  "),
+            Span::styled(hints, Style::new().dim()),
+        ]),
+        None => Line::from(Span::styled(hints, Style::new().dim())),
+    };
+    frame.render_widget(line, area);
+}
+
+fn status_mark(status: TaskStatus, now: Millis) -> Span<'static> {
+    match status {
+        TaskStatus::Working => {
+            Span::styled(SPINNER[(now / 100 % SPINNER.len() as u64) as usize], Style::new().fg(Color::Cyan))
+        }
+        TaskStatus::InputRequired => Span::styled("?", Style::new().fg(Color::Yellow)),
+        TaskStatus::Completed => Span::styled("✓", Style::new().fg(Color::Green)),
+        TaskStatus::Failed => Span::styled("✗", Style::new().fg(Color::Red).bold()),
+        TaskStatus::Cancelled => Span::styled("⊘", Style::new().fg(Color::DarkGray)),
+    }
+}
+
+pub fn duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    if secs < 60 {
+        format!("{}.{}s", secs, (ms % 1000) / 100)
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs / 60) % 60)
+    }
+}
+
+pub fn tokens(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 10_000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn usage_text(usage: &Usage) -> String {
+    format!("{} in / {} out", tokens(usage.input_tokens), tokens(usage.output_tokens))
+}
+
+fn draw_run(frame: &mut Frame, app: &App, areas: &Areas) {
+    let Some(pane) = app.shown_run() else {
+        let text = Text::from(vec![
+            Line::from("No run yet."),
+            Line::from(""),
+            Line::from("Pick an experiment on the Experiments screen (3) and press Enter,"),
+            Line::from("or start troupe with `troupe watch <experiment>`."),
+        ]);
+        frame.render_widget(
+            Paragraph::new(text).block(Block::bordered().title(" Run ")),
+            areas.list.union(areas.detail),
+        );
+        return;
+    };
+    let view = &pane.view;
+    let now = if view.is_finished() || app.past.is_some() { view.last_ts().unwrap_or(app.now) } else { app.now };
+    // Header: the run's totals.
+    let counts = view.counts();
+    let mut header = vec![];
+    if app.past.is_some() {
+        header.push(Span::styled("past run ", Style::new().fg(Color::Magenta).bold()));
+    }
+    if let Some(info) = &view.info {
+        header.push(Span::styled(info.experiment.clone(), Style::new().bold()));
+        header.push(Span::raw(" · "));
+    }
+    header.push(match &view.end {
+        Some(end) => Span::styled(end.status.as_str().to_owned(), run_status_style(end.status.as_str())),
+        None => Span::styled("working", Style::new().fg(Color::Cyan)),
+    });
+    // Most telling first, so a narrow terminal cuts the least useful part.
+    header.push(Span::raw(format!(
+        " {} · tasks {} working {} done {} failed {} cancelled · tokens {} · cost n/a",
+        duration(view.elapsed_ms(now)),
+        counts.working,
+        counts.completed,
+        counts.failed,
+        counts.cancelled,
+        usage_text(&view.usage()),
+    )));
+    frame.render_widget(Line::from(header), areas.header);
+    draw_tree(frame, pane, now, areas.list);
+    draw_transcript(frame, pane, areas.detail);
+}
+
+fn run_status_style(status: &str) -> Style {
+    match status {
+        "completed" => Style::new().fg(Color::Green).bold(),
+        "failed" => Style::new().fg(Color::Red).bold(),
+        _ => Style::new().fg(Color::DarkGray).bold(),
+    }
+}
+
+fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect) {
+    let view = &pane.view;
+    let block = Block::bordered().title(format!(" tasks ({}) ", view.nodes().len()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let height = inner.height as usize;
+    let selected = pane.selected;
+    let rows = view.rows();
+    let end = (pane.tree_top + height).min(rows.len());
+    let buf = frame.buffer_mut();
+    for (y, row) in rows[pane.tree_top.min(end)..end].iter().enumerate() {
+        let node = &view.nodes()[row.node];
+        let fold = match (node.children.is_empty(), node.expanded) {
+            (true, _) => " ",
+            (false, true) => "▾",
+            (false, false) => "▸",
+        };
+        let kind = match node.kind {
+            TaskKind::Agent => "agent",
+            TaskKind::Slm => "slm",
+        };
+        let branch = if node.children.is_empty() {
+            tokens(node.usage.total_tokens())
+        } else {
+            format!("{}/{}", tokens(node.usage.total_tokens()), tokens(node.branch_usage.total_tokens()))
+        };
+        let spans = vec![
+            Span::raw("  ".repeat(row.depth as usize)),
+            Span::raw(fold),
+            status_mark(node.status, now),
+            Span::raw(" "),
+            Span::styled(node.agent.clone(), Style::new().bold()),
+            Span::styled(format!(" {kind} {} ", node.model), Style::new().dim()),
+            Span::raw(format!("{} ", duration(node.elapsed_ms(now)))),
+            Span::styled(format!("{branch}t "), Style::new().fg(Color::Blue)),
+            Span::styled(node.doing(), doing_style(node.status)),
+        ];
+        let line_area = Rect::new(inner.x, inner.y + y as u16, inner.width, 1);
+        let mut line = Line::from(spans);
+        if Some(node.uri) == selected {
+            line = line.patch_style(Style::new().bg(Color::DarkGray));
+            buf.set_style(line_area, Style::new().bg(Color::DarkGray));
+        }
+        ratatui::widgets::Widget::render(line, line_area, buf);
+    }
+}
+
+fn doing_style(status: TaskStatus) -> Style {
+    match status {
+        TaskStatus::Failed => Style::new().fg(Color::Red),
+        TaskStatus::Working | TaskStatus::InputRequired => Style::new().fg(Color::Cyan),
+        TaskStatus::Completed | TaskStatus::Cancelled => Style::new().dim(),
+    }
+}
+
+fn draw_transcript(frame: &mut Frame, pane: &RunPane, area: Rect) {
+    let node = pane.selected.and_then(|uri| pane.view.node(uri));
+    let title = match node {
+        Some(node) => format!(" {} · {} · {} ", node.agent, node.uri, node.status.as_str()),
+        None => " transcript ".to_owned(),
+    };
+    let follow = if pane.follow { " following " } else { " scrolled · f to follow " };
+    let block = Block::bordered().title(title).title_bottom(Line::from(follow).right_aligned());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let height = inner.height as usize;
+    let first = pane.transcript_first(height);
+    let lines: Vec<Line> = pane.lines[first.min(pane.lines.len())..(first + height).min(pane.lines.len())]
+        .iter()
+        .map(|line| Line::styled(line.text.clone(), line_style(line.kind)))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn line_style(kind: LineKind) -> Style {
+    match kind {
+        LineKind::Label => Style::new().dim().add_modifier(Modifier::ITALIC),
+        LineKind::System => Style::new().fg(Color::DarkGray),
+        LineKind::User => Style::new().fg(Color::White),
+        LineKind::Assistant => Style::new().fg(Color::Green),
+        LineKind::Streaming => Style::new().fg(Color::LightGreen),
+        LineKind::ToolCall => Style::new().fg(Color::Yellow),
+        LineKind::ToolResult => Style::new().fg(Color::Blue),
+        LineKind::ToolError | LineKind::Error => Style::new().fg(Color::Red),
+        LineKind::Note => Style::new().fg(Color::Magenta),
+    }
+}
+
+fn list_block(title: String, focused: bool) -> Block<'static> {
+    let block = Block::bordered().title(title);
+    if focused { block.border_style(Style::new().fg(Color::Yellow)) } else { block }
+}
+
+fn draw_agents(frame: &mut Frame, app: &App, areas: &Areas) {
+    frame.render_widget(
+        Line::from(format!("agents/ in {} · edits are checked as you type, like `troupe check`", app.root.display()))
+            .dim(),
+        areas.header,
+    );
+    let items: Vec<ListItem> = app
+        .agents
+        .iter()
+        .map(|file| {
+            let mark = match (file.is_dirty(), file.errors()) {
+                (_, n) if n > 0 => Span::styled("✗ ", Style::new().fg(Color::Red)),
+                (true, _) => Span::styled("● ", Style::new().fg(Color::Yellow)),
+                (false, _) => Span::raw("  "),
+            };
+            ListItem::new(Line::from(vec![mark, Span::raw(file.name())]))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(app.agent_selected));
+    let list = List::new(items)
+        .block(list_block(format!(" experts ({}) ", app.agents.len()), app.agents_focus == Focus::List))
+        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+    frame.render_stateful_widget(list, areas.list, &mut state);
+
+    let Some(file) = app.agents.get(app.agent_selected) else {
+        frame.render_widget(
+            Paragraph::new("No experts yet. Press n to write one from the template.").block(Block::bordered()),
+            areas.detail,
+        );
+        return;
+    };
+    let dirty = if file.is_dirty() { " · modified" } else { "" };
+    let title = format!(" {}{dirty} ", file.path.strip_prefix(&app.root).unwrap_or(&file.path).display());
+    let block = list_block(title, app.agents_focus == Focus::Editor);
+    let inner = block.inner(areas.detail);
+    frame.render_widget(block, areas.detail);
+    frame.render_widget(&file.editor, inner);
+    let error_lines: Vec<usize> = file.diagnostics.iter().map(|d| d.location.line as usize).collect();
+    highlight::toml_over(frame.buffer_mut(), inner, &file.editor, &error_lines);
+
+    let diag_lines: Vec<Line> = if file.validated < file.version {
+        vec![Line::from("checking…").dim()]
+    } else if file.diagnostics.is_empty() {
+        vec![Line::styled("✓ valid", Style::new().fg(Color::Green))]
+    } else {
+        file.diagnostics
+            .iter()
+            .flat_map(|d| {
+                let color = if d.severity == Severity::Error { Color::Red } else { Color::Yellow };
+                let mut lines = vec![Line::from(vec![
+                    Span::styled(format!("{}:{} ", d.location.line, d.location.col), Style::new().fg(color).bold()),
+                    Span::raw(d.message.clone()),
+                ])];
+                if let Some(hint) = &d.hint {
+                    lines.push(Line::styled(format!("  hint: {hint}"), Style::new().dim()));
+                }
+                lines
+            })
+            .collect()
+    };
+    frame.render_widget(
+        Paragraph::new(diag_lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" diagnostics ")),
+        areas.footer_panel,
+    );
+}
+
+fn draw_experiments(frame: &mut Frame, app: &App, areas: &Areas) {
+    let problems = if app.workbench_problems.is_empty() {
+        String::new()
+    } else {
+        format!(" · {} problems: run `troupe check`", app.workbench_problems.len())
+    };
+    frame.render_widget(Line::from(format!("experiments/ in {}{problems}", app.root.display())).dim(), areas.header);
+    let items: Vec<ListItem> = app.experiments.iter().map(|e| ListItem::new(e.name.clone())).collect();
+    let mut state = ListState::default().with_selected(Some(app.experiment_selected));
+    let list = List::new(items)
+        .block(list_block(format!(" experiments ({}) ", app.experiments.len()), true))
+        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+    frame.render_stateful_widget(list, areas.list, &mut state);
+    let detail = match app.experiments.get(app.experiment_selected) {
+        Some(e) => Text::from(vec![
+            Line::from(e.name.clone()).bold(),
+            Line::from(e.description.clone()),
+            Line::from(""),
+            Line::from(vec![Span::raw("root agent: ").dim(), Span::raw(e.root.clone())]),
+            Line::from(vec![Span::raw("file: ").dim(), Span::raw(e.path.display().to_string())]),
+            Line::from(""),
+            Line::from("Enter starts it; the Run screen opens.").fg(Color::Cyan),
+        ]),
+        None => Text::from("No experiments: add experiments/<name>.toml (see the README)."),
+    };
+    let mut lines = detail.lines;
+    for problem in &app.workbench_problems {
+        lines.push(Line::styled(problem.clone(), Style::new().fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered()), areas.detail);
+}
+
+fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
+    frame.render_widget(Line::from(format!("findings/ in {}", app.root.display())).dim(), areas.header);
+    let items: Vec<ListItem> = app
+        .findings
+        .iter()
+        .map(|run| {
+            let (mark, color) = match run.outcome {
+                PastOutcome::Completed => ("✓", Color::Green),
+                PastOutcome::Failed => ("✗", Color::Red),
+                PastOutcome::Cancelled => ("⊘", Color::DarkGray),
+                PastOutcome::Unfinished => ("…", Color::Yellow),
+                PastOutcome::Unreadable => ("!", Color::Red),
+            };
+            let date = run.started.map(crate::protocol::format_millis).unwrap_or_default();
+            let date = date.get(..16).unwrap_or(&date).replace('T', " ");
+            ListItem::new(Line::from(vec![
+                Span::styled(format!("{mark} "), Style::new().fg(color)),
+                Span::raw(format!("{date} ")),
+                Span::styled(run.experiment.clone(), Style::new().bold()),
+                Span::styled(
+                    format!(
+                        " {} {}t {}",
+                        run.outcome.as_str(),
+                        tokens(run.usage.total_tokens()),
+                        run.elapsed_ms.map(duration).unwrap_or_default()
+                    ),
+                    Style::new().dim(),
+                ),
+            ]))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(app.finding_selected));
+    let list = List::new(items)
+        .block(list_block(format!(" runs ({}) ", app.findings.len()), app.findings_focus == Focus::List))
+        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+    frame.render_stateful_widget(list, areas.list, &mut state);
+    if app.findings.is_empty() {
+        frame.render_widget(
+            Paragraph::new("No runs yet: each run writes a folder here.").block(Block::bordered()),
+            areas.detail,
+        );
+        return;
+    }
+    let title = match app.findings.get(app.finding_selected) {
+        Some(run) if run.problem.is_some() => format!(" notes.md · {} ", run.problem.as_deref().unwrap_or_default()),
+        Some(run) => format!(" {}/notes.md ", run.id),
+        None => " notes ".to_owned(),
+    };
+    let block = list_block(title, app.findings_focus == Focus::Editor);
+    let inner = block.inner(areas.detail);
+    frame.render_widget(block, areas.detail);
+    match &app.notes {
+        Some(notes) if notes.loaded => frame.render_widget(&notes.editor, inner),
+        _ => frame.render_widget(Paragraph::new("loading…").dim(), inner),
+    }
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect::new(area.x + (area.width - width) / 2, area.y + (area.height - height) / 2, width, height)
+}
+
+fn draw_prompt(frame: &mut Frame, prompt: &Prompt, area: Rect) {
+    let question = match prompt {
+        Prompt::CancelSubtree { agent, descendants, .. } => {
+            format!("Cancel {agent} and its {descendants} subtasks?")
+        }
+        Prompt::SaveInvalid { errors, .. } if *errors > 0 => {
+            format!("This file has {errors} errors. Save it anyway?")
+        }
+        Prompt::SaveInvalid { .. } => "The check has not finished. Save anyway?".to_owned(),
+        Prompt::QuitWhileRunning => "A run is working. Cancel it and quit? (its findings are kept)".to_owned(),
+        Prompt::QuitUnsaved { files } => format!("Unsaved changes in {}. Quit and lose them?", files.join(", ")),
+    };
+    let rect = centered(area, 64, 5);
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(question), Line::from(""), Line::from("y yes · any other key no").dim()])
+            .wrap(Wrap { trim: true })
+            .alignment(Alignment::Center)
+            .block(Block::bordered().border_style(Style::new().fg(Color::Yellow)).title(" confirm ")),
+        rect,
+    );
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("1 2 3 4, Tab", "Run, Agents, Experiments, Findings"),
+    ("q, Ctrl-C", "quit (asks first if a run works or edits are unsaved)"),
+    ("Run ↑↓ j k", "select a task; its conversation shows on the right"),
+    ("Run ← → Enter", "collapse, expand, toggle"),
+    ("Run w / e", "jump to the next working / failed task"),
+    ("Run c", "cancel the selected task and its subtasks"),
+    ("Run [ ] K J", "scroll the transcript (stops following); f follows again"),
+    ("Run r", "start the experiment again"),
+    ("Run Esc", "back from a past run to the live one"),
+    ("Agents Enter", "edit; Esc back; Ctrl-S save (asks if invalid)"),
+    ("Agents n / d", "new expert from a template / duplicate the selected one"),
+    ("Experiments Enter", "start the experiment"),
+    ("Findings Enter", "replay the run in the Run screen"),
+    ("Findings e", "write notes (saved as you type, to notes.md)"),
+    ("mouse", "click a task, wheel to scroll"),
+];
+
+fn draw_help(frame: &mut Frame, area: Rect) {
+    let rect = centered(area, 76, HELP.len() as u16 + 4);
+    frame.render_widget(Clear, rect);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(keys, what)| {
+            Line::from(vec![Span::styled(format!("{keys:>18}  "), Style::new().bold()), Span::raw(*what)])
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys · any key closes ").borders(Borders::ALL)),
+        rect,
+    );
+}
+
+/// Draws `app` into a buffer of `width`×`height`: what the snapshot tests and the benchmark
+/// look at.
+pub fn to_buffer(app: &mut App, width: u16, height: u16) -> Buffer {
+    let area = Rect::new(0, 0, width, height);
+    app.prepare_frame(area);
+    let mut terminal = match ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height)) {
+        Ok(terminal) => terminal,
+        Err(never) => match never {},
+    };
+    let _ = terminal.draw(|frame| draw(frame, app));
+    terminal.backend().buffer().clone()
+}
