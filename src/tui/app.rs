@@ -380,6 +380,8 @@ impl App {
                 }
             }
             Report::RunFolder { dir } => {
+                let shown = dir.strip_prefix(&self.root).unwrap_or(&dir).display().to_string();
+                self.say(format!("recording to {shown}"), false);
                 if let Some(live) = &mut self.live {
                     live.dir = Some(dir);
                 }

@@ -466,7 +466,7 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 fn draw_help(frame: &mut Frame, area: Rect) {
-    let rect = centered(area, 76, HELP.len() as u16 + 4);
+    let rect = centered(area, 80, HELP.len() as u16 + 2);
     frame.render_widget(Clear, rect);
     let lines: Vec<Line> = HELP
         .iter()

@@ -333,7 +333,7 @@ impl RunView {
             finished: None,
             usage: Usage::default(),
             branch_usage: Usage::default(),
-            entries: vec![Entry::Message { role: Role::User, content: task.to_owned() }],
+            entries: Vec::new(),
             streaming: String::new(),
             calling: None,
             expanded: true,
