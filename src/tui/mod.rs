@@ -196,6 +196,10 @@ impl Shell {
     }
 
     fn handle_input(&mut self, event: TermEvent) {
+        if matches!(event, TermEvent::Key(_)) {
+            // A message lasts until the next key; whatever that key says replaces it.
+            self.app.flash = None;
+        }
         let commands = match event {
             TermEvent::Key(key) => self.app.handle_key(key),
             TermEvent::Mouse(mouse) => self.app.handle_mouse(mouse),
@@ -210,7 +214,6 @@ impl Shell {
             }
             TermEvent::Resize(..) | TermEvent::FocusGained | TermEvent::FocusLost => Vec::new(),
         };
-        self.app.flash = self.app.flash.take().filter(|_| commands.is_empty() && self.app.prompt.is_none());
         for command in commands {
             self.execute(command);
         }

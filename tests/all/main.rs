@@ -10,4 +10,5 @@
 mod cli;
 mod local_model;
 mod runtime;
+mod tui_e2e;
 mod tui_screens;
