@@ -160,9 +160,12 @@ pub struct RunPane {
     pub follow: bool,
     /// The first visible transcript line when not following.
     pub transcript_top: usize,
-    /// The selected task's transcript, wrapped to the pane's width by `prepare_frame`.
+    /// The selected task's finished entries, wrapped to the pane's width by `prepare_frame`.
     pub lines: Vec<Line>,
-    lines_key: Option<(TaskId, usize, usize, u16)>,
+    lines_key: Option<(TaskId, usize, u16)>,
+    /// Its text still streaming, wrapped apart so a delta does not re-wrap the conversation.
+    pub streaming_lines: Vec<Line>,
+    streaming_key: Option<(TaskId, usize, u16)>,
     pub dir: Option<PathBuf>,
 }
 
@@ -200,8 +203,18 @@ impl RunPane {
         true
     }
 
+    /// Transcript lines in all: the finished entries, then the streaming text.
+    pub fn line_count(&self) -> usize {
+        self.lines.len() + self.streaming_lines.len()
+    }
+
+    /// The transcript's lines from `first`, at most `height` of them.
+    pub fn visible_lines(&self, first: usize, height: usize) -> impl Iterator<Item = &Line> {
+        self.lines.iter().chain(&self.streaming_lines).skip(first).take(height)
+    }
+
     fn scroll_transcript(&mut self, by: isize, height: usize) {
-        let max_top = self.lines.len().saturating_sub(height);
+        let max_top = self.line_count().saturating_sub(height);
         let top = if self.follow { max_top } else { self.transcript_top.min(max_top) };
         let next = (top as isize + by).clamp(0, max_top as isize) as usize;
         self.transcript_top = next;
@@ -210,7 +223,7 @@ impl RunPane {
 
     /// The first transcript line shown for a pane `height` lines tall.
     pub fn transcript_first(&self, height: usize) -> usize {
-        let max_top = self.lines.len().saturating_sub(height);
+        let max_top = self.line_count().saturating_sub(height);
         if self.follow { max_top } else { self.transcript_top.min(max_top) }
     }
 }
@@ -920,12 +933,20 @@ impl App {
             pane.tree_top = pane.tree_top.min(pane.view.rows().len().saturating_sub(tree_height.max(1)));
             let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else {
                 pane.lines.clear();
+                pane.streaming_lines.clear();
+                pane.lines_key = None;
+                pane.streaming_key = None;
                 continue;
             };
-            let key = (node.uri, node.entries.len(), node.streaming.len(), width);
+            let key = (node.uri, node.entries.len(), width);
             if pane.lines_key != Some(key) {
-                pane.lines = transcript::lines(node, width as usize);
+                pane.lines = transcript::entry_lines(node, width as usize);
                 pane.lines_key = Some(key);
+            }
+            let key = (node.uri, node.streaming.len(), width);
+            if pane.streaming_key != Some(key) {
+                pane.streaming_lines = transcript::streaming_lines(node, width as usize);
+                pane.streaming_key = Some(key);
             }
         }
     }

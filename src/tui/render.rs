@@ -237,10 +237,8 @@ fn draw_transcript(frame: &mut Frame, pane: &RunPane, area: Rect) {
     frame.render_widget(block, area);
     let height = inner.height as usize;
     let first = pane.transcript_first(height);
-    let lines: Vec<Line> = pane.lines[first.min(pane.lines.len())..(first + height).min(pane.lines.len())]
-        .iter()
-        .map(|line| Line::styled(line.text.clone(), line_style(line.kind)))
-        .collect();
+    let lines: Vec<Line> =
+        pane.visible_lines(first, height).map(|line| Line::styled(line.text.clone(), line_style(line.kind))).collect();
     frame.render_widget(Paragraph::new(lines), inner);
 }
 

@@ -31,20 +31,36 @@ pub struct Line {
     pub text: String,
 }
 
-/// The longest a tool result or system prompt is shown; the findings keep all of it.
+/// The longest a tool result, system prompt or streaming tail is shown; the findings keep all.
 const MAX_BLOCK_CHARS: usize = 4_000;
 
-/// `node`'s transcript wrapped to `width` columns.
-pub fn lines(node: &TaskNode, width: usize) -> Vec<Line> {
+fn block(kind: LineKind, label: &str, text: &str, width: usize, out: &mut Vec<Line>) {
+    out.push(Line { kind: LineKind::Label, text: label.to_owned() });
+    for paragraph in text.lines() {
+        wrap_into(paragraph, width, kind, out);
+    }
+}
+
+/// The text still streaming, wrapped: only its tail when long, since the newest tokens are
+/// what a person watches. Kept apart from [`entry_lines`] so a delta re-wraps only this.
+pub fn streaming_lines(node: &TaskNode, width: usize) -> Vec<Line> {
+    let mut out = Vec::new();
+    if !node.streaming.is_empty() {
+        let text = &node.streaming;
+        let skip = text.chars().count().saturating_sub(MAX_BLOCK_CHARS);
+        let tail = match text.char_indices().nth(skip) {
+            Some((at, _)) if skip > 0 => format!("({skip} chars above)… {}▌", &text[at..]),
+            _ => format!("{text}▌"),
+        };
+        block(LineKind::Streaming, "── assistant (streaming)", &tail, width.max(8), &mut out);
+    }
+    out
+}
+
+/// `node`'s finished entries wrapped to `width` columns.
+pub fn entry_lines(node: &TaskNode, width: usize) -> Vec<Line> {
     let width = width.max(8);
     let mut out = Vec::new();
-    let block = |kind: LineKind, label: String, text: &str, out: &mut Vec<Line>| {
-        out.push(Line { kind: LineKind::Label, text: label });
-        let text = clip(text, MAX_BLOCK_CHARS);
-        for paragraph in text.lines() {
-            wrap_into(paragraph, width, kind, out);
-        }
-    };
     for entry in &node.entries {
         match entry {
             Entry::Message { role, content } => {
@@ -54,9 +70,12 @@ pub fn lines(node: &TaskNode, width: usize) -> Vec<Line> {
                     Role::Assistant => (LineKind::Assistant, "── assistant"),
                     Role::Tool => (LineKind::ToolResult, "── tool"),
                 };
-                if !content.trim().is_empty() {
-                    block(kind, label.to_owned(), content, &mut out);
+                if content.trim().is_empty() {
+                    continue;
                 }
+                // Answers are shown whole; a system prompt is context, cut when long.
+                let text = if *role == Role::System { clip(content, MAX_BLOCK_CHARS) } else { content.into() };
+                block(kind, label, &text, width, &mut out);
             }
             Entry::ToolCall { tool, arguments } => {
                 wrap_into(&format!("→ {tool} {arguments}"), width, LineKind::ToolCall, &mut out);
@@ -74,9 +93,6 @@ pub fn lines(node: &TaskNode, width: usize) -> Vec<Line> {
                 }
             }
         }
-    }
-    if !node.streaming.is_empty() {
-        block(LineKind::Streaming, "── assistant (streaming)".to_owned(), &format!("{}▌", node.streaming), &mut out);
     }
     out
 }
