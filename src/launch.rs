@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{ExperimentSpec, ModelSpec, ProviderKind, Workbench};
 use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
-use crate::model::{LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
+use crate::model::{EnginePool, LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
 use crate::protocol::{Event, Millis, Op};
 use crate::runtime::{Clock, RunConfig, RunHandle, RunSummary, StartError, spawn_run};
 
@@ -71,6 +71,19 @@ pub fn prepare(
     salt: u32,
     status: &mut dyn FnMut(&str),
 ) -> Result<Prepared, LaunchError> {
+    prepare_in(workbench, experiment, now, salt, status, &EnginePool::default())
+}
+
+/// [`prepare`], reusing the embedded model loaded in `pool` by an earlier run (the workbench
+/// keeps one pool for all its runs).
+pub fn prepare_in(
+    workbench: &Workbench,
+    experiment: &str,
+    now: Millis,
+    salt: u32,
+    status: &mut dyn FnMut(&str),
+    pool: &EnginePool,
+) -> Result<Prepared, LaunchError> {
     let spec = workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
         name: experiment.to_owned(),
         root: workbench.root.clone(),
@@ -81,7 +94,7 @@ pub fn prepare(
     let needs_local =
         reachable.iter().any(|(alias, _)| aliases.get(alias).is_some_and(|m| m.provider == ProviderKind::Local));
     let local = if needs_local { Some(local_files(status)?) } else { None };
-    let models = ModelTable::build(&aliases, local.as_ref())?;
+    let models = ModelTable::build_in(&aliases, local.as_ref(), pool)?;
     check_reachable(&reachable, &aliases, &models)?;
 
     let run_id = findings::new_run_id(&spec.name, now, salt);

@@ -117,6 +117,26 @@ pub trait Model: Send + Sync {
 }
 
 /// The models of one run, by alias.
+/// Embedded models kept loaded between the runs of one process (the workbench): a run whose
+/// model is loaded already reuses it, and the caches it kept, instead of loading it again.
+/// A fresh pool per run (what [`ModelTable::build`] uses) loads the model each time.
+#[derive(Clone, Default)]
+pub struct EnginePool {
+    engines: Arc<std::sync::Mutex<BTreeMap<std::path::PathBuf, Arc<local::engine::EngineHandle>>>>,
+}
+
+impl EnginePool {
+    fn engine(&self, gguf: &std::path::Path) -> Result<Arc<local::engine::EngineHandle>, std::io::Error> {
+        let mut engines = self.engines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(handle) = engines.get(gguf) {
+            return Ok(handle.clone());
+        }
+        let handle = Arc::new(local::engine::EngineHandle::spawn(gguf.to_path_buf())?);
+        engines.insert(gguf.to_path_buf(), handle.clone());
+        Ok(handle)
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct ModelTable {
     models: BTreeMap<String, Arc<dyn Model>>,
@@ -131,6 +151,16 @@ impl ModelTable {
     pub fn build(
         specs: &BTreeMap<String, ModelSpec>,
         local: Option<&LocalFiles>,
+    ) -> Result<ModelTable, ModelBuildError> {
+        ModelTable::build_in(specs, local, &EnginePool::default())
+    }
+
+    /// [`ModelTable::build`], taking the embedded model from `pool` when it is loaded there
+    /// already (and leaving it there for the next run).
+    pub fn build_in(
+        specs: &BTreeMap<String, ModelSpec>,
+        local: Option<&LocalFiles>,
+        pool: &EnginePool,
     ) -> Result<ModelTable, ModelBuildError> {
         let mut models: BTreeMap<String, Arc<dyn Model>> = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
@@ -154,13 +184,10 @@ impl ModelTable {
                     let handle = match &engine {
                         Some(handle) => handle.clone(),
                         None => {
-                            let handle = local::engine::EngineHandle::spawn(files.gguf.clone()).map_err(|err| {
-                                ModelBuildError {
-                                    alias: alias.clone(),
-                                    message: format!("cannot start the model thread: {err}"),
-                                }
+                            let handle = pool.engine(&files.gguf).map_err(|err| ModelBuildError {
+                                alias: alias.clone(),
+                                message: format!("cannot start the model thread: {err}"),
                             })?;
-                            let handle = Arc::new(handle);
                             engine = Some(handle.clone());
                             handle
                         }

@@ -107,6 +107,8 @@ struct Shell {
     reports: mpsc::UnboundedReceiver<Report>,
     validate_tx: mpsc::UnboundedSender<(PathBuf, String, u64)>,
     live: Option<LiveRun>,
+    /// The embedded model stays loaded between runs (loading it takes a second or more).
+    engines: crate::model::EnginePool,
     quit: bool,
 }
 
@@ -122,6 +124,7 @@ impl Shell {
             reports,
             validate_tx,
             live: None,
+            engines: crate::model::EnginePool::default(),
             quit: false,
         };
         shell.app.now = shell.clock.now();
@@ -297,6 +300,7 @@ impl Shell {
         let reports = self.reports_tx.clone();
         let root = self.app.root.clone();
         let clock = self.clock.clone();
+        let engines = self.engines.clone();
         let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
             let status_reports = reports.clone();
@@ -321,7 +325,7 @@ impl Shell {
                 let mut status = |line: &str| {
                     let _ = status_reports.send(Report::Status(line.to_owned())); // the shell may be quitting
                 };
-                launch::prepare(&workbench, &experiment, now, salt, &mut status).map_err(|e| e.to_string())
+                launch::prepare_in(&workbench, &experiment, now, salt, &mut status, &engines).map_err(|e| e.to_string())
             })
             .await;
             let prepared = match prepared {
