@@ -282,7 +282,8 @@ fn draw_agents(frame: &mut Frame, app: &App, areas: &Areas) {
     let mut state = ListState::default().with_selected(Some(app.agent_selected));
     let list = List::new(items)
         .block(list_block(format!(" experts ({}) ", app.agents.len()), app.agents_focus == Focus::List))
-        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+        .highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .highlight_symbol("▸ ");
     frame.render_stateful_widget(list, areas.list, &mut state);
 
     let Some(file) = app.agents.get(app.agent_selected) else {
@@ -338,7 +339,8 @@ fn draw_experiments(frame: &mut Frame, app: &App, areas: &Areas) {
     let mut state = ListState::default().with_selected(Some(app.experiment_selected));
     let list = List::new(items)
         .block(list_block(format!(" experiments ({}) ", app.experiments.len()), true))
-        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+        .highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .highlight_symbol("▸ ");
     frame.render_stateful_widget(list, areas.list, &mut state);
     let detail = match app.experiments.get(app.experiment_selected) {
         Some(e) => Text::from(vec![
@@ -393,7 +395,8 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
     let mut state = ListState::default().with_selected(Some(app.finding_selected));
     let list = List::new(items)
         .block(list_block(format!(" runs ({}) ", app.findings.len()), app.findings_focus == Focus::List))
-        .highlight_style(Style::new().bg(Color::DarkGray).bold());
+        .highlight_style(Style::new().bg(Color::DarkGray).bold())
+        .highlight_symbol("▸ ");
     frame.render_stateful_widget(list, areas.list, &mut state);
     if app.findings.is_empty() {
         frame.render_widget(
