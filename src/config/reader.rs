@@ -333,6 +333,29 @@ impl<'t, 'i> Table<'t, 'i> {
         ok.then_some(out)
     }
 
+    /// An optional table of strings (`headers = { "x-org" = "acme" }`), in file order: the
+    /// entries that are strings; the others, or a value that is not a table, are reported.
+    pub fn string_table(&self, cx: &mut Cx<'_>, key: &str) -> Option<Vec<(String, Located<String>)>> {
+        let value = self.get(key)?;
+        let DeValue::Table(table) = value.get_ref() else {
+            self.type_error(cx, key, value, "a table of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(table.len());
+        for (name, item) in table.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => {
+                    out.push((name.get_ref().to_string(), Located { value: s.to_string(), at: cx.at(&item.span()) }))
+                }
+                other => {
+                    let message = format!("`{key}.{}` must be a string, found {}", name.get_ref(), type_name(other));
+                    self.value_error(cx, key, item, message);
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// An optional string that must be one of `options`.
     pub fn choice<T: Copy>(&self, cx: &mut Cx<'_>, key: &str, options: &[(&'static str, T)]) -> Option<Located<T>> {
         let value = self.get(key)?;

@@ -30,6 +30,14 @@ pub(crate) const MODEL_SCHEMA: Schema = &[
     ("script", "script = \"scripts/replies.toml\""),
     ("temperature", "temperature = 0.2"),
     ("max_tokens", "max_tokens = 512"),
+    ("top_p", "top_p = 0.9"),
+    ("seed", "seed = 7"),
+    ("headers", "headers = { \"OpenAI-Organization\" = \"org-123\" }"),
+    ("timeout_seconds", "timeout_seconds = 60"),
+    ("connect_timeout_seconds", "connect_timeout_seconds = 10"),
+    ("max_retries", "max_retries = 3"),
+    ("price_input_per_mtok", "price_input_per_mtok = 0.15"),
+    ("price_output_per_mtok", "price_output_per_mtok = 0.60"),
 ];
 
 pub(crate) const LIMITS_SCHEMA: Schema = &[
@@ -226,6 +234,23 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
     };
     let temperature = table.f32(cx, "temperature", 0.0, 2.0);
     let max_tokens = table.u32(cx, "max_tokens", true);
+    let top_p = table.f32(cx, "top_p", 0.0, 1.0);
+    let seed = table.u64(cx, "seed", false);
+    let headers = table.string_table(cx, "headers").unwrap_or_default();
+    for (name, value) in &headers {
+        let lower = name.to_ascii_lowercase();
+        if (lower == "authorization" || lower == "x-api-key") && !value.value.contains("${") {
+            cx.push(
+                Diagnostic::error(value.at.clone(), format!("header `{name}` would put a key in this file"))
+                    .with_hint(API_KEY_HINT),
+            );
+        }
+    }
+    let timeout_seconds = table.u64(cx, "timeout_seconds", true);
+    let connect_timeout_seconds = table.u64(cx, "connect_timeout_seconds", true);
+    let max_retries = table.u32(cx, "max_retries", false);
+    let price_input_per_mtok = table.number(cx, "price_input_per_mtok", 0.0, 1e6);
+    let price_output_per_mtok = table.number(cx, "price_output_per_mtok", 0.0, 1e6);
     let had_errors = cx.diags.iter().skip(errors_before).any(Diagnostic::is_error);
     if had_errors {
         return None;
@@ -239,6 +264,14 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
         script,
         temperature,
         max_tokens,
+        top_p,
+        seed,
+        headers: headers.into_iter().map(|(name, value)| (name, value.value)).collect(),
+        timeout_seconds,
+        connect_timeout_seconds,
+        max_retries,
+        price_input_per_mtok,
+        price_output_per_mtok,
         location: table.header(cx),
     })
 }

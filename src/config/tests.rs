@@ -212,6 +212,18 @@ fn diagnostics_are_exact() {
             ],
         ),
         (
+            "a key written into a header, a header that is not a string, a top_p out of range",
+            vec![(
+                "troupe.toml",
+                "[models.big]\nprovider = \"openai\"\nmodel = \"gpt\"\nheaders = { Authorization = \"Bearer sk-1\", \"x-ok\" = \"Bearer ${TOKEN}\", \"x-n\" = 3 }\ntop_p = 2\n",
+            )],
+            vec![
+                "<root>/troupe.toml:4:29: error: header `Authorization` would put a key in this file\n  = hint: put the key in an environment variable and name the variable here",
+                "<root>/troupe.toml:4:80: error: `headers.x-n` must be a string, found an integer\n  = hint: for example: headers = { \"OpenAI-Organization\" = \"org-123\" }",
+                "<root>/troupe.toml:5:9: error: `top_p` must be a number from 0 to 1, found 2\n  = hint: for example: top_p = 0.9",
+            ],
+        ),
+        (
             "a key-like api_key_env that is a valid name, and a bad name",
             vec![(
                 "troupe.toml",
@@ -333,6 +345,14 @@ Be careful."""
         script: None,
         temperature: Some(1.0),
         max_tokens: None,
+        top_p: None,
+        seed: None,
+        headers: Vec::new(),
+        timeout_seconds: None,
+        connect_timeout_seconds: None,
+        max_retries: None,
+        price_input_per_mtok: None,
+        price_output_per_mtok: None,
         location: Location { path: root.join("troupe.toml"), line: 1, col: 1 },
     };
     let fake = ModelSpec {
@@ -344,6 +364,14 @@ Be careful."""
         script: Some(root.join("scripts/fake.toml")),
         temperature: None,
         max_tokens: None,
+        top_p: None,
+        seed: None,
+        headers: Vec::new(),
+        timeout_seconds: None,
+        connect_timeout_seconds: None,
+        max_retries: None,
+        price_input_per_mtok: None,
+        price_output_per_mtok: None,
         location: Location { path: root.join("troupe.toml"), line: 6, col: 1 },
     };
     assert_eq!(wb.settings.models, BTreeMap::from([("fake".to_owned(), fake), ("small".to_owned(), small)]));

@@ -88,6 +88,19 @@ pub struct ModelSpec {
     /// Defaults for requests to this alias; an expert's own values win.
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    /// `openai` / `anthropic`: extra request headers. A value may name environment variables
+    /// as `${NAME}`; keys never sit in the file.
+    pub headers: Vec<(String, String)>,
+    /// `openai` / `anthropic`: the longest wait for the first byte and between two chunks.
+    pub timeout_seconds: Option<u64>,
+    pub connect_timeout_seconds: Option<u64>,
+    /// `openai` / `anthropic`: retries of connect errors, timeouts, 429 and 5xx (default 3).
+    pub max_retries: Option<u32>,
+    /// Prices in dollars per million tokens, for the cost of runs.
+    pub price_input_per_mtok: Option<f64>,
+    pub price_output_per_mtok: Option<f64>,
     /// Where the table starts, for diagnostics found later (at run time).
     pub location: Location,
 }

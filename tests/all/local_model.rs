@@ -49,6 +49,14 @@ fn table_over(files: &LocalFiles, max_tokens: Option<u32>) -> ModelTable {
         script: None,
         temperature: Some(0.0),
         max_tokens,
+        top_p: None,
+        seed: None,
+        headers: Vec::new(),
+        timeout_seconds: None,
+        connect_timeout_seconds: None,
+        max_retries: None,
+        price_input_per_mtok: None,
+        price_output_per_mtok: None,
         location: Default::default(),
     };
     ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(files)).unwrap()
