@@ -137,6 +137,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         models: ModelTable::from_models([("instant".to_owned(), model)]),
         slm_alias: "slm".into(),
         salt: 7,
+        prices: Default::default(),
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

@@ -119,6 +119,7 @@ impl Gen {
                         experiment: "fan-out".into(),
                         root_agent: AGENTS[0].into(),
                         task: "Plan, research and write.".into(),
+                        prices: Default::default(),
                     }),
                     Some(p) => {
                         let (tool, arguments) = if d == 4 {

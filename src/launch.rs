@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::{ExperimentSpec, ModelSpec, ProviderKind, Workbench};
 use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
 use crate::model::{EnginePool, LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
-use crate::protocol::{Event, Millis, Op};
+use crate::protocol::{Event, Millis, Op, Price};
 use crate::runtime::{Clock, RunConfig, RunHandle, RunSummary, StartError, spawn_run};
 
 /// The alias `call_slm` uses unless a call names another.
@@ -125,6 +125,8 @@ pub fn prepare_in(
                 "provider": spec.provider.as_str(),
                 "model": spec.model,
                 "digest": info.and_then(|i| i.digest),
+                "price_input_per_mtok": spec.price_input_per_mtok,
+                "price_output_per_mtok": spec.price_output_per_mtok,
             }))
         }).collect::<serde_json::Map<_, _>>(),
     });
@@ -140,12 +142,28 @@ pub fn prepare_in(
             models,
             slm_alias: SLM_ALIAS.to_owned(),
             salt,
+            prices: prices(&aliases),
         },
         redactor: Redactor::from_env(&key_names),
         snapshot: workbench.files(),
         root: workbench.root.clone(),
         run_json,
     })
+}
+
+/// The prices of the aliases that declare one (a missing half counts as free).
+fn prices(aliases: &BTreeMap<String, ModelSpec>) -> BTreeMap<String, Price> {
+    aliases
+        .iter()
+        .filter(|(_, spec)| spec.price_input_per_mtok.is_some() || spec.price_output_per_mtok.is_some())
+        .map(|(alias, spec)| {
+            let price = Price {
+                input_per_mtok: spec.price_input_per_mtok.unwrap_or(0.0),
+                output_per_mtok: spec.price_output_per_mtok.unwrap_or(0.0),
+            };
+            (alias.clone(), price)
+        })
+        .collect()
 }
 
 /// The workbench's aliases with the experiment's overrides on top.

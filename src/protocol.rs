@@ -9,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -174,6 +176,21 @@ impl TaskKind {
             TaskKind::Agent => "agent",
             TaskKind::Slm => "slm",
         }
+    }
+}
+
+/// What one model alias costs, in dollars per million tokens (`troupe.toml`'s
+/// `price_input_per_mtok` and `price_output_per_mtok`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// Dollars for `usage` at this price.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_mtok + usage.output_tokens as f64 * self.output_per_mtok) / 1e6
     }
 }
 
@@ -386,6 +403,9 @@ pub enum EventBody {
         experiment: String,
         root_agent: String,
         task: String,
+        /// Prices of the aliases that have one: any view derives cost from tokens with them.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        prices: BTreeMap<String, Price>,
     },
     TaskCreated {
         uri: TaskId,

@@ -48,6 +48,7 @@ pub(crate) const LIMITS_SCHEMA: Schema = &[
     ("max_turns_per_agent", "max_turns_per_agent = 12"),
     ("max_wall_seconds_per_subtask", "max_wall_seconds_per_subtask = 600"),
     ("max_tokens_per_run", "max_tokens_per_run = 500000"),
+    ("max_cost", "max_cost = 0.50"),
     ("on_finish", "on_finish = \"cancel_children\""),
 ];
 
@@ -319,6 +320,7 @@ pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Opti
         max_turns_per_agent: table.u32(cx, "max_turns_per_agent", true),
         max_wall_seconds_per_subtask: table.u64(cx, "max_wall_seconds_per_subtask", true),
         max_tokens_per_run: table.u64(cx, "max_tokens_per_run", true),
+        max_cost: table.number(cx, "max_cost", 0.0, 1e9),
         on_finish: table.choice(cx, "on_finish", &ON_FINISH).map(|c| c.value),
     })
 }

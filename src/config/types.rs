@@ -121,6 +121,8 @@ pub struct Limits {
     pub max_wall_seconds_per_subtask: u64,
     /// Input + output tokens of the whole run.
     pub max_tokens_per_run: u64,
+    /// Dollars the whole run may cost, counted with the aliases' prices (`max_cost`).
+    pub max_cost: Option<f64>,
     pub on_finish: OnFinish,
 }
 
@@ -134,6 +136,7 @@ impl Default for Limits {
             max_turns_per_agent: 12,
             max_wall_seconds_per_subtask: 600,
             max_tokens_per_run: 500_000,
+            max_cost: None,
             on_finish: OnFinish::CancelChildren,
         }
     }
@@ -149,6 +152,7 @@ pub struct LimitsPatch {
     pub max_turns_per_agent: Option<u32>,
     pub max_wall_seconds_per_subtask: Option<u64>,
     pub max_tokens_per_run: Option<u64>,
+    pub max_cost: Option<f64>,
     pub on_finish: Option<OnFinish>,
 }
 
@@ -162,6 +166,7 @@ impl Limits {
             max_turns_per_agent,
             max_wall_seconds_per_subtask,
             max_tokens_per_run,
+            max_cost,
             on_finish,
         } = *patch;
         if let Some(v) = max_depth {
@@ -184,6 +189,9 @@ impl Limits {
         }
         if let Some(v) = max_tokens_per_run {
             self.max_tokens_per_run = v;
+        }
+        if max_cost.is_some() {
+            self.max_cost = max_cost;
         }
         if let Some(v) = on_finish {
             self.on_finish = v;

@@ -351,6 +351,7 @@ mod tests {
             experiment: "smoke".into(),
             root_agent: "coordinator".into(),
             task: task.into(),
+            prices: Default::default(),
         }
     }
 

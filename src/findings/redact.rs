@@ -127,11 +127,12 @@ impl Redactor {
     /// (a status, a URI, a time) that other tools parse.
     pub fn redact_event(&self, event: &Event) -> Event {
         let body = match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task } => EventBody::RunStarted {
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => EventBody::RunStarted {
                 run_id: self.text(run_id),
                 experiment: self.text(experiment),
                 root_agent: self.text(root_agent),
                 task: self.text(task),
+                prices: prices.clone(),
             },
             EventBody::TaskCreated { uri, parent, kind, agent, model, task } => EventBody::TaskCreated {
                 uri: *uri,

@@ -54,6 +54,14 @@ pub fn render_report(events: &[Event]) -> String {
     let _ = writeln!(out, "| output tokens | {} |", usage.output_tokens);
     let _ = writeln!(out, "| total tokens | {} |", usage.total_tokens());
     let _ = writeln!(out, "| model calls | {} |", usage.model_calls);
+    // Cost comes from the prices run_started carried, per task by its model alias.
+    let prices = view.info.as_ref().map(|info| info.prices).filter(|p| !p.is_empty());
+    let task_cost =
+        |task: &super::view::TaskView<'_>| prices.and_then(|p| p.get(task.model)).map(|p| p.cost(&task.usage));
+    if prices.is_some() {
+        let total: f64 = view.tasks.iter().filter_map(task_cost).sum();
+        let _ = writeln!(out, "| cost | ${total:.4} |");
+    }
 
     let _ = writeln!(out, "\n## Timings\n");
     match (&view.end, view.first_ts, view.last_ts) {
@@ -114,8 +122,14 @@ pub fn render_report(events: &[Event]) -> String {
         out.push_str("No tasks.\n");
         return out;
     }
-    out.push_str("| task | kind | agent | model | status | tokens (in / out) | duration |\n");
-    out.push_str("|---|---|---|---|---|---:|---:|\n");
+    // The cost column appears only when some model has a price.
+    if prices.is_some() {
+        out.push_str("| task | kind | agent | model | status | tokens (in / out) | cost | duration |\n");
+        out.push_str("|---|---|---|---|---|---:|---:|---:|\n");
+    } else {
+        out.push_str("| task | kind | agent | model | status | tokens (in / out) | duration |\n");
+        out.push_str("|---|---|---|---|---|---:|---:|\n");
+    }
     let end_of_log = view.last_ts;
     for (depth, task) in view.depth_first() {
         // Em spaces: table cells trim ASCII spaces, and the tree needs its indent.
@@ -137,12 +151,17 @@ pub fn render_report(events: &[Event]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {indent}{} | {kind} | {} | {} | {status} | {} / {} | {duration} |",
+            "| {indent}{} | {kind} | {} | {} | {status} | {} / {} |{} {duration} |",
             task.uri,
             cell(task.agent, 40),
             cell(task.model, 40),
             task.usage.input_tokens,
             task.usage.output_tokens,
+            match (prices, task_cost(task)) {
+                (None, _) => String::new(),
+                (Some(_), Some(cost)) => format!(" ${cost:.4} |"),
+                (Some(_), None) => " — |".to_owned(),
+            },
         );
     }
     out

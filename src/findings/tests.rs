@@ -34,6 +34,7 @@ fn run_events() -> Vec<Event> {
             experiment: "smoke".into(),
             root_agent: "coordinator".into(),
             task: "Find the capital of France".into(),
+            prices: Default::default(),
         },
         EventBody::TaskCreated {
             uri: root(),

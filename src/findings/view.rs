@@ -16,6 +16,7 @@ pub(crate) struct RunInfo<'e> {
     pub root_agent: &'e str,
     pub task: &'e str,
     pub ts: Millis,
+    pub prices: &'e std::collections::BTreeMap<String, crate::protocol::Price>,
 }
 
 /// What `run_finished` said.
@@ -172,8 +173,8 @@ impl<'e> RunView<'e> {
         self.first_ts = Some(self.first_ts.map_or(event.ts, |t| t.min(event.ts)));
         self.last_ts = Some(self.last_ts.map_or(event.ts, |t| t.max(event.ts)));
         match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task } => {
-                self.info = Some(RunInfo { run_id, experiment, root_agent, task, ts: event.ts });
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => {
+                self.info = Some(RunInfo { run_id, experiment, root_agent, task, ts: event.ts, prices });
             }
             EventBody::TaskCreated { uri, parent, kind, agent, model, task } => {
                 let view = self.task_mut(*uri);

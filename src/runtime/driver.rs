@@ -26,7 +26,7 @@ use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_bu
 use crate::config::{AgentSpec, Limits};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
-    ChatMessage, Event, EventBody, Millis, OnFinish, Op, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
+    ChatMessage, Event, EventBody, Millis, OnFinish, Op, Price, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
     TaskStatus, ToolCall, ToolChoice, ToolSpec, Usage, shorten,
 };
 
@@ -60,6 +60,8 @@ pub struct RunConfig {
     pub slm_alias: String,
     /// Varies subtask URIs between runs.
     pub salt: u32,
+    /// Prices of the aliases that have one, for cost and `max_cost`.
+    pub prices: BTreeMap<String, Price>,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -145,6 +147,8 @@ struct State {
     /// Set once `run_finished` is sent.
     closed: bool,
     root: Option<TaskId>,
+    /// Dollars spent so far, from the aliases' prices (calls to unpriced aliases count 0).
+    run_cost: f64,
 }
 
 struct Shared {
@@ -152,6 +156,7 @@ struct Shared {
     limits: Limits,
     models: ModelTable,
     slm_alias: String,
+    prices: BTreeMap<String, Price>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Event>,
     state: Mutex<State>,
@@ -174,6 +179,7 @@ pub fn spawn_run(
         limits: config.limits,
         models: config.models.clone(),
         slm_alias: config.slm_alias.clone(),
+        prices: config.prices.clone(),
         clock,
         events,
         state: Mutex::new(State {
@@ -183,6 +189,7 @@ pub fn spawn_run(
             waiters: HashMap::new(),
             closed: false,
             root: None,
+            run_cost: 0.0,
         }),
         started_at,
     });
@@ -197,6 +204,7 @@ pub fn spawn_run(
                 experiment: config.experiment.clone(),
                 root_agent: config.root_agent.clone(),
                 task: config.task.clone(),
+                prices: config.prices.clone(),
             },
         );
         let new = NewTask {
@@ -567,13 +575,24 @@ impl Shared {
         self.emit_now(EventBody::Message { uri: id, role: message.role, content: message.content.clone() });
     }
 
-    /// Refuses a model call when the run's token budget is spent.
+    /// Refuses a model call when the run's token budget or cost budget is spent.
     fn check_token_budget(&self, id: TaskId) -> Result<(), String> {
-        let used = self.lock().registry.run_usage().total_tokens();
+        let (used, cost) = {
+            let state = self.lock();
+            (state.registry.run_usage().total_tokens(), state.run_cost)
+        };
         let max = self.limits.max_tokens_per_run;
         if used >= max {
             let message = format!("max_tokens_per_run is {max}: the run has used {used} tokens");
             self.limit_hit(id, "max_tokens_per_run", max, message.clone());
+            return Err(message);
+        }
+        if let Some(max_cost) = self.limits.max_cost
+            && cost >= max_cost
+        {
+            let message = format!("max_cost is ${max_cost}: the run has cost ${cost:.4}");
+            // `value` is whole cents: the event's field is an integer.
+            self.limit_hit(id, "max_cost", (max_cost * 100.0).round() as u64, message.clone());
             return Err(message);
         }
         Ok(())
@@ -610,7 +629,7 @@ impl Shared {
                 Some(Ok(ModelChunk::ToolCall(call))) => reply.calls.push(call),
                 Some(Ok(ModelChunk::Usage(usage))) => {
                     usage_seen = true;
-                    self.add_usage(id, usage);
+                    self.add_usage(id, alias, usage);
                 }
                 Some(Ok(ModelChunk::Notice(notice))) => self.set_status_message(id, notice),
             }
@@ -620,13 +639,16 @@ impl Shared {
                 // A stream that closes with nothing at all is a provider that died, not a reply.
                 return Err(ModelError::Provider("the model ended the request without a reply".into()));
             }
-            self.add_usage(id, Usage { model_calls: 1, ..Usage::default() });
+            self.add_usage(id, alias, Usage { model_calls: 1, ..Usage::default() });
         }
         Ok(reply)
     }
 
-    fn add_usage(&self, id: TaskId, usage: Usage) {
+    fn add_usage(&self, id: TaskId, alias: &str, usage: Usage) {
         let mut state = self.lock();
+        if let Some(price) = self.prices.get(alias) {
+            state.run_cost += price.cost(&usage);
+        }
         if let Ok((task_total, run_total)) = state.registry.add_usage(id, &usage) {
             self.emit(
                 &mut state,

@@ -168,6 +168,7 @@ mod tests {
                 experiment: "smoke".into(),
                 root_agent: "a".into(),
                 task: "t".into(),
+                prices: Default::default(),
             },
         ));
         for _ in 0..3 {

@@ -113,6 +113,10 @@ pub fn tokens(n: u64) -> String {
     }
 }
 
+pub fn dollars(cost: f64) -> String {
+    if cost < 0.01 { format!("${cost:.4}") } else { format!("${cost:.2}") }
+}
+
 fn usage_text(usage: &Usage) -> String {
     format!("{} in / {} out", tokens(usage.input_tokens), tokens(usage.output_tokens))
 }
@@ -149,13 +153,14 @@ fn draw_run(frame: &mut Frame, app: &App, areas: &Areas) {
     });
     // Most telling first, so a narrow terminal cuts the least useful part.
     header.push(Span::raw(format!(
-        " {} · tasks {} working {} done {} failed {} cancelled · tokens {} · cost n/a",
+        " {} · tasks {} working {} done {} failed {} cancelled · tokens {} · cost {}",
         duration(view.elapsed_ms(now)),
         counts.working,
         counts.completed,
         counts.failed,
         counts.cancelled,
         usage_text(&view.usage()),
+        view.cost().map_or_else(|| "n/a".to_owned(), dollars),
     )));
     frame.render_widget(Line::from(header), areas.header);
     draw_tree(frame, pane, now, areas.list);
@@ -196,6 +201,7 @@ fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect) {
         } else {
             format!("{}/{}", tokens(node.usage.total_tokens()), tokens(node.branch_usage.total_tokens()))
         };
+        let cost = node.branch_cost.map(|c| format!("{} ", dollars(c))).unwrap_or_default();
         let spans = vec![
             Span::raw("  ".repeat(row.depth as usize)),
             Span::raw(fold),
@@ -205,6 +211,7 @@ fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect) {
             Span::styled(format!(" {kind} {} ", node.model), Style::new().dim()),
             Span::raw(format!("{} ", duration(node.elapsed_ms(now)))),
             Span::styled(format!("{branch}t "), Style::new().fg(Color::Blue)),
+            Span::styled(cost, Style::new().fg(Color::Yellow)),
             Span::styled(node.doing(), doing_style(node.status)),
         ];
         let line_area = Rect::new(inner.x, inner.y + y as u16, inner.width, 1);

@@ -7,12 +7,13 @@
 //! [`RunView::refresh`], at most once a frame and only when the tree's shape or an expansion
 //! changed, so a burst of events never re-lays the tree out per event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
 use crate::protocol::{
-    Event, EventBody, Millis, OnFinish, Role, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage, shorten,
+    Event, EventBody, Millis, OnFinish, Price, Role, RunStatus, TaskCounts, TaskId, TaskKind, TaskStatus, Usage,
+    shorten,
 };
 
 /// `run_started`.
@@ -23,6 +24,8 @@ pub struct RunInfo {
     pub root_agent: String,
     pub task: String,
     pub started: Millis,
+    /// Prices by model alias; empty when none is known.
+    pub prices: BTreeMap<String, Price>,
 }
 
 /// `run_finished`.
@@ -77,6 +80,8 @@ pub struct TaskNode {
     pub usage: Usage,
     /// Spent by this task and everything under it: the cost of the branch.
     pub branch_usage: Usage,
+    /// Dollars of this branch, when its models have prices.
+    pub branch_cost: Option<f64>,
     pub entries: Vec<Entry>,
     /// Assistant text streaming in; replaced by the whole message when it arrives.
     pub streaming: String,
@@ -129,6 +134,7 @@ pub struct RunView {
     rows_stale: bool,
     counts: TaskCounts,
     run_usage: Usage,
+    run_cost: Option<f64>,
     last_ts: Option<Millis>,
     /// Events that could not be placed (a task never created, say): shown, never fatal.
     pub problems: Vec<String>,
@@ -166,6 +172,11 @@ impl RunView {
         self.run_usage
     }
 
+    /// Dollars of the whole run so far; `None` when no model it used has a price.
+    pub fn cost(&self) -> Option<f64> {
+        self.run_cost
+    }
+
     /// The time of the latest event: `now` for a run that is no longer live.
     pub fn last_ts(&self) -> Option<Millis> {
         self.last_ts
@@ -188,13 +199,14 @@ impl RunView {
     pub fn apply(&mut self, event: &Event) {
         self.last_ts = Some(self.last_ts.map_or(event.ts, |t| t.max(event.ts)));
         match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task } => {
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => {
                 self.info = Some(RunInfo {
                     run_id: run_id.clone(),
                     experiment: experiment.clone(),
                     root_agent: root_agent.clone(),
                     task: task.clone(),
                     started: event.ts,
+                    prices: prices.clone(),
                 });
             }
             EventBody::TaskCreated { uri, parent, kind, agent, model, task } => {
@@ -257,10 +269,18 @@ impl RunView {
                 let Some(i) = self.find(*uri, event) else { return };
                 self.nodes[i].usage = *task_total;
                 let spent = Usage { input_tokens: *input_tokens, output_tokens: *output_tokens, model_calls: 1 };
+                let price = self.info.as_ref().and_then(|info| info.prices.get(&self.nodes[i].model)).copied();
+                let cost = price.map(|p| p.cost(&spent));
+                if let Some(cost) = cost {
+                    self.run_cost = Some(self.run_cost.unwrap_or(0.0) + cost);
+                }
                 let mut at = Some(i);
                 while let Some(j) = at {
                     let node = &mut self.nodes[j];
                     node.branch_usage.add(&spent);
+                    if let Some(cost) = cost {
+                        node.branch_cost = Some(node.branch_cost.unwrap_or(0.0) + cost);
+                    }
                     at = node.parent;
                 }
             }
@@ -333,6 +353,7 @@ impl RunView {
             finished: None,
             usage: Usage::default(),
             branch_usage: Usage::default(),
+            branch_cost: None,
             entries: Vec::new(),
             streaming: String::new(),
             calling: None,
@@ -606,6 +627,45 @@ mod tests {
         assert_eq!(writer.streaming, "", "a finished task streams nothing");
         assert_eq!(view.counts(), TaskCounts { working: 1, completed: 1, failed: 0, cancelled: 0 });
         assert_eq!(view.usage(), spent);
+    }
+
+    #[test]
+    fn cost_follows_each_tasks_alias_price_up_its_branch() {
+        let mut view = RunView::new();
+        let price = Price { input_per_mtok: 1_000_000.0, output_per_mtok: 2_000_000.0 };
+        view.apply(&ev(
+            0,
+            EventBody::RunStarted {
+                run_id: "r".into(),
+                experiment: "e".into(),
+                root_agent: "host".into(),
+                task: "t".into(),
+                prices: [("big".to_owned(), price)].into_iter().collect(),
+            },
+        ));
+        view.apply(&created(1, 1, None, "host"));
+        let mut child = created(2, 2, Some(1), "writer");
+        if let EventBody::TaskCreated { model, .. } = &mut child.body {
+            *model = "big".into();
+        }
+        view.apply(&child);
+        assert_eq!(view.cost(), None, "nothing priced spent yet");
+        let spent = |uri, input, output| {
+            let usage = Usage { input_tokens: input, output_tokens: output, model_calls: 1 };
+            EventBody::Usage {
+                uri: id(uri),
+                input_tokens: input,
+                output_tokens: output,
+                task_total: usage,
+                run_total: usage,
+            }
+        };
+        view.apply(&ev(3, spent(1, 5, 5)));
+        assert_eq!(view.cost(), None, "the host's model `small` has no price");
+        view.apply(&ev(4, spent(2, 3, 1)));
+        assert_eq!(view.cost(), Some(5.0));
+        assert_eq!(view.node(id(1)).unwrap().branch_cost, Some(5.0), "the parent's branch pays for the child");
+        assert_eq!(view.node(id(2)).unwrap().branch_cost, Some(5.0));
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         models: ModelTable::from_models([("m".to_owned(), model.clone()), ("slm".to_owned(), model)]),
         slm_alias: "slm".into(),
         salt: 42,
+        prices: Default::default(),
     }
 }
 
@@ -623,6 +624,35 @@ text = "background done"
         assert_eq!(decision, vec![policy]);
         assert!(run.finals().contains(&("worker: background".into(), child_status)), "{policy:?}: {:?}", run.finals());
     }
+}
+
+/// `max_cost` stops a run once its priced tokens cost that much; the price reaches every view
+/// through `run_started`, and the report shows each task's cost.
+#[tokio::test]
+async fn the_cost_budget_stops_the_run_and_prices_travel_with_the_events() {
+    let script = r#"
+[[conversation]]
+repeat = true
+[[conversation.turn]]
+text = "thinking out loud for a while"
+[[conversation.turn.call]]
+tool = "list_tasks"
+"#;
+    let limits = Limits { max_cost: Some(0.001), max_turns_per_agent: 100, ..Limits::default() };
+    let mut config = config(script, vec![expert("talker", ALL_TOOLS, &[])], "talker", "talk", limits);
+    // $10 per million input tokens, $30 per million output tokens.
+    let price = troupe::protocol::Price { input_per_mtok: 10.0, output_per_mtok: 30.0 };
+    config.prices = [("m".to_owned(), price)].into_iter().collect();
+    let run = run(config).await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    assert_eq!(run.limits_hit(), vec!["max_cost"]);
+    let spent = price.cost(&run.summary.usage);
+    assert!(spent >= 0.001, "stopped only once the budget was spent: ${spent}");
+    let EventBody::RunStarted { prices, .. } = &run.events[0].body else { panic!("run_started first") };
+    assert_eq!(prices.get("m"), Some(&price));
+    let report = troupe::findings::render_report(&run.events);
+    assert!(report.contains(&format!("| cost | ${spent:.4} |")), "{report}");
+    assert!(report.contains("| tokens (in / out) | cost | duration |"), "{report}");
 }
 
 /// An agent's last turn is not taken while subtasks it started still work: it waits for them and
