@@ -90,6 +90,7 @@ fn agent(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         name: name.into(),
         description: String::new(),
         model: "instant".into(),
+        difficulty: None,
         temperature: None,
         top_p: None,
         max_tokens: None,
@@ -138,6 +139,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         slm_alias: "slm".into(),
         salt: 7,
         prices: Default::default(),
+        routing: None,
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

@@ -143,6 +143,7 @@ pub fn prepare_in(
             slm_alias: SLM_ALIAS.to_owned(),
             salt,
             prices: prices(&aliases),
+            routing: workbench.settings.routing.clone(),
         },
         redactor: Redactor::from_env(&key_names),
         snapshot: workbench.files(),
@@ -218,7 +219,18 @@ fn reachable_aliases(
             continue;
         }
         let Some(agent) = workbench.agents.get(&name) else { continue };
-        let mut needed = vec![agent.model.clone()];
+        let mut needed = match (&agent.model, &workbench.settings.routing) {
+            // Routing may send this agent's subtasks to any alias it names.
+            (model, Some(routing)) if model == crate::config::AUTO_MODEL => {
+                let mut all = vec![routing.default.clone()];
+                all.extend(routing.rules.iter().map(|r| r.alias.clone()));
+                if let Some(classify) = &routing.classify {
+                    all.extend([classify.with.clone(), classify.simple.clone(), classify.complex.clone()]);
+                }
+                all
+            }
+            (model, _) => vec![model.clone()],
+        };
         if agent.tools.iter().any(|t| t == "call_slm") && aliases.contains_key(SLM_ALIAS) {
             needed.push(SLM_ALIAS.to_owned());
         }

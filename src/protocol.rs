@@ -457,6 +457,12 @@ pub enum EventBody {
         task_total: Usage,
         run_total: Usage,
     },
+    /// `model = "auto"` chose the alias `uri` runs on, and why.
+    Routed {
+        uri: TaskId,
+        alias: String,
+        reason: String,
+    },
     /// A limit stopped something. `limit` is the `troupe.toml` key.
     LimitHit {
         uri: TaskId,
@@ -494,6 +500,7 @@ impl EventBody {
             EventBody::ToolCall { .. } => "tool_call",
             EventBody::ToolResult { .. } => "tool_result",
             EventBody::Usage { .. } => "usage",
+            EventBody::Routed { .. } => "routed",
             EventBody::LimitHit { .. } => "limit_hit",
             EventBody::ChildrenOnFinish { .. } => "children_on_finish",
             EventBody::RunFinished { .. } => "run_finished",

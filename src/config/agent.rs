@@ -27,6 +27,7 @@ const AGENT_SCHEMA: Schema = &[
     ("name", "name = \"researcher\""),
     ("description", "description = \"Finds facts and reports them briefly\""),
     ("model", "model = \"small\""),
+    ("difficulty", "difficulty = \"hard\""),
     ("temperature", "temperature = 0.2"),
     ("top_p", "top_p = 0.9"),
     ("max_tokens", "max_tokens = 512"),
@@ -67,6 +68,7 @@ impl AgentDraft {
                 name: stem,
                 description: String::new(),
                 model: String::new(),
+                difficulty: None,
                 temperature: None,
                 top_p: None,
                 max_tokens: None,
@@ -131,6 +133,7 @@ impl AgentDraft {
         spec.max_wall_seconds = table.u64(&mut cx, "max_wall_seconds", true);
         spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
         spec.self_copies = table.boolean(&mut cx, "self_copies").unwrap_or(true);
+        spec.difficulty = table.choice(&mut cx, "difficulty", &super::types::Difficulty::ALL).map(|c| c.value);
         spec.tool_choice = table.choice(&mut cx, "tool_choice", &TOOL_CHOICE).map_or(ToolChoice::Auto, |c| c.value);
         let tools = table.string_array(&mut cx, "tools");
         // When `tools` is mistyped (reported), whether it holds `call_agent` is unknown.

@@ -13,14 +13,36 @@ use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
 use super::reader::{Cx, Located, Schema, Source, Table};
-use super::types::{Limits, LimitsPatch, ModelSpec, ProviderKind, Settings};
+use super::types::{Classify, Difficulty, Limits, LimitsPatch, ModelSpec, ProviderKind, RouteRule, Routing, Settings};
 use crate::protocol::OnFinish;
 
 pub(crate) const ON_FINISH: [(&str, OnFinish); 2] =
     [("cancel_children", OnFinish::CancelChildren), ("wait_for_children", OnFinish::WaitForChildren)];
 
-const TOP_SCHEMA: Schema =
-    &[("models", "[models.small]"), ("limits", "[limits]"), ("mcp", "[mcp.servers.time]"), ("memory", "[memory]")];
+const TOP_SCHEMA: Schema = &[
+    ("models", "[models.small]"),
+    ("limits", "[limits]"),
+    ("routing", "[routing]"),
+    ("mcp", "[mcp.servers.time]"),
+    ("memory", "[memory]"),
+];
+
+const ROUTING_SCHEMA: Schema = &[
+    ("default", "default = \"small\""),
+    ("rules", "[[routing.rules]] followed by use = \"big\""),
+    ("classify", "[routing.classify] followed by with = \"slm\""),
+];
+
+const RULE_SCHEMA: Schema = &[
+    ("use", "use = \"big\""),
+    ("difficulty", "difficulty = \"hard\""),
+    ("max_task_chars", "max_task_chars = 200"),
+    ("min_task_chars", "min_task_chars = 2000"),
+    ("keywords", "keywords = [\"prove\", \"analyze\"]"),
+];
+
+const CLASSIFY_SCHEMA: Schema =
+    &[("with", "with = \"slm\""), ("simple", "simple = \"small\""), ("complex", "complex = \"big\"")];
 
 pub(crate) const MODEL_SCHEMA: Schema = &[
     ("provider", "provider = \"local\""),
@@ -71,7 +93,7 @@ pub(crate) struct SettingsDraft {
 impl SettingsDraft {
     fn defaults(path: Option<PathBuf>) -> Self {
         SettingsDraft {
-            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default() },
+            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default(), routing: None },
             aliases: BTreeSet::new(),
             mcp_servers: BTreeSet::new(),
             complete: true,
@@ -108,6 +130,9 @@ impl SettingsDraft {
             let (specs, aliases) = read_models(&mut cx, models, &dirs);
             draft.settings.models = specs;
             draft.aliases = aliases;
+        }
+        if let Some(routing) = top.get("routing") {
+            draft.settings.routing = read_routing(&mut cx, routing, &draft.aliases);
         }
         if let Some(patch) = top.get("limits").and_then(|v| read_limits(&mut cx, v)) {
             draft.settings.limits = Limits::default().patched(&patch);
@@ -306,6 +331,74 @@ fn looks_like_key(value: &str) -> bool {
             && has(|c| c.is_ascii_lowercase())
             && has(|c| c.is_ascii_uppercase())
             && has(|c| c.is_ascii_digit())
+}
+
+/// `[routing]`; every alias it names must be one of `aliases`. `None` (reported) when wrong.
+fn read_routing(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, aliases: &BTreeSet<String>) -> Option<Routing> {
+    let errors_before = cx.diags.len();
+    let table = Table::nested(cx, "routing", value, "[routing] followed by default = \"small\"", ROUTING_SCHEMA)?;
+    table.check_unknown(cx);
+    let alias = |cx: &mut Cx<'_>, located: Option<Located<String>>| -> String {
+        let Some(located) = located else { return String::new() };
+        if !aliases.contains(&located.value) {
+            let hint = super::suggest::hint(
+                &located.value,
+                aliases.iter().map(String::as_str),
+                "known aliases",
+                Some("no model aliases are defined: add a [models.<alias>] table"),
+            );
+            cx.push(
+                Diagnostic::error(located.at.clone(), format!("unknown model alias `{}`", located.value))
+                    .with_opt_hint(hint),
+            );
+        }
+        located.value
+    };
+    let default = table.required_string(cx, "default");
+    let default = alias(cx, default);
+    let mut rules = Vec::new();
+    if let Some(value) = table.get("rules") {
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    let Some(rule) = Table::nested(cx, "routing.rules", item, "{ use = \"big\" }", RULE_SCHEMA) else {
+                        continue;
+                    };
+                    rule.check_unknown(cx);
+                    let target = rule.required_string(cx, "use");
+                    let target = alias(cx, target);
+                    rules.push(RouteRule {
+                        alias: target,
+                        difficulty: rule.choice(cx, "difficulty", &Difficulty::ALL).map(|c| c.value),
+                        max_task_chars: rule.u64(cx, "max_task_chars", true),
+                        min_task_chars: rule.u64(cx, "min_task_chars", false),
+                        keywords: rule
+                            .string_array(cx, "keywords")
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|k| k.value)
+                            .collect(),
+                    });
+                }
+            }
+            _ => table.value_error(
+                cx,
+                "rules",
+                value,
+                "`rules` must be an array of tables: write each rule as [[routing.rules]]".to_owned(),
+            ),
+        }
+    }
+    let classify = table.get("classify").and_then(|value| {
+        let classify = Table::nested(cx, "routing.classify", value, "[routing.classify]", CLASSIFY_SCHEMA)?;
+        classify.check_unknown(cx);
+        let with = classify.required_string(cx, "with");
+        let simple = classify.required_string(cx, "simple");
+        let complex = classify.required_string(cx, "complex");
+        Some(Classify { with: alias(cx, with), simple: alias(cx, simple), complex: alias(cx, complex) })
+    });
+    let had_errors = cx.diags.iter().skip(errors_before).any(Diagnostic::is_error);
+    (!had_errors).then_some(Routing { default, rules, classify })
 }
 
 /// A `[limits]` table as a patch: only the keys present are set. `None` when not a table.

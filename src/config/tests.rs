@@ -67,7 +67,7 @@ fn diagnostics_are_exact() {
             "unknown key far from any known key",
             vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
+                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
             ],
         ),
         (
@@ -221,6 +221,26 @@ fn diagnostics_are_exact() {
                 "<root>/troupe.toml:4:29: error: header `Authorization` would put a key in this file\n  = hint: put the key in an environment variable and name the variable here",
                 "<root>/troupe.toml:4:80: error: `headers.x-n` must be a string, found an integer\n  = hint: for example: headers = { \"OpenAI-Organization\" = \"org-123\" }",
                 "<root>/troupe.toml:5:9: error: `top_p` must be a number from 0 to 1, found 2\n  = hint: for example: top_p = 0.9",
+            ],
+        ),
+        (
+            "routing to unknown aliases, a bad difficulty, auto without routing elsewhere",
+            vec![(
+                "troupe.toml",
+                "[models.small]\nprovider = \"local\"\n[routing]\ndefault = \"smal\"\n[[routing.rules]]\nuse = \"big\"\ndifficulty = \"brutal\"\n[routing.classify]\nwith = \"small\"\nsimple = \"small\"\n",
+            )],
+            vec![
+                "<root>/troupe.toml:4:11: error: unknown model alias `smal`\n  = hint: did you mean `small`?",
+                "<root>/troupe.toml:6:7: error: unknown model alias `big`\n  = hint: known aliases: small",
+                "<root>/troupe.toml:7:14: error: `difficulty` must be one of `easy`, `medium`, `hard`, found `brutal`\n  = hint: for example: difficulty = \"hard\"",
+                "<root>/troupe.toml:8:1: error: missing required key `complex`\n  = hint: for example: complex = \"big\"",
+            ],
+        ),
+        (
+            "an expert on model auto without a [routing] table",
+            vec![("troupe.toml", MODELS), ("agents/writer.toml", "name = \"writer\"\nmodel = \"auto\"\n")],
+            vec![
+                "<root>/agents/writer.toml:2:9: error: `model = \"auto\"` needs a [routing] table in troupe.toml\n  = hint: for example: [routing] followed by default = \"small\" and [[routing.rules]] tables",
             ],
         ),
         (
@@ -382,6 +402,7 @@ Be careful."""
             name: "researcher".into(),
             description: "Finds facts".into(),
             model: "small".into(),
+            difficulty: None,
             temperature: Some(0.2),
             top_p: Some(0.9),
             max_tokens: Some(256),
@@ -405,6 +426,7 @@ Be careful."""
             name: "summarizer".into(),
             description: String::new(),
             model: "fake".into(),
+            difficulty: None,
             temperature: None,
             top_p: None,
             max_tokens: None,

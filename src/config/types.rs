@@ -39,6 +39,64 @@ pub struct Settings {
     pub models: BTreeMap<String, ModelSpec>,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[routing]`: how `model = "auto"` picks an alias per subtask.
+    pub routing: Option<Routing>,
+}
+
+/// The model alias an expert writes to be routed per subtask.
+pub const AUTO_MODEL: &str = "auto";
+
+/// How hard an expert says its tasks are (`difficulty`), for routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Difficulty {
+    Easy,
+    Medium,
+    Hard,
+}
+
+impl Difficulty {
+    pub const ALL: [(&'static str, Difficulty); 3] =
+        [("easy", Difficulty::Easy), ("medium", Difficulty::Medium), ("hard", Difficulty::Hard)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difficulty::Easy => "easy",
+            Difficulty::Medium => "medium",
+            Difficulty::Hard => "hard",
+        }
+    }
+}
+
+/// `[routing]` in `troupe.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    /// The alias when no rule matches (and no classification decides).
+    pub default: String,
+    /// Tried in order; the first that matches decides.
+    pub rules: Vec<RouteRule>,
+    /// Ask a small model whether the task is simple or complex when no rule matched.
+    pub classify: Option<Classify>,
+}
+
+/// `[[routing.rules]]`: every condition given must hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteRule {
+    /// The alias this rule sends the subtask to (`use`).
+    pub alias: String,
+    pub difficulty: Option<Difficulty>,
+    pub max_task_chars: Option<u64>,
+    pub min_task_chars: Option<u64>,
+    /// Any of them in the task, ignoring case.
+    pub keywords: Vec<String>,
+}
+
+/// `[routing.classify]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classify {
+    /// The alias asked.
+    pub with: String,
+    pub simple: String,
+    pub complex: String,
 }
 
 /// Which code serves a model alias.
@@ -209,6 +267,8 @@ pub struct AgentSpec {
     pub description: String,
     /// A model alias from `troupe.toml` (or the experiment's overrides).
     pub model: String,
+    /// How hard this expert's tasks are, for `model = "auto"` routing.
+    pub difficulty: Option<Difficulty>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub max_tokens: Option<u32>,

@@ -274,6 +274,17 @@ fn check_references(
             continue;
         };
         let alias = agent.spec.model.as_str();
+        if alias == super::types::AUTO_MODEL {
+            if settings.complete && settings.settings.routing.is_none() {
+                diags.push(
+                    Diagnostic::error(model_at.clone(), "`model = \"auto\"` needs a [routing] table in troupe.toml")
+                        .with_hint(
+                            "for example: [routing] followed by default = \"small\" and [[routing.rules]] tables",
+                        ),
+                );
+            }
+            continue;
+        }
         if aliases_known && !all_aliases.contains(alias) {
             let hint = suggest::hint(
                 alias,
@@ -314,7 +325,8 @@ fn check_references(
         // this experiment can reach.
         for agent in reachable(root, &by_name) {
             let alias = agent.spec.model.as_str();
-            if agent.model_at.is_none()
+            if alias == super::types::AUTO_MODEL
+                || agent.model_at.is_none()
                 || settings.aliases.contains(alias)
                 || experiment.aliases.contains(alias)
                 || !all_aliases.contains(alias)

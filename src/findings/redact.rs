@@ -167,6 +167,9 @@ impl Redactor {
                 is_error: *is_error,
             },
             EventBody::Usage { .. } | EventBody::ChildrenOnFinish { .. } => event.body.clone(),
+            EventBody::Routed { uri, alias, reason } => {
+                EventBody::Routed { uri: *uri, alias: self.text(alias), reason: self.text(reason) }
+            }
             EventBody::LimitHit { uri, limit, value, message } => {
                 EventBody::LimitHit { uri: *uri, limit: self.text(limit), value: *value, message: self.text(message) }
             }

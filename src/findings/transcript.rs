@@ -142,6 +142,9 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
             };
             push_tool_text(out, &text);
         }
+        EventBody::Routed { alias, reason, .. } => {
+            let _ = writeln!(out, "_Routed to model {}: {reason}_\n", inline_code(alias));
+        }
         EventBody::TaskStatus { status, status_message, result, error, .. } => {
             let message = status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
             if status.is_terminal() {

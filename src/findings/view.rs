@@ -218,6 +218,12 @@ impl<'e> RunView<'e> {
                 self.task_mut(*uri).events.push(event);
                 self.limit_hits.push(event);
             }
+            EventBody::Routed { uri, alias, .. } => {
+                let task = self.task_mut(*uri);
+                // The report shows the model a task actually ran on, not `auto`.
+                task.model = alias;
+                task.events.push(event);
+            }
             EventBody::RunFinished { status, result, error, usage, tasks, elapsed_ms } => {
                 self.end = Some(RunEnd {
                     status: *status,

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
+use super::routing::{self, Route};
 use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
-use crate::config::{AgentSpec, Limits};
+use crate::config::{AUTO_MODEL, AgentSpec, Limits, Routing};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
     ChatMessage, Event, EventBody, Millis, OnFinish, Op, Price, RunStatus, TaskCounts, TaskId, TaskKind, TaskResource,
@@ -62,6 +63,8 @@ pub struct RunConfig {
     pub salt: u32,
     /// Prices of the aliases that have one, for cost and `max_cost`.
     pub prices: BTreeMap<String, Price>,
+    /// How experts with `model = "auto"` are routed.
+    pub routing: Option<Routing>,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -157,6 +160,7 @@ struct Shared {
     models: ModelTable,
     slm_alias: String,
     prices: BTreeMap<String, Price>,
+    routing: Option<Routing>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Event>,
     state: Mutex<State>,
@@ -172,7 +176,9 @@ pub fn spawn_run(
     let profiles = build_profiles(&config);
     let root_profile =
         profiles.get(&config.root_agent).cloned().ok_or_else(|| StartError::UnknownRoot(config.root_agent.clone()))?;
-    config.models.get(&root_profile.model)?;
+    if &*root_profile.model != AUTO_MODEL {
+        config.models.get(&root_profile.model)?;
+    }
     let started_at = clock.now();
     let shared = Arc::new(Shared {
         profiles,
@@ -180,6 +186,7 @@ pub fn spawn_run(
         models: config.models.clone(),
         slm_alias: config.slm_alias.clone(),
         prices: config.prices.clone(),
+        routing: config.routing.clone(),
         clock,
         events,
         state: Mutex::new(State {
@@ -352,6 +359,7 @@ impl Shared {
             | EventBody::ToolCall { uri, .. }
             | EventBody::ToolResult { uri, .. }
             | EventBody::LimitHit { uri, .. }
+            | EventBody::Routed { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => {
                 state.registry.status(*uri).map_or(true, TaskStatus::is_terminal)
             }
@@ -663,7 +671,57 @@ impl Shared {
         }
     }
 
+    /// The alias `id` runs on: its expert's, or for `model = "auto"` the routing's choice,
+    /// recorded as a `routed` event. `None` when the task ended instead (failed, cancelled).
+    async fn resolve_model(
+        &self,
+        id: TaskId,
+        profile: &Profile,
+        task: &str,
+        cancel: &CancellationToken,
+    ) -> Option<Arc<str>> {
+        if &*profile.model != AUTO_MODEL {
+            return Some(profile.model.clone());
+        }
+        let Some(routing) = &self.routing else {
+            self.fail(id, "model = \"auto\" needs a [routing] table in troupe.toml".into());
+            return None;
+        };
+        let route = match routing::route(routing, profile.spec.difficulty, task) {
+            Route::Classify { with } => {
+                self.set_status_message(id, format!("routing: asking {with} to classify the task"));
+                let request = ModelRequest {
+                    task: id,
+                    agent: "router".into(),
+                    messages: vec![ChatMessage::user(routing::classify_prompt(task))],
+                    tools: Vec::new(),
+                    tool_choice: ToolChoice::Auto,
+                    forced_tool: None,
+                    sampling: Sampling { temperature: Some(0.0), max_tokens: Some(4), ..Sampling::default() },
+                };
+                let verdict = match self.call_model(id, &with, request, cancel).await {
+                    Ok(reply) => Some(reply.text),
+                    Err(ModelError::Cancelled) => return None,
+                    Err(_) => None,
+                };
+                routing::after_classifying(routing, verdict.as_deref())
+            }
+            decided => decided,
+        };
+        let Route::Alias { alias, reason } = route else {
+            self.fail(id, "routing could not decide a model".into());
+            return None;
+        };
+        if let Err(err) = self.models.get(&alias) {
+            self.fail(id, format!("routing chose `{alias}`: {err}"));
+            return None;
+        }
+        self.emit_now(EventBody::Routed { uri: id, alias: alias.clone(), reason });
+        Some(Arc::from(alias.as_str()))
+    }
+
     async fn run_agent(self: &Arc<Self>, id: TaskId, profile: Arc<Profile>, task: String, cancel: &CancellationToken) {
+        let Some(model) = self.resolve_model(id, &profile, &task, cancel).await else { return };
         let mut machine = AgentMachine::new(AgentSetup {
             system_prompt: profile.spec.system_prompt.clone(),
             task,
@@ -692,7 +750,7 @@ impl Shared {
                         },
                         sampling: profile.sampling,
                     };
-                    match self.call_model(id, &profile.model, request, cancel).await {
+                    match self.call_model(id, &model, request, cancel).await {
                         Ok(reply) => machine.handle_model_reply(reply.text, reply.calls),
                         Err(ModelError::Cancelled) => {
                             machine.handle_cancel();
@@ -910,7 +968,9 @@ impl Shared {
                         }
                     }
                 };
-                self.models.get(&child.model).map_err(|e| e.to_string())?;
+                if &*child.model != AUTO_MODEL {
+                    self.models.get(&child.model).map_err(|e| e.to_string())?;
+                }
                 let wall = child.wall;
                 let new = NewTask {
                     parent: Some(caller),

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod driver;
 pub mod registry;
+pub mod routing;
 pub mod tools;
 
 pub use driver::{Clock, RunConfig, RunHandle, RunSummary, StartError, SystemClock, spawn_run};

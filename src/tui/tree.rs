@@ -284,6 +284,12 @@ impl RunView {
                     at = node.parent;
                 }
             }
+            EventBody::Routed { uri, alias, reason } => {
+                let Some(i) = self.find(*uri, event) else { return };
+                let node = &mut self.nodes[i];
+                node.model.clone_from(alias);
+                node.entries.push(Entry::Note { text: format!("routed to {alias}: {reason}"), is_error: false });
+            }
             EventBody::LimitHit { uri, message, .. } => {
                 let Some(i) = self.find(*uri, event) else { return };
                 self.nodes[i].entries.push(Entry::Note { text: format!("limit: {message}"), is_error: true });

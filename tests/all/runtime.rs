@@ -20,6 +20,7 @@ pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         name: name.into(),
         description: format!("the {name}"),
         model: "m".into(),
+        difficulty: None,
         temperature: None,
         top_p: None,
         max_tokens: None,
@@ -93,6 +94,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         slm_alias: "slm".into(),
         salt: 42,
         prices: Default::default(),
+        routing: None,
     }
 }
 
@@ -653,6 +655,95 @@ tool = "list_tasks"
     let report = troupe::findings::render_report(&run.events);
     assert!(report.contains(&format!("| cost | ${spent:.4} |")), "{report}");
     assert!(report.contains("| tokens (in / out) | cost | duration |"), "{report}");
+}
+
+/// `model = "auto"`: each subtask is routed by the rules, or by the small model's verdict when
+/// none matches; every decision is a `routed` event with its reason, and the task runs (and is
+/// billed) on the alias chosen.
+#[tokio::test]
+async fn auto_routes_each_subtask_by_rules_then_by_classification() {
+    use troupe::config::{Classify, Difficulty, RouteRule, Routing};
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "quick", task = "2+2?" }
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "thinker", task = "Plan the migration of our billing system to the new provider." }
+[[conversation.turn]]
+text = "done"
+
+[[conversation]]
+agent = "router"
+[[conversation.turn]]
+text = "complex"
+
+[[conversation]]
+agent = "quick"
+[[conversation.turn]]
+text = "4"
+
+[[conversation]]
+agent = "thinker"
+[[conversation.turn]]
+text = "step one, step two"
+"#;
+    let mut boss = expert("boss", ALL_TOOLS, &["quick", "thinker"]);
+    boss.model = "auto".into();
+    boss.difficulty = Some(Difficulty::Hard);
+    boss.max_turns = Some(3);
+    boss.on_finish = Some(OnFinish::WaitForChildren);
+    let mut quick = expert("quick", &[], &[]);
+    quick.model = "auto".into();
+    let mut thinker = expert("thinker", &[], &[]);
+    thinker.model = "auto".into();
+    let mut config = config(script, vec![boss, quick, thinker], "boss", "route them", Limits::default());
+    let model = config.models.get("m").unwrap().clone();
+    config.models = ModelTable::from_models(["m", "slm", "big"].map(|alias| (alias.to_owned(), model.clone())));
+    let rule = |alias: &str| RouteRule {
+        alias: alias.into(),
+        difficulty: None,
+        max_task_chars: None,
+        min_task_chars: None,
+        keywords: vec![],
+    };
+    config.routing = Some(Routing {
+        default: "m".into(),
+        rules: vec![
+            RouteRule { difficulty: Some(Difficulty::Hard), ..rule("big") },
+            RouteRule { max_task_chars: Some(10), ..rule("m") },
+        ],
+        classify: Some(Classify { with: "slm".into(), simple: "m".into(), complex: "big".into() }),
+    });
+    let run = run(config).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{:?}", run.summary);
+    let mut agents: BTreeMap<TaskId, String> = BTreeMap::new();
+    let mut routed = Vec::new();
+    for event in &run.events {
+        match &event.body {
+            EventBody::TaskCreated { uri, agent, .. } => {
+                agents.insert(*uri, agent.clone());
+            }
+            EventBody::Routed { uri, alias, reason } => {
+                routed.push((agents[uri].clone(), alias.clone(), reason.clone()))
+            }
+            _ => {}
+        }
+    }
+    routed.sort();
+    assert_eq!(
+        routed,
+        vec![
+            ("boss".into(), "big".into(), "rule 1 (difficulty = hard)".into()),
+            ("quick".into(), "m".into(), "rule 2 (task of 4 chars ≤ 10)".into()),
+            ("thinker".into(), "big".into(), "slm classified the task as complex".into()),
+        ]
+    );
+    let transcript = troupe::findings::render_transcript(&run.events);
+    assert!(transcript.contains("_Routed to model `big`: slm classified the task as complex_"), "{transcript}");
 }
 
 /// An agent's last turn is not taken while subtasks it started still work: it waits for them and
