@@ -34,6 +34,10 @@ pub enum LaunchError {
         "{file}:{line}:{col}: model alias `{alias}` uses provider `{provider}`, which this build of troupe cannot run yet\n  = hint: the experiment reaches it through agent `{agent}`; point that agent at a model this build runs (provider = \"scripted\"), or override [models.{alias}] in the experiment"
     )]
     Unavailable { alias: String, provider: &'static str, agent: String, file: String, line: u32, col: u32 },
+    #[error(
+        "{file}:{line}:{col}: model alias `{alias}` needs an API key in the environment variable `{var}`, which is not set\n  = hint: the experiment reaches it through agent `{agent}`; export {var}=<your key> before starting troupe"
+    )]
+    MissingKey { alias: String, var: String, agent: String, file: String, line: u32, col: u32 },
     #[error("the embedded model: {0}")]
     LocalModel(String),
     #[error("{0}")]
@@ -98,7 +102,13 @@ pub fn prepare_in(
     check_reachable(&reachable, &aliases, &models)?;
 
     let run_id = findings::new_run_id(&spec.name, now, salt);
-    let key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
+    // Every variable a key or a header value comes from is hidden in the findings.
+    let mut key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
+    for spec in aliases.values() {
+        for (_, value) in &spec.headers {
+            key_names.extend(crate::model::env_names(value));
+        }
+    }
     let limits = workbench.limits_for(spec);
     let run_json = json!({
         "run_id": run_id,
@@ -152,11 +162,16 @@ pub fn prepare_in(
     })
 }
 
-/// The prices of the aliases that declare one (a missing half counts as free).
+/// The prices of the aliases that declare one (a missing half counts as free). The embedded
+/// and scripted models cost nothing, so they are priced at zero when any alias has a price:
+/// a run mixing them with a paid model then shows every task's cost.
 fn prices(aliases: &BTreeMap<String, ModelSpec>) -> BTreeMap<String, Price> {
+    let priced = |spec: &ModelSpec| spec.price_input_per_mtok.is_some() || spec.price_output_per_mtok.is_some();
+    let any_priced = aliases.values().any(priced);
+    let free = |spec: &ModelSpec| matches!(spec.provider, ProviderKind::Local | ProviderKind::Scripted);
     aliases
         .iter()
-        .filter(|(_, spec)| spec.price_input_per_mtok.is_some() || spec.price_output_per_mtok.is_some())
+        .filter(|(_, spec)| priced(spec) || (any_priced && free(spec)))
         .map(|(alias, spec)| {
             let price = Price {
                 input_per_mtok: spec.price_input_per_mtok.unwrap_or(0.0),
@@ -260,6 +275,19 @@ fn check_reachable(
     models: &ModelTable,
 ) -> Result<(), LaunchError> {
     for (alias, agent) in reachable {
+        if let Some(spec) = aliases.get(alias)
+            && let Some(var) = &spec.api_key_env
+            && std::env::var(var).map_or(true, |v| v.trim().is_empty())
+        {
+            return Err(LaunchError::MissingKey {
+                alias: alias.clone(),
+                var: var.clone(),
+                agent: agent.clone(),
+                file: spec.location.path.display().to_string(),
+                line: spec.location.line,
+                col: spec.location.col,
+            });
+        }
         if let Err(ModelError::Unavailable { provider, .. }) = models.get(alias) {
             let location = aliases.get(alias).map(|m| m.location.clone()).unwrap_or_default();
             return Err(LaunchError::Unavailable {

@@ -12,6 +12,7 @@
 
 pub mod files;
 pub mod local;
+pub mod remote;
 pub mod scripted;
 
 use std::collections::BTreeMap;
@@ -117,6 +118,60 @@ pub trait Model: Send + Sync {
 }
 
 /// The models of one run, by alias.
+/// A remote alias's settings: its key read from the environment variable it names (a missing
+/// variable is caught before a run starts, by `launch`), `${NAME}` in header values expanded.
+fn remote_settings(spec: &ModelSpec) -> remote::RemoteSettings {
+    let mut settings = remote::RemoteSettings::new(spec.model.clone().unwrap_or_default());
+    settings.base_url = spec.base_url.clone();
+    settings.api_key = spec.api_key_env.as_ref().and_then(|name| std::env::var(name).ok());
+    settings.extra_headers =
+        spec.headers.iter().map(|(name, value)| (name.clone(), expand_env(value, |n| std::env::var(n).ok()))).collect();
+    settings.defaults =
+        Sampling { temperature: spec.temperature, top_p: spec.top_p, max_tokens: spec.max_tokens, seed: spec.seed };
+    if let Some(secs) = spec.timeout_seconds {
+        settings.timeouts.first_byte = std::time::Duration::from_secs(secs);
+        settings.timeouts.between_chunks = std::time::Duration::from_secs(secs);
+    }
+    if let Some(secs) = spec.connect_timeout_seconds {
+        settings.timeouts.connect = std::time::Duration::from_secs(secs);
+    }
+    if let Some(retries) = spec.max_retries {
+        settings.max_retries = retries;
+    }
+    settings
+}
+
+/// `text` with every `${NAME}` replaced by `lookup(NAME)` (empty when unset).
+pub fn expand_env(text: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find('}') {
+            Some(len) => {
+                out.push_str(&lookup(&rest[start + 2..start + 2 + len]).unwrap_or_default());
+                rest = &rest[start + 3 + len..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment variables `${NAME}` in `text` names.
+pub fn env_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = expand_env(text, |name| {
+        names.push(name.to_owned());
+        None
+    });
+    names
+}
+
 /// Embedded models kept loaded between the runs of one process (the workbench): a run whose
 /// model is loaded already reuses it, and the caches it kept, instead of loading it again.
 /// A fresh pool per run (what [`ModelTable::build`] uses) loads the model each time.
@@ -205,7 +260,13 @@ impl ModelTable {
                     );
                 }
                 ProviderKind::Openai | ProviderKind::Anthropic => {
-                    unavailable.insert(alias.clone(), spec.provider.as_str());
+                    let dialect: Arc<dyn remote::wire::Dialect> = match spec.provider {
+                        ProviderKind::Anthropic => Arc::new(remote::AnthropicDialect),
+                        _ => Arc::new(remote::OpenAiDialect),
+                    };
+                    let model = remote::RemoteModel::new(dialect, remote_settings(spec))
+                        .map_err(|err| ModelBuildError { alias: alias.clone(), message: err.to_string() })?;
+                    models.insert(alias.clone(), Arc::new(model));
                 }
             }
         }
@@ -264,4 +325,26 @@ pub struct ModelBuildError {
 /// characters a token, as for English text with common tokenizers.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn header_values_name_environment_variables() {
+        let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_owned());
+        let cases = [
+            ("Bearer ${TOKEN}", "Bearer s3cret"),
+            ("${TOKEN}-${TOKEN}", "s3cret-s3cret"),
+            ("x ${UNSET} y", "x  y"),
+            ("no variables", "no variables"),
+            ("open ${TOKEN", "open ${TOKEN"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(expand_env(text, lookup), want, "{text}");
+        }
+        assert_eq!(env_names("a ${ONE} b ${TWO}"), vec!["ONE", "TWO"]);
+    }
 }

@@ -124,7 +124,7 @@ fn the_shipped_workbench_is_valid() {
     let root = workbench();
     let output = troupe(root.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("6 agents, 2 experiments"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("7 agents, 3 experiments"), "{}", stderr(&output));
 }
 
 #[test]
@@ -236,19 +236,25 @@ fn configuration_problems_exit_2_with_the_reason() {
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("no experiment `nonesuch`")
-            && stderr(&output).contains("known experiments: hello, smoke"),
+            && stderr(&output).contains("known experiments: hello, remote, smoke"),
         "{}",
         stderr(&output)
     );
 
     fs::write(
-        root.path().join("experiments/remote.toml"),
-        "root = \"critic\"\ntask = \"Critique: the moon is cheese.\"\n[models.small]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n",
+        root.path().join("experiments/nokey.toml"),
+        "root = \"critic\"\ntask = \"Critique: the moon is cheese.\"\n[models.small]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"TROUPE_UNSET_TEST_KEY\"\n",
     )
     .unwrap();
-    let output = troupe(root.path(), &["run", "remote"]);
+    let output = troupe(root.path(), &["run", "nokey"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("model alias `small` uses provider `openai`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "model alias `small` needs an API key in the environment variable `TROUPE_UNSET_TEST_KEY`, which is not set"
+        ),
+        "{}",
+        stderr(&output)
+    );
     assert!(!root.path().join("findings").exists(), "nothing is written for a run that cannot start");
 
     let output = Command::new(BIN).args(["--root", "/nonexistent/troupe", "check"]).output().unwrap();

@@ -4,11 +4,18 @@
 //! - `cli`: the `troupe` binary as a user runs it.
 //! - `local_model`: the embedded model, for real.
 //! - `tui_screens`: the workbench's screens as snapshots, driven by recorded events.
+//! - `http_server`: a scripted HTTP server on 127.0.0.1 for the remote providers' tests.
+//! - `remote_openai`, `remote_anthropic`: each provider over real HTTP.
+//! - `remote_run`: a whole run on a remote model and the embedded one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod http_server;
 mod local_model;
+mod remote_anthropic;
+mod remote_openai;
+mod remote_run;
 mod runtime;
 mod tui_e2e;
 mod tui_screens;

@@ -1,0 +1,1019 @@
+//! Anthropic's Messages API (`POST /v1/messages`, streamed): how a [`ModelRequest`] becomes its
+//! JSON body, and how its server-sent events become [`ModelChunk`]s.
+//!
+//! Owns the translation of troupe's chat vocabulary to Anthropic's: system messages go to the
+//! top-level `system` field, tool results become `tool_result` blocks of a *user* message, and
+//! messages of one role are merged since the API requires user and assistant turns to
+//! alternate. The decoder follows the documented event types (`message_start`,
+//! `content_block_start` / `_delta` / `_stop`, `message_delta`, `message_stop`, `ping`, `error`)
+//! and ignores any other, as Anthropic asks clients to do with event types it adds later.
+//!
+//! Invariant: pure, no I/O — everything here is a function of its arguments, so the format is
+//! tested with recorded events alone.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::wire::{Dialect, StreamDecoder};
+use crate::model::{ModelChunk, ModelRequest, Sampling, estimate_tokens};
+use crate::protocol::{ChatMessage, Role, ToolCall, ToolChoice, ToolSpec, Usage, shorten};
+
+/// Where requests go when the alias sets no `base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The API version troupe's format follows; Anthropic requires the header on every request.
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` when neither the request nor the alias sets it: the API has no default.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The Messages API's request format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnthropicDialect;
+
+impl Dialect for AnthropicDialect {
+    fn provider(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn url(&self, base_url: Option<&str>) -> String {
+        let base = base_url.map(str::trim).filter(|base| !base.is_empty()).unwrap_or(DEFAULT_BASE_URL);
+        let base = base.trim_end_matches('/');
+        // Users copy either the host or the versioned root (`.../v1`, as the SDKs print it), and
+        // sometimes the whole endpoint: all three name the same endpoint.
+        let base = base.strip_suffix("/v1/messages").unwrap_or(base);
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        format!("{base}/v1/messages")
+    }
+
+    fn headers(&self, api_key: Option<&str>) -> Vec<(String, String)> {
+        let mut headers = Vec::with_capacity(2);
+        // A key read from a file or a shell often carries a trailing newline, which the server
+        // would reject as a different key.
+        if let Some(key) = api_key.map(str::trim).filter(|key| !key.is_empty()) {
+            headers.push(("x-api-key".to_owned(), key.to_owned()));
+        }
+        headers.push(("anthropic-version".to_owned(), API_VERSION.to_owned()));
+        headers
+    }
+
+    fn body(&self, model: &str, request: &ModelRequest, defaults: &Sampling) -> Value {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(model));
+        let max_tokens = request.sampling.max_tokens.or(defaults.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+        body.insert("max_tokens".into(), json!(max_tokens));
+
+        let system: Vec<&str> = request
+            .messages
+            .iter()
+            .filter(|message| message.role == Role::System && !message.content.trim().is_empty())
+            .map(|message| message.content.as_str())
+            .collect();
+        if !system.is_empty() {
+            body.insert("system".into(), json!(system.join("\n\n")));
+        }
+        body.insert("messages".into(), Value::Array(messages(&request.messages)));
+
+        if !request.tools.is_empty() {
+            let tools = request.tools.iter().map(tool_definition).collect();
+            body.insert("tools".into(), Value::Array(tools));
+            let choice = match (&request.forced_tool, request.tool_choice) {
+                (Some(name), _) => json!({"type": "tool", "name": name}),
+                (None, ToolChoice::Required) => json!({"type": "any"}),
+                (None, ToolChoice::Auto) => json!({"type": "auto"}),
+            };
+            body.insert("tool_choice".into(), choice);
+        }
+
+        body.insert("stream".into(), json!(true));
+        // Anthropic has no `seed`: a seed set for the alias is left out rather than refused.
+        let temperature = request.sampling.temperature.or(defaults.temperature);
+        if let Some(temperature) = temperature {
+            body.insert("temperature".into(), decimal(temperature));
+        }
+        // Recent models (Sonnet 4.5, Opus 4.1 and later) refuse `temperature` and `top_p`
+        // together, and Anthropic advises setting one only: `temperature` wins when both are set.
+        if let (Some(top_p), None) = (request.sampling.top_p.or(defaults.top_p), temperature) {
+            body.insert("top_p".into(), decimal(top_p));
+        }
+        Value::Object(body)
+    }
+
+    fn decoder(&self, request: &ModelRequest) -> Box<dyn StreamDecoder> {
+        Box::new(AnthropicDecoder::new(request))
+    }
+
+    fn error_message(&self, status: u16, body: &str) -> String {
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        if let Some(message) = parsed.as_ref().and_then(|value| value.get("error")).and_then(error_text) {
+            return message;
+        }
+        let body = body.trim();
+        if body.is_empty() { format!("HTTP {status} with an empty body") } else { shorten(body, 500) }
+    }
+}
+
+/// `<type>: <message>` from the `error` object of an error body or an `error` event.
+fn error_text(error: &Value) -> Option<String> {
+    let kind = error.get("type").and_then(Value::as_str);
+    match (kind, error.get("message").and_then(Value::as_str)) {
+        (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
+        (None, Some(message)) => Some(message.to_owned()),
+        (Some(kind), None) => Some(kind.to_owned()),
+        (None, None) => None,
+    }
+}
+
+/// A sampling setting as the user wrote it: `0.9f32` widened to `f64` directly would go out as
+/// `0.8999999761581543`, which the API accepts but which reads wrong in a logged body.
+fn decimal(value: f32) -> Value {
+    value.to_string().parse::<f64>().map_or_else(|_| json!(value), |value| json!(value))
+}
+
+/// A role of the wire format: Anthropic has only these two in `messages`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WireRole {
+    User,
+    Assistant,
+}
+
+impl WireRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            WireRole::User => "user",
+            WireRole::Assistant => "assistant",
+        }
+    }
+}
+
+/// The `messages` array: system messages left out (they go to `system`), tool results turned
+/// into user messages, and consecutive messages of one role merged into one.
+fn messages(conversation: &[ChatMessage]) -> Vec<Value> {
+    let mut turns: Vec<(WireRole, Vec<Value>)> = Vec::new();
+    for message in conversation {
+        let (role, blocks) = match message.role {
+            Role::System => continue,
+            Role::User => (WireRole::User, text_block(&message.content).into_iter().collect()),
+            Role::Assistant => {
+                let mut blocks: Vec<Value> = text_block(&message.content).into_iter().collect();
+                blocks.extend(message.tool_calls.iter().map(tool_use_block));
+                (WireRole::Assistant, blocks)
+            }
+            Role::Tool => (WireRole::User, vec![tool_result_block(message)]),
+        };
+        // A message with nothing to say (an assistant turn that was only whitespace) would be
+        // refused as empty; dropping it loses nothing.
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    turns
+        .into_iter()
+        .map(|(role, mut blocks)| {
+            if role == WireRole::User {
+                // The API wants a user message's tool results before any text in it; a stable
+                // sort keeps the results (and the texts) in their own order.
+                blocks.sort_by_key(|block| block.get("type").and_then(Value::as_str) != Some("tool_result"));
+            }
+            json!({"role": role.as_str(), "content": blocks})
+        })
+        .collect()
+}
+
+fn tool_definition(tool: &ToolSpec) -> Value {
+    json!({"name": tool.name, "description": tool.description, "input_schema": tool.parameters})
+}
+
+/// A text block, or none for blank text: the API refuses text blocks without visible text.
+fn text_block(text: &str) -> Option<Value> {
+    (!text.trim().is_empty()).then(|| json!({"type": "text", "text": text}))
+}
+
+fn tool_use_block(call: &ToolCall) -> Value {
+    // `input` must be an object. Arguments that were not one (a model's malformed JSON, kept as
+    // a string) were answered with an error result that quotes them; sending them back as `{}`
+    // keeps the conversation acceptable to the API.
+    let input = match &call.arguments {
+        Value::Object(_) => call.arguments.clone(),
+        _ => json!({}),
+    };
+    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
+}
+
+fn tool_result_block(message: &ChatMessage) -> Value {
+    let mut block = Map::new();
+    block.insert("type".into(), json!("tool_result"));
+    block.insert("tool_use_id".into(), json!(message.tool_call_id.as_deref().unwrap_or_default()));
+    block.insert("content".into(), json!(message.content));
+    if message.is_error {
+        block.insert("is_error".into(), json!(true));
+    }
+    Value::Object(block)
+}
+
+/// A `tool_use` block still streaming its input.
+#[derive(Debug)]
+struct PendingTool {
+    id: String,
+    name: String,
+    /// The `partial_json` fragments so far, concatenated.
+    json: String,
+    /// The `input` of `content_block_start`: `{}` when the input streams as deltas, but used as
+    /// the input when no delta came.
+    start_input: Value,
+}
+
+impl PendingTool {
+    fn into_call(self) -> ToolCall {
+        let arguments = if self.json.trim().is_empty() {
+            match self.start_input {
+                Value::Object(map) => Value::Object(map),
+                _ => json!({}),
+            }
+        } else {
+            // Malformed input reaches the runtime as the raw text, so the error it sends back
+            // can quote what the model wrote.
+            serde_json::from_str(&self.json).unwrap_or(Value::String(self.json))
+        };
+        ToolCall { id: self.id, name: self.name, arguments }
+    }
+}
+
+/// The decoder of one streamed response.
+#[derive(Debug)]
+pub struct AnthropicDecoder {
+    /// Whether the reply itself has begun: text, a tool call, or its end. `message_start`, pings
+    /// and empty blocks do not count, so an `overloaded_error` right after them (a common way
+    /// for a stream to fail) leaves the request safe to send again, as nothing reached the reader.
+    started: bool,
+    /// Whether `message_stop` came: the stream is whole.
+    stopped: bool,
+    /// Open `tool_use` blocks by content-block index.
+    tools: BTreeMap<u64, PendingTool>,
+    /// Token counts from the server, latest first: `message_delta` counts are cumulative.
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    /// Why generation stopped (`end_turn`, `tool_use`, `max_tokens`, ...), from `message_delta`.
+    stop_reason: Option<String>,
+    /// Estimates for when the server (a proxy, say) sends no usage: the request's tokens, and
+    /// the characters streamed (text and tool input).
+    estimated_input: u64,
+    output_chars: u64,
+}
+
+impl AnthropicDecoder {
+    pub fn new(request: &ModelRequest) -> Self {
+        let estimated_input = request
+            .messages
+            .iter()
+            .map(|message| {
+                let calls: u64 =
+                    message.tool_calls.iter().map(|call| estimate_tokens(&call.arguments.to_string())).sum();
+                estimate_tokens(&message.content).saturating_add(calls)
+            })
+            .sum();
+        AnthropicDecoder {
+            started: false,
+            stopped: false,
+            tools: BTreeMap::new(),
+            input_tokens: None,
+            output_tokens: None,
+            stop_reason: None,
+            estimated_input,
+            output_chars: 0,
+        }
+    }
+
+    /// Why generation stopped, once `message_delta` said so.
+    pub fn stop_reason(&self) -> Option<&str> {
+        self.stop_reason.as_deref()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.unwrap_or(self.estimated_input),
+            // About four characters a token, as `estimate_tokens` counts.
+            output_tokens: self.output_tokens.unwrap_or(self.output_chars.div_ceil(4)),
+            model_calls: 1,
+        }
+    }
+
+    /// Reads a `usage` object. Input counts include cached prompt tokens: Anthropic reports
+    /// those apart from `input_tokens`, but the model read them all the same.
+    fn read_usage(&mut self, usage: Option<&Value>) {
+        let Some(usage) = usage else { return };
+        let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+        let input = ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"].map(count);
+        if input.iter().any(Option::is_some) {
+            self.input_tokens = Some(input.iter().flatten().fold(0u64, |sum, n| sum.saturating_add(*n)));
+        }
+        if let Some(output) = count("output_tokens") {
+            self.output_tokens = Some(output);
+        }
+    }
+
+    fn text(&mut self, text: &str, out: &mut Vec<ModelChunk>) {
+        if !text.is_empty() {
+            self.started = true;
+            self.output_chars = self.output_chars.saturating_add(text.chars().count() as u64);
+            out.push(ModelChunk::TextDelta(text.to_owned()));
+        }
+    }
+
+    /// Every tool block still open, in block order: the stream ended without closing them.
+    fn flush_tools(&mut self, out: &mut Vec<ModelChunk>) {
+        for (_, tool) in std::mem::take(&mut self.tools) {
+            out.push(ModelChunk::ToolCall(tool.into_call()));
+        }
+    }
+}
+
+fn text_field<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl StreamDecoder for AnthropicDecoder {
+    fn event(&mut self, name: Option<&str>, data: &str) -> Result<Vec<ModelChunk>, String> {
+        let mut out = Vec::new();
+        // Nothing after the end marker belongs to this reply.
+        if self.stopped {
+            return Ok(out);
+        }
+        let event: Value = if data.trim().is_empty() {
+            // An event with no data still counts by its name (`message_stop` needs nothing more).
+            Value::Null
+        } else {
+            match serde_json::from_str(data) {
+                Ok(event) => event,
+                Err(_) if name == Some("ping") => return Ok(out),
+                Err(err) => {
+                    return Err(format!("unreadable event from the Anthropic API ({err}): {}", shorten(data, 200)));
+                }
+            }
+        };
+        // The data repeats the event's name as `type`; either will do when one is missing.
+        let kind = event.get("type").and_then(Value::as_str).or(name).unwrap_or_default();
+        let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            // Keep-alives: the reply has not begun for them.
+            "ping" => {}
+            "error" => {
+                let message = event
+                    .get("error")
+                    .and_then(error_text)
+                    .unwrap_or_else(|| format!("error event: {}", shorten(data, 200)));
+                // `started` stays as it was: an error before any content leaves the request
+                // safe to send again.
+                return Err(message);
+            }
+            "message_start" => {
+                let message = event.get("message").unwrap_or(&Value::Null);
+                self.read_usage(message.get("usage"));
+            }
+            "content_block_start" => {
+                let block = event.get("content_block").unwrap_or(&Value::Null);
+                match text_field(block, "type") {
+                    "text" => self.text(text_field(block, "text"), &mut out),
+                    "tool_use" => {
+                        let tool = PendingTool {
+                            id: text_field(block, "id").to_owned(),
+                            name: text_field(block, "name").to_owned(),
+                            json: String::new(),
+                            start_input: block.get("input").cloned().unwrap_or(Value::Null),
+                        };
+                        self.tools.insert(index, tool);
+                        self.started = true;
+                    }
+                    // Thinking, server tools (run by Anthropic, not by troupe), and later kinds.
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let delta = event.get("delta").unwrap_or(&Value::Null);
+                match text_field(delta, "type") {
+                    "text_delta" => self.text(text_field(delta, "text"), &mut out),
+                    "input_json_delta" => {
+                        // Fragments of a block troupe does not track (a server tool) are not ours.
+                        if let Some(tool) = self.tools.get_mut(&index) {
+                            let fragment = text_field(delta, "partial_json");
+                            self.output_chars = self.output_chars.saturating_add(fragment.chars().count() as u64);
+                            tool.json.push_str(fragment);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                if let Some(tool) = self.tools.remove(&index) {
+                    out.push(ModelChunk::ToolCall(tool.into_call()));
+                }
+            }
+            "message_delta" => {
+                self.started = true;
+                self.read_usage(event.get("usage"));
+                if let Some(reason) =
+                    event.get("delta").and_then(|delta| delta.get("stop_reason")).and_then(Value::as_str)
+                {
+                    self.stop_reason = Some(reason.to_owned());
+                }
+            }
+            "message_stop" => {
+                self.flush_tools(&mut out);
+                out.push(ModelChunk::Usage(self.usage()));
+                self.started = true;
+                self.stopped = true;
+            }
+            // Anthropic may add event types; clients are asked to ignore those they do not know.
+            // A nameless, empty event (a keep-alive comment's leftover) is nothing either.
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<ModelChunk>, String> {
+        if self.stopped {
+            // `message_stop` already sent the calls and the usage.
+            Ok(Vec::new())
+        } else {
+            Err("the Anthropic API's stream ended before `message_stop`: the reply was cut off".to_owned())
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TaskId;
+    use pretty_assertions::assert_eq;
+
+    fn request(messages: Vec<ChatMessage>) -> ModelRequest {
+        ModelRequest {
+            task: TaskId::from_code(1),
+            agent: "coordinator".into(),
+            messages,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            forced_tool: None,
+            sampling: Sampling::default(),
+        }
+    }
+
+    fn tool(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: format!("The {name} tool."),
+            parameters: json!({"type": "object", "properties": {"location": {"type": "string"}}}),
+        }
+    }
+
+    fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments }
+    }
+
+    /// Feeds a recorded stream (`event:` / `data:` lines, blank lines between events) to a fresh
+    /// decoder, as the transport would.
+    fn decode(stream: &str) -> (AnthropicDecoder, Result<Vec<ModelChunk>, String>) {
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        let result = feed(&mut decoder, stream);
+        (decoder, result)
+    }
+
+    fn feed(decoder: &mut AnthropicDecoder, stream: &str) -> Result<Vec<ModelChunk>, String> {
+        let mut chunks = Vec::new();
+        for event in stream.split("\n\n").filter(|event| !event.trim().is_empty()) {
+            let mut name = None;
+            let mut data = Vec::new();
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = Some(value.trim());
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.strip_prefix(' ').unwrap_or(value));
+                }
+            }
+            chunks.extend(decoder.event(name, &data.join("\n"))?);
+        }
+        chunks.extend(decoder.finish()?);
+        Ok(chunks)
+    }
+
+    fn usage(input_tokens: u64, output_tokens: u64) -> ModelChunk {
+        ModelChunk::Usage(Usage { input_tokens, output_tokens, model_calls: 1 })
+    }
+
+    /// Anthropic's documented basic streaming example.
+    const TEXT_STREAM: &str = r#"event: message_start
+data: {"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-opus-4-6", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
+
+event: content_block_start
+data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
+
+event: content_block_delta
+data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}
+
+event: content_block_stop
+data: {"type": "content_block_stop", "index": 0}
+
+event: message_delta
+data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence":null}, "usage": {"output_tokens": 15}}
+
+event: message_stop
+data: {"type": "message_stop"}
+"#;
+
+    /// Anthropic's documented tool-use streaming example: text, then a `tool_use` block whose
+    /// input arrives in fragments that split keys and values.
+    const TOOL_STREAM: &str = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-opus-4-6","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2},"content":[],"stop_reason":null}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":", let me check."}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\":"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \"San"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" Francisc"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"o,"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" CA\""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":", "}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"unit\": \"fah"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"renheit\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+
+    #[test]
+    fn text_streams_as_deltas_and_ends_with_usage() {
+        let (decoder, chunks) = decode(TEXT_STREAM);
+        assert_eq!(
+            chunks,
+            Ok(vec![ModelChunk::TextDelta("Hello".into()), ModelChunk::TextDelta("!".into()), usage(25, 15)])
+        );
+        assert_eq!(decoder.stop_reason(), Some("end_turn"));
+        assert!(decoder.started());
+    }
+
+    #[test]
+    fn text_deltas_come_out_before_the_stream_ends() {
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        let delta = r#"{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}"#;
+        assert_eq!(decoder.event(Some("content_block_delta"), delta), Ok(vec![ModelChunk::TextDelta("Hel".into())]));
+    }
+
+    #[test]
+    fn a_tool_call_is_assembled_from_its_fragments() {
+        let (decoder, chunks) = decode(TOOL_STREAM);
+        assert_eq!(
+            chunks,
+            Ok(vec![
+                ModelChunk::TextDelta("Okay".into()),
+                ModelChunk::TextDelta(", let me check.".into()),
+                ModelChunk::ToolCall(call(
+                    "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                    "get_weather",
+                    json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+                )),
+                usage(472, 89),
+            ])
+        );
+        assert_eq!(decoder.stop_reason(), Some("tool_use"));
+    }
+
+    #[test]
+    fn a_tool_call_is_sent_when_its_block_stops_not_before() {
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        let start = r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"list_tasks","input":{}}}"#;
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"a\": 1}"}}"#;
+        assert_eq!(decoder.event(Some("content_block_start"), start), Ok(vec![]));
+        assert_eq!(decoder.event(Some("content_block_delta"), delta), Ok(vec![]));
+        assert_eq!(
+            decoder.event(Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#),
+            Ok(vec![ModelChunk::ToolCall(call("toolu_1", "list_tasks", json!({"a": 1})))])
+        );
+    }
+
+    #[test]
+    fn two_tool_calls_come_out_in_order_with_their_own_inputs() {
+        let stream = r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":600,"cache_read_input_tokens":100,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_A","name":"call_agent","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"agent\": \"resea"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"rcher\", \"task\": \"otters\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_B","name":"list_tasks","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":40}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+        let (_, chunks) = decode(stream);
+        assert_eq!(
+            chunks,
+            Ok(vec![
+                ModelChunk::ToolCall(call("toolu_A", "call_agent", json!({"agent": "researcher", "task": "otters"}))),
+                // An empty input is an empty object, not a parse error.
+                ModelChunk::ToolCall(call("toolu_B", "list_tasks", json!({}))),
+                // Cached prompt tokens count as input.
+                usage(700, 40),
+            ])
+        );
+    }
+
+    #[test]
+    fn malformed_partial_json_reaches_the_runtime_as_raw_text() {
+        let stream = r#"event: message_start
+data: {"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_X","name":"call_slm","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"task\": \"sum"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"marise\", "}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},"usage":{"output_tokens":12}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+        let (decoder, chunks) = decode(stream);
+        assert_eq!(
+            chunks,
+            Ok(vec![
+                ModelChunk::ToolCall(call("toolu_X", "call_slm", Value::String(r#"{"task": "summarise", "#.into()))),
+                usage(10, 12),
+            ])
+        );
+        assert_eq!(decoder.stop_reason(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn an_error_event_mid_stream_fails_the_reply() {
+        let stream = r#"event: message_start
+data: {"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Partial"}}
+
+event: error
+data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+        let (decoder, chunks) = decode(stream);
+        assert_eq!(chunks, Err("overloaded_error: Overloaded".into()));
+        assert!(decoder.started(), "text was decoded before the error: not safe to retry");
+    }
+
+    #[test]
+    fn an_error_before_any_content_leaves_the_request_retryable() {
+        let stream = r#"event: message_start
+data: {"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: error
+data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+"#;
+        let (decoder, chunks) = decode(stream);
+        assert_eq!(chunks, Err("overloaded_error: Overloaded".into()));
+        assert!(!decoder.started(), "nothing reached the reader: the request may be sent again");
+
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        let error = r#"{"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}"#;
+        assert_eq!(decoder.event(Some("error"), error), Err("api_error: Internal server error".into()));
+        assert!(!decoder.started());
+    }
+
+    #[test]
+    fn a_stream_cut_before_message_stop_is_an_error() {
+        let cut = TEXT_STREAM.split("event: message_delta").next().unwrap_or_default();
+        let (decoder, chunks) = decode(cut);
+        let error = chunks.expect_err("a cut stream must fail");
+        assert!(error.contains("message_stop"), "{error}");
+        assert!(decoder.started());
+        // So is a stream with nothing in it at all.
+        let (decoder, chunks) = decode("");
+        assert!(chunks.is_err());
+        assert!(!decoder.started());
+    }
+
+    #[test]
+    fn a_tool_block_left_open_is_sent_at_message_stop() {
+        let stream = r#"event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_O","name":"list_tasks","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{}"}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+        let (_, chunks) = decode(stream);
+        let chunks = chunks.expect("the stream ended properly");
+        assert_eq!(chunks[0], ModelChunk::ToolCall(call("toolu_O", "list_tasks", json!({}))));
+        // No usage came: an estimate stands in ("Hi" in, "{}" out), still counting one call.
+        assert_eq!(chunks[1], usage(1, 1));
+    }
+
+    #[test]
+    fn unknown_events_and_blocks_are_ignored() {
+        let stream = r#"event: message_start
+data: {"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me see"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: brand_new_event
+data: {"type":"brand_new_event","whatever":1}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Done."}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":30}}
+
+event: message_stop
+data: {"type":"message_stop"}
+"#;
+        let (_, chunks) = decode(stream);
+        assert_eq!(chunks, Ok(vec![ModelChunk::TextDelta("Done.".into()), usage(5, 30)]));
+    }
+
+    #[test]
+    fn unreadable_event_data_is_an_error() {
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        assert!(decoder.event(Some("content_block_delta"), "{not json").is_err());
+    }
+
+    #[test]
+    fn an_event_without_data_counts_by_its_name() {
+        let mut decoder = AnthropicDecoder::new(&request(vec![ChatMessage::user("Hi")]));
+        assert_eq!(decoder.event(None, ""), Ok(vec![]));
+        assert!(!decoder.started());
+        let chunks = decoder.event(Some("message_stop"), "").expect("an end marker");
+        assert!(matches!(chunks.as_slice(), [ModelChunk::Usage(_)]), "{chunks:?}");
+        assert_eq!(decoder.finish(), Ok(vec![]));
+    }
+
+    #[test]
+    fn the_url_accepts_a_base_with_or_without_v1() {
+        let dialect = AnthropicDialect;
+        assert_eq!(dialect.url(None), "https://api.anthropic.com/v1/messages");
+        for base in [
+            "https://proxy.example/anthropic",
+            "https://proxy.example/anthropic/",
+            "https://proxy.example/anthropic/v1",
+            "https://proxy.example/anthropic/v1/",
+            "https://proxy.example/anthropic/v1/messages",
+        ] {
+            assert_eq!(dialect.url(Some(base)), "https://proxy.example/anthropic/v1/messages", "{base}");
+        }
+    }
+
+    #[test]
+    fn headers_carry_the_key_and_the_version() {
+        let dialect = AnthropicDialect;
+        let pair = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        assert_eq!(
+            dialect.headers(Some("sk-ant-123\n")),
+            vec![pair("x-api-key", "sk-ant-123"), pair("anthropic-version", "2023-06-01")]
+        );
+        assert_eq!(dialect.headers(None), vec![pair("anthropic-version", "2023-06-01")]);
+        assert_eq!(dialect.provider(), "anthropic");
+    }
+
+    #[test]
+    fn the_body_of_a_plain_request() {
+        let request = request(vec![
+            ChatMessage::system("You are terse."),
+            ChatMessage::system("Answer in English."),
+            ChatMessage::user("Hi"),
+        ]);
+        let body = AnthropicDialect.body("claude-sonnet-4-5", &request, &Sampling::default());
+        assert_eq!(
+            body,
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 4096,
+                "system": "You are terse.\n\nAnswer in English.",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                "stream": true,
+            })
+        );
+    }
+
+    #[test]
+    fn sampling_of_the_request_wins_over_the_alias_defaults() {
+        let mut req = request(vec![ChatMessage::user("Hi")]);
+        req.sampling = Sampling { temperature: Some(0.25), top_p: None, max_tokens: Some(100), seed: Some(7) };
+        let defaults = Sampling { temperature: Some(1.0), top_p: Some(0.5), max_tokens: Some(2000), seed: None };
+        let body = AnthropicDialect.body("m", &req, &defaults);
+        assert_eq!(body["max_tokens"], json!(100));
+        assert_eq!(body["temperature"], json!(0.25));
+        // Recent models refuse both at once: temperature wins.
+        assert_eq!(body.get("top_p"), None);
+        assert_eq!(body.get("seed"), None);
+
+        req.sampling = Sampling::default();
+        let body = AnthropicDialect.body("m", &req, &defaults);
+        assert_eq!(body["max_tokens"], json!(2000));
+        assert_eq!(body["temperature"], json!(1.0));
+
+        let top_p_only = Sampling { top_p: Some(0.9), ..Sampling::default() };
+        let body = AnthropicDialect.body("m", &req, &top_p_only);
+        assert_eq!(body["top_p"], json!(0.9));
+        assert_eq!(body.get("temperature"), None);
+    }
+
+    #[test]
+    fn tool_results_become_one_user_message_after_the_tool_uses() {
+        let first = call("toolu_1", "call_agent", json!({"agent": "researcher", "task": "otters"}));
+        let second = call("toolu_2", "get_task_status", json!({"uri": "subtask://000001"}));
+        let mut req = request(vec![
+            ChatMessage::system("Coordinate."),
+            ChatMessage::user("Find facts about otters."),
+            ChatMessage::assistant("Delegating.", vec![first.clone(), second.clone()]),
+            ChatMessage::tool_result(&first, "subtask://000001", false),
+            ChatMessage::tool_result(&second, "no such task", true),
+            ChatMessage::user("Keep going."),
+        ]);
+        req.tools = vec![tool("call_agent"), tool("get_task_status")];
+        let body = AnthropicDialect.body("m", &req, &Sampling::default());
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "Find facts about otters."}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Delegating."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "call_agent",
+                     "input": {"agent": "researcher", "task": "otters"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_task_status",
+                     "input": {"uri": "subtask://000001"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "subtask://000001"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no such task", "is_error": true},
+                    {"type": "text", "text": "Keep going."},
+                ]},
+            ])
+        );
+        assert_eq!(
+            body["tools"],
+            json!([
+                {"name": "call_agent", "description": "The call_agent tool.", "input_schema": tool("call_agent").parameters},
+                {"name": "get_task_status", "description": "The get_task_status tool.",
+                 "input_schema": tool("get_task_status").parameters},
+            ])
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "auto"}));
+    }
+
+    #[test]
+    fn same_role_messages_merge_and_blank_text_is_dropped() {
+        let bad = call("toolu_9", "call_slm", Value::String("{\"task\": ".into()));
+        let req = request(vec![
+            ChatMessage::user("One."),
+            ChatMessage::user("Two."),
+            ChatMessage::assistant("  ", vec![bad.clone()]),
+            ChatMessage::tool_result(&bad, "the arguments of `call_slm` must be a JSON object", true),
+        ]);
+        let body = AnthropicDialect.body("m", &req, &Sampling::default());
+        assert_eq!(body.get("system"), None);
+        assert_eq!(body.get("tools"), None);
+        assert_eq!(body.get("tool_choice"), None);
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "One."}, {"type": "text", "text": "Two."}]},
+                // Malformed arguments go back as an empty object: the API wants one.
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "call_slm", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9",
+                    "content": "the arguments of `call_slm` must be a JSON object", "is_error": true}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn tool_choice_follows_the_request() {
+        let mut req = request(vec![ChatMessage::user("Go.")]);
+        req.tools = vec![tool("call_agent"), tool("call_slm")];
+        req.tool_choice = ToolChoice::Required;
+        assert_eq!(AnthropicDialect.body("m", &req, &Sampling::default())["tool_choice"], json!({"type": "any"}));
+        req.forced_tool = Some("call_slm".into());
+        assert_eq!(
+            AnthropicDialect.body("m", &req, &Sampling::default())["tool_choice"],
+            json!({"type": "tool", "name": "call_slm"})
+        );
+    }
+
+    #[test]
+    fn error_bodies_give_the_servers_message() {
+        let dialect = AnthropicDialect;
+        let body = r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"},"request_id":"req_011"}"#;
+        assert_eq!(dialect.error_message(400, body), "invalid_request_error: max_tokens: Field required");
+        let html = format!("<html>{}</html>", "x".repeat(1000));
+        let message = dialect.error_message(502, &html);
+        assert_eq!(message.chars().count(), 501, "500 characters and an ellipsis");
+        assert!(message.starts_with("<html>xxx"));
+        assert_eq!(dialect.error_message(503, " "), "HTTP 503 with an empty body");
+    }
+}
