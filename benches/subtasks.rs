@@ -91,6 +91,7 @@ fn agent(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         description: String::new(),
         model: "instant".into(),
         difficulty: None,
+        choose_model: false,
         temperature: None,
         top_p: None,
         max_tokens: None,

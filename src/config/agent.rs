@@ -28,6 +28,7 @@ const AGENT_SCHEMA: Schema = &[
     ("description", "description = \"Finds facts and reports them briefly\""),
     ("model", "model = \"small\""),
     ("difficulty", "difficulty = \"hard\""),
+    ("choose_model", "choose_model = true"),
     ("temperature", "temperature = 0.2"),
     ("top_p", "top_p = 0.9"),
     ("max_tokens", "max_tokens = 512"),
@@ -69,6 +70,7 @@ impl AgentDraft {
                 description: String::new(),
                 model: String::new(),
                 difficulty: None,
+                choose_model: false,
                 temperature: None,
                 top_p: None,
                 max_tokens: None,
@@ -133,6 +135,7 @@ impl AgentDraft {
         spec.max_wall_seconds = table.u64(&mut cx, "max_wall_seconds", true);
         spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
         spec.self_copies = table.boolean(&mut cx, "self_copies").unwrap_or(true);
+        spec.choose_model = table.boolean(&mut cx, "choose_model").unwrap_or(false);
         spec.difficulty = table.choice(&mut cx, "difficulty", &super::types::Difficulty::ALL).map(|c| c.value);
         spec.tool_choice = table.choice(&mut cx, "tool_choice", &TOOL_CHOICE).map_or(ToolChoice::Auto, |c| c.value);
         let tools = table.string_array(&mut cx, "tools");

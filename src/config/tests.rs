@@ -67,7 +67,7 @@ fn diagnostics_are_exact() {
             "unknown key far from any known key",
             vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
+                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, choose_model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
             ],
         ),
         (
@@ -403,6 +403,7 @@ Be careful."""
             description: "Finds facts".into(),
             model: "small".into(),
             difficulty: None,
+            choose_model: false,
             temperature: Some(0.2),
             top_p: Some(0.9),
             max_tokens: Some(256),
@@ -427,6 +428,7 @@ Be careful."""
             description: String::new(),
             model: "fake".into(),
             difficulty: None,
+            choose_model: false,
             temperature: None,
             top_p: None,
             max_tokens: None,

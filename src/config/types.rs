@@ -269,6 +269,8 @@ pub struct AgentSpec {
     pub model: String,
     /// How hard this expert's tasks are, for `model = "auto"` routing.
     pub difficulty: Option<Difficulty>,
+    /// Whether `call_agent` and `call_slm` may name the model alias a subtask runs on.
+    pub choose_model: bool,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub max_tokens: Option<u32>,

@@ -278,6 +278,11 @@ impl ModelTable {
         ModelTable { models: models.into_iter().collect(), unavailable: BTreeMap::new() }
     }
 
+    /// The aliases that can run, sorted.
+    pub fn runnable(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+
     /// Whether `alias` is defined, runnable or not.
     pub fn contains(&self, alias: &str) -> bool {
         self.models.contains_key(alias) || self.unavailable.contains_key(alias)

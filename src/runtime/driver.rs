@@ -126,6 +126,24 @@ impl RunHandle {
     }
 }
 
+impl Profile {
+    /// The same expert on another model alias (a caller's `model` argument).
+    fn on_model(&self, model: Arc<str>) -> Profile {
+        Profile {
+            name: self.name.clone(),
+            model,
+            spec: self.spec.clone(),
+            tools: self.tools.clone(),
+            tool_names: self.tool_names.clone(),
+            max_turns: self.max_turns,
+            max_children: self.max_children,
+            wall: self.wall,
+            on_finish: self.on_finish,
+            sampling: self.sampling,
+        }
+    }
+}
+
 /// An expert as the driver runs it.
 struct Profile {
     name: Arc<str>,
@@ -262,7 +280,8 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
                 .filter(|other| spec.experts.iter().any(|e| e == "*" || *e == other.name))
                 .map(|other| ExpertOffer { name: other.name.clone(), description: other.description.clone() })
                 .collect();
-            let context = ToolContext { experts: allowed, self_copies: spec.self_copies };
+            let models = if spec.choose_model { config.models.runnable() } else { Vec::new() };
+            let context = ToolContext { experts: allowed, self_copies: spec.self_copies, models };
             let tools: Vec<ToolSpec> = spec.tools.iter().filter_map(|t| builtin_spec(t, &context)).collect();
             let profile = Profile {
                 name: Arc::from(name.as_str()),
@@ -835,6 +854,17 @@ impl Shared {
         self.fail(id, "the agent stopped without an answer".into());
     }
 
+    /// The alias a caller named for a subtask, if it may choose and the alias exists.
+    fn chosen_model(&self, caller: &Profile, alias: &str) -> Result<Arc<str>, String> {
+        if !caller.spec.choose_model {
+            return Err(format!(
+                "you may not choose a model (`model` = `{alias}`): leave `model` out; an expert's file allows it with choose_model = true"
+            ));
+        }
+        self.models.get(alias).map_err(|e| e.to_string())?;
+        Ok(Arc::from(alias))
+    }
+
     /// Every subtask `id` started, with how it ended, for its last turn.
     fn settled_children(&self, id: TaskId) -> Vec<SettledChild> {
         let state = self.lock();
@@ -930,7 +960,7 @@ impl Shared {
         cancel: &CancellationToken,
     ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
-            BuiltinCall::CallAgent { task, agent } => {
+            BuiltinCall::CallAgent { task, agent, model } => {
                 let child = match agent {
                     None if !profile.spec.self_copies => {
                         return Err(format!(
@@ -968,6 +998,10 @@ impl Shared {
                         }
                     }
                 };
+                let child = match model {
+                    Some(alias) => Arc::new(child.on_model(self.chosen_model(profile, &alias)?)),
+                    None => child,
+                };
                 if &*child.model != AUTO_MODEL {
                     self.models.get(&child.model).map_err(|e| e.to_string())?;
                 }
@@ -982,8 +1016,11 @@ impl Shared {
                 let id = self.start_subtask(caller, profile, new, Work::Agent { profile: child, task }, wall)?;
                 Ok(json!({"uri": id, "status": "working"}))
             }
-            BuiltinCall::CallSlm { prompt, system, max_tokens } => {
-                let alias: Arc<str> = Arc::from(self.slm_alias.as_str());
+            BuiltinCall::CallSlm { prompt, system, max_tokens, model } => {
+                let alias: Arc<str> = match model {
+                    Some(alias) => self.chosen_model(profile, &alias)?,
+                    None => Arc::from(self.slm_alias.as_str()),
+                };
                 self.models.get(&alias).map_err(|e| e.to_string())?;
                 let new = NewTask {
                     parent: Some(caller),

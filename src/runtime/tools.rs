@@ -26,6 +26,17 @@ pub struct ToolContext {
     pub experts: Vec<ExpertOffer>,
     /// Whether `call_agent` without `agent` may copy the caller.
     pub self_copies: bool,
+    /// Model aliases the caller may run a subtask on (`choose_model = true`); empty: none.
+    pub models: Vec<String>,
+}
+
+impl ToolContext {
+    /// The optional `model` argument, when the caller may choose.
+    fn model_property(&self) -> Option<(&'static str, Value)> {
+        (!self.models.is_empty()).then(|| {
+            ("model", json!({"type": "string", "enum": self.models, "description": "A model alias to run it on instead of the default; smaller models for simpler tasks."}))
+        })
+    }
 }
 
 /// The schema of a built-in tool, or `None` for an unknown name.
@@ -53,13 +64,19 @@ pub fn builtin_spec(name: &str, context: &ToolContext) -> Option<ToolSpec> {
                     map.insert("enum".into(), json!(names));
                 }
             }
+            let model = context.model_property();
             if context.experts.is_empty() {
                 // No experts allowed: the property would only invite refused calls.
-                (description, object(&[("task", task_schema())], &["task"]))
+                let properties: Vec<(&str, Value)> = [("task", task_schema())].into_iter().chain(model).collect();
+                (description, object(&properties, &["task"]))
             } else if context.self_copies {
-                (description, object(&[("task", task_schema()), ("agent", agent)], &["task"]))
+                let properties: Vec<(&str, Value)> =
+                    [("task", task_schema()), ("agent", agent)].into_iter().chain(model).collect();
+                (description, object(&properties, &["task"]))
             } else {
-                (description, object(&[("agent", agent), ("task", task_schema())], &["agent", "task"]))
+                let properties: Vec<(&str, Value)> =
+                    [("agent", agent), ("task", task_schema())].into_iter().chain(model).collect();
+                (description, object(&properties, &["agent", "task"]))
             }
         }
         "call_slm" => (
@@ -69,7 +86,10 @@ pub fn builtin_spec(name: &str, context: &ToolContext) -> Option<ToolSpec> {
                     ("prompt", json!({"type": "string", "minLength": 1, "maxLength": 4000, "description": "The whole question; the small model sees nothing else."})),
                     ("system", json!({"type": "string", "maxLength": 2000, "description": "Optional instructions for the small model."})),
                     ("max_tokens", json!({"type": "integer", "minimum": 1, "maximum": 4096})),
-                ],
+                ]
+                .into_iter()
+                .chain(context.model_property())
+                .collect::<Vec<_>>(),
                 &["prompt"],
             ),
         ),
@@ -112,8 +132,8 @@ fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
 /// A built-in call with its arguments checked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BuiltinCall {
-    CallAgent { task: String, agent: Option<String> },
-    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32> },
+    CallAgent { task: String, agent: Option<String>, model: Option<String> },
+    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32>, model: Option<String> },
     GetTaskStatus { uri: String, wait_seconds: f64 },
     CancelTask { uri: String },
     ListTasks,
@@ -127,11 +147,13 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         "call_agent" => BuiltinCall::CallAgent {
             task: args.required_text("task")?,
             agent: args.optional_text("agent")?.filter(|a| !a.trim().is_empty()),
+            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
         },
         "call_slm" => BuiltinCall::CallSlm {
             prompt: args.required_text("prompt")?,
             system: args.optional_text("system")?,
             max_tokens: args.optional_number("max_tokens")?.map(|n| n.clamp(1.0, 4096.0) as u32),
+            model: args.optional_text("model")?.filter(|m| !m.trim().is_empty()),
         },
         "get_task_status" => BuiltinCall::GetTaskStatus {
             uri: args.required_text("uri")?,
@@ -142,8 +164,8 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         other => return Err(format!("`{other}` is not a built-in tool")),
     };
     args.reject_unknown(match name {
-        "call_agent" => &["task", "agent"],
-        "call_slm" => &["prompt", "system", "max_tokens"],
+        "call_agent" => &["task", "agent", "model"],
+        "call_slm" => &["prompt", "system", "max_tokens", "model"],
         "get_task_status" => &["uri", "wait_seconds"],
         "cancel_task" => &["uri"],
         _ => &[],
@@ -212,6 +234,7 @@ mod tests {
         let context = ToolContext {
             experts: vec![ExpertOffer { name: "critic".into(), description: "Finds flaws".into() }],
             self_copies: true,
+            models: Vec::new(),
         };
         for name in BUILTIN_TOOLS {
             let spec = builtin_spec(name, &context).unwrap();
@@ -222,23 +245,33 @@ mod tests {
         assert_eq!(call_agent.parameters["properties"]["agent"]["enum"], json!(["critic"]));
         assert!(call_agent.description.contains("- critic: Finds flaws"));
         assert_eq!(builtin_spec("rm", &context), None);
+        assert!(call_agent.parameters["properties"].get("model").is_none(), "no model choice unless allowed");
+        let choosing = ToolContext { models: vec!["big".into(), "small".into()], ..context };
+        for name in ["call_agent", "call_slm"] {
+            let spec = builtin_spec(name, &choosing).unwrap();
+            assert_eq!(spec.parameters["properties"]["model"]["enum"], json!(["big", "small"]), "{name}");
+        }
     }
 
     #[test]
     fn arguments_are_checked_with_messages_a_model_can_act_on() {
         let table: &[(&str, Value, Result<BuiltinCall, &str>)] = &[
-            ("call_agent", json!({"task": "t"}), Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None })),
             (
                 "call_agent",
-                json!({"task": "t", "agent": ""}),
-                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None }),
+                json!({"task": "t"}),
+                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: None }),
+            ),
+            (
+                "call_agent",
+                json!({"task": "t", "agent": "", "model": "big"}),
+                Ok(BuiltinCall::CallAgent { task: "t".into(), agent: None, model: Some("big".into()) }),
             ),
             ("call_agent", json!({}), Err("`call_agent` needs the argument `task` (a string)")),
             ("call_agent", json!({"task": 3}), Err("`task` of `call_agent` must be a string, got 3")),
             (
                 "call_agent",
                 json!({"task": "t", "agnet": "x"}),
-                Err("`call_agent` has no argument `agnet`; its arguments are: task, agent"),
+                Err("`call_agent` has no argument `agnet`; its arguments are: task, agent, model"),
             ),
             (
                 "get_task_status",

@@ -21,6 +21,7 @@ pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
         description: format!("the {name}"),
         model: "m".into(),
         difficulty: None,
+        choose_model: false,
         temperature: None,
         top_p: None,
         max_tokens: None,
@@ -744,6 +745,70 @@ text = "step one, step two"
     );
     let transcript = troupe::findings::render_transcript(&run.events);
     assert!(transcript.contains("_Routed to model `big`: slm classified the task as complex_"), "{transcript}");
+}
+
+/// A caller whose file says `choose_model = true` may name the alias a subtask runs on; one
+/// that may not is told so, and the subtask is not started.
+#[tokio::test]
+async fn a_caller_may_choose_a_subtasks_model_only_when_allowed() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "worker", task = "big job", model = "big" }
+[[conversation.turn.call]]
+tool = "call_slm"
+arguments = { prompt = "small question", model = "big" }
+[[conversation.turn]]
+text = "done"
+
+[[conversation]]
+agent = "worker"
+[[conversation.turn]]
+text = "worked"
+
+[[conversation]]
+agent = "slm"
+[[conversation.turn]]
+text = "answered"
+"#;
+    for allowed in [true, false] {
+        let mut boss = expert("boss", ALL_TOOLS, &["worker"]);
+        boss.choose_model = allowed;
+        boss.max_turns = Some(3);
+        boss.on_finish = Some(OnFinish::WaitForChildren);
+        let mut config = config(script, vec![boss, expert("worker", &[], &[])], "boss", "go", Limits::default());
+        let model = config.models.get("m").unwrap().clone();
+        config.models = ModelTable::from_models(["m", "slm", "big"].map(|alias| (alias.to_owned(), model.clone())));
+        let run = run(config).await;
+        assert_eq!(run.summary.status, RunStatus::Completed);
+        let created: Vec<(String, String)> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::TaskCreated { parent: Some(_), agent, model, .. } => Some((agent.clone(), model.clone())),
+                _ => None,
+            })
+            .collect();
+        let errors: Vec<String> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::ToolResult { is_error: true, result, .. } => Some(result.to_string()),
+                _ => None,
+            })
+            .collect();
+        if allowed {
+            assert_eq!(created, vec![("worker".into(), "big".into()), ("slm".into(), "big".into())]);
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert_eq!(created, vec![]);
+            assert_eq!(errors.len(), 2, "{errors:?}");
+            assert!(errors[0].contains("you may not choose a model"), "{errors:?}");
+        }
+    }
 }
 
 /// An agent's last turn is not taken while subtasks it started still work: it waits for them and
