@@ -8,6 +8,7 @@
 //! - [`runtime`]: the pure agent state machine and subtask registry, the built-in tools, and
 //!   the async driver that runs them against models.
 //! - [`model`]: the [`model::Model`] trait and its providers.
+//! - [`experiment`]: matrices of trials; for now the statistics their reports use.
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
 //! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
 //! - [`serve`]: front ends other than the terminal UI (the headless progress line).
@@ -16,6 +17,7 @@
 //! - [`fsutil`]: atomic file writes, so a failed save never loses what was on disk.
 
 pub mod config;
+pub mod experiment;
 pub mod findings;
 pub mod fsutil;
 pub mod launch;
