@@ -4,6 +4,7 @@
 //! - `cli`: the `troupe` binary as a user runs it.
 //! - `local_model`: the embedded model, for real.
 //! - `tui_screens`: the workbench's screens as snapshots, driven by recorded events.
+//! - `model_stream`: reading a model's reply stream (chunks of one kind, the closing error).
 //! - `http_server`: a scripted HTTP server on 127.0.0.1 for the remote providers' tests.
 //! - `remote_openai`, `remote_anthropic`: each provider over real HTTP.
 //! - `remote_run`: a whole run on a remote model and the embedded one.
@@ -13,6 +14,7 @@
 mod cli;
 mod http_server;
 mod local_model;
+mod model_stream;
 mod remote_anthropic;
 mod remote_openai;
 mod remote_run;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use troupe::model::remote::{OpenAiDialect, RemoteModel, RemoteSettings};
-use troupe::model::{Model, ModelChunk, ModelError, ModelRequest, ModelStream, Sampling};
+use troupe::model::{Model, ModelChunk, ModelError, ModelRequest, Sampling};
 use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
 
 use crate::http_server::{Framing, Reply, Server};
+use crate::model_stream::{calls, collect, notices, text_of, usages};
 
 const KEY: &str = "sk-test-0123456789";
 
@@ -49,61 +50,6 @@ fn weather_tool() -> ToolSpec {
             "required": ["location"],
         }),
     }
-}
-
-/// Everything a stream yields: its chunks, and the error that ended it, if one did.
-async fn collect(mut stream: ModelStream) -> (Vec<ModelChunk>, Option<ModelError>) {
-    let mut chunks = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(chunk) => chunks.push(chunk),
-            Err(err) => {
-                assert!(stream.next().await.is_none(), "nothing follows an error");
-                return (chunks, Some(err));
-            }
-        }
-    }
-    (chunks, None)
-}
-
-fn text_of(chunks: &[ModelChunk]) -> String {
-    chunks
-        .iter()
-        .filter_map(|chunk| match chunk {
-            ModelChunk::TextDelta(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn notices(chunks: &[ModelChunk]) -> Vec<&str> {
-    chunks
-        .iter()
-        .filter_map(|chunk| match chunk {
-            ModelChunk::Notice(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn calls(chunks: &[ModelChunk]) -> Vec<ToolCall> {
-    chunks
-        .iter()
-        .filter_map(|chunk| match chunk {
-            ModelChunk::ToolCall(call) => Some(call.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn usages(chunks: &[ModelChunk]) -> Vec<Usage> {
-    chunks
-        .iter()
-        .filter_map(|chunk| match chunk {
-            ModelChunk::Usage(usage) => Some(*usage),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A `chat.completion.chunk` event as OpenAI documents it, with `choices[0]` given.
