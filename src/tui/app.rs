@@ -869,7 +869,7 @@ impl App {
 
     /// Mouse: a click selects a row or a list item; the wheel scrolls what is under it.
     pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
-        let areas = layout::areas(self.size, self.screen);
+        let areas = layout::areas(self.size, self.screen, self.flash.is_some());
         let at = Position::new(mouse.column, mouse.row);
         let height = self.transcript_height();
         match (self.screen, mouse.kind) {
@@ -905,17 +905,17 @@ impl App {
     }
 
     fn transcript_height(&self) -> usize {
-        layout::areas(self.size, Screen::Run).detail.height.saturating_sub(2) as usize
+        layout::areas(self.size, Screen::Run, self.flash.is_some()).detail.height.saturating_sub(2) as usize
     }
 
     fn tree_height(&self) -> usize {
-        layout::areas(self.size, Screen::Run).list.height.saturating_sub(2) as usize
+        layout::areas(self.size, Screen::Run, self.flash.is_some()).list.height.saturating_sub(2) as usize
     }
 
     /// Settles everything that depends on the frame's size, so drawing only reads.
     pub fn prepare_frame(&mut self, size: Rect) {
         self.size = size;
-        let Areas { list, detail, .. } = layout::areas(size, Screen::Run);
+        let Areas { list, detail, .. } = layout::areas(size, Screen::Run, self.flash.is_some());
         let tree_height = list.height.saturating_sub(2) as usize;
         let width = detail.width.saturating_sub(2);
         for pane in [self.live.as_mut(), self.past.as_mut()].into_iter().flatten() {

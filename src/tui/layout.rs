@@ -18,14 +18,23 @@ pub struct Areas {
     pub detail: Rect,
     /// Diagnostics under the editor (Agents) or a run's summary (Findings).
     pub footer_panel: Rect,
-    /// Key hints and messages.
+    /// A message (what just happened, or went wrong), above the hints; empty when none.
+    pub message: Rect,
+    /// Key hints, always shown.
     pub hints: Rect,
 }
 
-pub fn areas(size: Rect, screen: Screen) -> Areas {
-    let [tabs, header, body, hints] = Layout::default()
+/// The regions of `screen` at `size`; `message` gives a line to a message.
+pub fn areas(size: Rect, screen: Screen, message: bool) -> Areas {
+    let [tabs, header, body, message, hints] = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)])
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(u16::from(message)),
+            Constraint::Length(1),
+        ])
         .areas(size);
     let wide = size.width >= 120;
     let (list_share, panel_height) = match screen {
@@ -42,5 +51,5 @@ pub fn areas(size: Rect, screen: Screen) -> Areas {
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(3), Constraint::Length(panel_height)])
         .areas(right);
-    Areas { tabs, header, list, detail, footer_panel, hints }
+    Areas { tabs, header, list, detail, footer_panel, message, hints }
 }

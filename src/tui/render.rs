@@ -23,7 +23,7 @@ use super::transcript::LineKind;
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 pub fn draw(frame: &mut Frame, app: &App) {
-    let areas = layout::areas(frame.area(), app.screen);
+    let areas = layout::areas(frame.area(), app.screen, app.flash.is_some());
     draw_tabs(frame, app, areas.tabs);
     match app.screen {
         Screen::Run => draw_run(frame, app, &areas),
@@ -31,6 +31,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Screen::Experiments => draw_experiments(frame, app, &areas),
         Screen::Findings => draw_findings(frame, app, &areas),
     }
+    draw_message(frame, app, areas.message);
     draw_hints(frame, app, areas.hints);
     if app.help {
         draw_help(frame, frame.area());
@@ -60,22 +61,23 @@ fn draw_hints(frame: &mut Frame, app: &App, area: Rect) {
         (Screen::Agents, true) => "Esc list · Ctrl-S save · Ctrl-Z undo · Ctrl-C quit",
         (Screen::Findings, true) => "Esc list (saves) · notes save by themselves · Ctrl-C quit",
         (Screen::Run, _) => {
-            "↑↓ select · ←→ fold · w working · e failed · c cancel · [ ] scroll · f follow · r run · ? keys"
+            // `? keys` first: a narrow terminal cuts the end of the line.
+            "? keys · ↑↓ select · ←→ fold · c cancel · w/e next working/failed · [ ] scroll · f follow · r run"
         }
         (Screen::Agents, false) => {
-            "↑↓ select · Enter edit · n new · d duplicate · s save · Tab screens · ? keys · q quit"
+            "? keys · ↑↓ select · Enter edit · n new · d duplicate · s save · Tab screens · q quit"
         }
-        (Screen::Experiments, _) => "↑↓ select · Enter run · Tab screens · ? keys · q quit",
-        (Screen::Findings, false) => "↑↓ select · Enter open · e notes · R reload · Tab screens · ? keys · q quit",
+        (Screen::Experiments, _) => "? keys · ↑↓ select · Enter run · Tab screens · q quit",
+        (Screen::Findings, false) => "? keys · ↑↓ select · Enter open · e notes · R reload · Tab screens · q quit",
     };
+    frame.render_widget(Line::from(Span::styled(hints, Style::new().dim())), area);
+}
+
+fn draw_message(frame: &mut Frame, app: &App, area: Rect) {
     let line = match &app.flash {
         Some((text, true)) => Line::from(Span::styled(text.clone(), Style::new().fg(Color::Red).bold())),
-        Some((text, false)) => Line::from(vec![
-            Span::styled(text.clone(), Style::new().fg(Color::Green)),
-            Span::raw("  "),
-            Span::styled(hints, Style::new().dim()),
-        ]),
-        None => Line::from(Span::styled(hints, Style::new().dim())),
+        Some((text, false)) => Line::from(Span::styled(text.clone(), Style::new().fg(Color::Green))),
+        None => return,
     };
     frame.render_widget(line, area);
 }
