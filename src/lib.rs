@@ -8,6 +8,7 @@
 //! - [`runtime`]: the pure agent state machine and subtask registry, the built-in tools, and
 //!   the async driver that runs them against models.
 //! - [`model`]: the [`model::Model`] trait and its providers.
+//! - [`memory`]: memory that learns across sessions; for now the sentence embedder (MiniLM).
 //! - [`experiment`]: matrices of trials; for now the statistics their reports use.
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
 //! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
@@ -21,6 +22,7 @@ pub mod experiment;
 pub mod findings;
 pub mod fsutil;
 pub mod launch;
+pub mod memory;
 pub mod model;
 pub mod protocol;
 pub mod runtime;

@@ -3,6 +3,7 @@
 //! - `runtime`: the driver through the library API, with scripted models.
 //! - `cli`: the `troupe` binary as a user runs it.
 //! - `local_model`: the embedded model, for real.
+//! - `embedder`: the memory's sentence embedder (all-MiniLM-L6-v2), for real.
 //! - `tui_screens`: the workbench's screens as snapshots, driven by recorded events.
 //! - `model_stream`: reading a model's reply stream (chunks of one kind, the closing error).
 //! - `http_server`: a scripted HTTP server on 127.0.0.1 for the remote providers' tests.
@@ -12,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod embedder;
 mod http_server;
 mod local_model;
 mod model_stream;
