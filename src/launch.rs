@@ -54,6 +54,11 @@ fn known_list(known: &[String]) -> String {
     }
 }
 
+/// What varies subtask URIs between two runs started in the same millisecond by two processes.
+pub fn run_salt(now: Millis) -> u32 {
+    (now as u32) ^ std::process::id().rotate_left(16)
+}
+
 /// A run ready to start.
 pub struct Prepared {
     pub config: RunConfig,
@@ -236,14 +241,7 @@ fn reachable_aliases(
         let Some(agent) = workbench.agents.get(&name) else { continue };
         let mut needed = match (&agent.model, &workbench.settings.routing) {
             // Routing may send this agent's subtasks to any alias it names.
-            (model, Some(routing)) if model == crate::config::AUTO_MODEL => {
-                let mut all = vec![routing.default.clone()];
-                all.extend(routing.rules.iter().map(|r| r.alias.clone()));
-                if let Some(classify) = &routing.classify {
-                    all.extend([classify.with.clone(), classify.simple.clone(), classify.complex.clone()]);
-                }
-                all
-            }
+            (model, Some(routing)) if model == crate::config::AUTO_MODEL => routing.aliases(),
             (model, _) => vec![model.clone()],
         };
         if agent.tools.iter().any(|t| t == "call_slm") && aliases.contains_key(SLM_ALIAS) {

@@ -195,7 +195,7 @@ async fn run(root: &Path, experiment: &str) -> ExitCode {
     let Some(workbench) = load(root) else { return ExitCode::from(EXIT_CONFIG) };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
-    let salt = (now as u32) ^ std::process::id().rotate_left(16);
+    let salt = launch::run_salt(now);
     let mut status = |line: &str| say!("{line}");
     let prepared = match launch::prepare(&workbench, experiment, now, salt, &mut status) {
         Ok(prepared) => prepared,

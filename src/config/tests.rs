@@ -357,42 +357,15 @@ Be careful."""
     assert_eq!(wb.root, root);
     assert_eq!(wb.settings.limits, Limits { max_depth: 2, on_finish: OnFinish::WaitForChildren, ..Limits::default() });
     let small = ModelSpec {
-        alias: "small".into(),
-        provider: ProviderKind::Local,
         model: Some("smollm2-135m-instruct".into()),
-        base_url: None,
-        api_key_env: None,
-        script: None,
         temperature: Some(1.0),
-        max_tokens: None,
-        top_p: None,
-        seed: None,
-        headers: Vec::new(),
-        timeout_seconds: None,
-        connect_timeout_seconds: None,
-        max_retries: None,
-        price_input_per_mtok: None,
-        price_output_per_mtok: None,
         location: Location { path: root.join("troupe.toml"), line: 1, col: 1 },
+        ..ModelSpec::new("small", ProviderKind::Local)
     };
     let fake = ModelSpec {
-        alias: "fake".into(),
-        provider: ProviderKind::Scripted,
-        model: None,
-        base_url: None,
-        api_key_env: None,
         script: Some(root.join("scripts/fake.toml")),
-        temperature: None,
-        max_tokens: None,
-        top_p: None,
-        seed: None,
-        headers: Vec::new(),
-        timeout_seconds: None,
-        connect_timeout_seconds: None,
-        max_retries: None,
-        price_input_per_mtok: None,
-        price_output_per_mtok: None,
         location: Location { path: root.join("troupe.toml"), line: 6, col: 1 },
+        ..ModelSpec::new("fake", ProviderKind::Scripted)
     };
     assert_eq!(wb.settings.models, BTreeMap::from([("fake".to_owned(), fake), ("small".to_owned(), small)]));
     assert_eq!(wb.settings.path, Some(root.join("troupe.toml")));

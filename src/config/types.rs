@@ -78,6 +78,18 @@ pub struct Routing {
     pub classify: Option<Classify>,
 }
 
+impl Routing {
+    /// Every alias routing can send a subtask to (or asks to classify one).
+    pub fn aliases(&self) -> Vec<String> {
+        let mut all = vec![self.default.clone()];
+        all.extend(self.rules.iter().map(|r| r.alias.clone()));
+        if let Some(classify) = &self.classify {
+            all.extend([classify.with.clone(), classify.simple.clone(), classify.complex.clone()]);
+        }
+        all
+    }
+}
+
 /// `[[routing.rules]]`: every condition given must hold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteRule {
@@ -161,6 +173,31 @@ pub struct ModelSpec {
     pub price_output_per_mtok: Option<f64>,
     /// Where the table starts, for diagnostics found later (at run time).
     pub location: Location,
+}
+
+impl ModelSpec {
+    /// An alias of `provider` with every optional setting left out.
+    pub fn new(alias: impl Into<String>, provider: ProviderKind) -> Self {
+        ModelSpec {
+            alias: alias.into(),
+            provider,
+            model: None,
+            base_url: None,
+            api_key_env: None,
+            script: None,
+            temperature: None,
+            max_tokens: None,
+            top_p: None,
+            seed: None,
+            headers: Vec::new(),
+            timeout_seconds: None,
+            connect_timeout_seconds: None,
+            max_retries: None,
+            price_input_per_mtok: None,
+            price_output_per_mtok: None,
+            location: Location::default(),
+        }
+    }
 }
 
 /// `[limits]` in `troupe.toml`, after defaults and overrides.

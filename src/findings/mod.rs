@@ -172,8 +172,5 @@ pub fn rerender(dir: &Path) -> Result<RunFolder, FindingsError> {
 /// Writes `text` to `path` through a temporary file and a rename, so a reader (or a crash)
 /// sees the old file or the new one, never half of one.
 fn write_replacing(path: &Path, text: &str) -> Result<(), FindingsError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{name}.tmp"));
-    fs::write(&temporary, text).map_err(FindingsError::io("write", &temporary))?;
-    fs::rename(&temporary, path).map_err(FindingsError::io("replace", path))
+    crate::fsutil::write_atomic(path, text.as_bytes()).map_err(FindingsError::io("replace", path))
 }

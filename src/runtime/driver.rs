@@ -126,25 +126,8 @@ impl RunHandle {
     }
 }
 
-impl Profile {
-    /// The same expert on another model alias (a caller's `model` argument).
-    fn on_model(&self, model: Arc<str>) -> Profile {
-        Profile {
-            name: self.name.clone(),
-            model,
-            spec: self.spec.clone(),
-            tools: self.tools.clone(),
-            tool_names: self.tool_names.clone(),
-            max_turns: self.max_turns,
-            max_children: self.max_children,
-            wall: self.wall,
-            on_finish: self.on_finish,
-            sampling: self.sampling,
-        }
-    }
-}
-
 /// An expert as the driver runs it.
+#[derive(Clone)]
 struct Profile {
     name: Arc<str>,
     model: Arc<str>,
@@ -999,7 +982,8 @@ impl Shared {
                     }
                 };
                 let child = match model {
-                    Some(alias) => Arc::new(child.on_model(self.chosen_model(profile, &alias)?)),
+                    // The same expert on another model alias (the caller's `model` argument).
+                    Some(alias) => Arc::new(Profile { model: self.chosen_model(profile, &alias)?, ..(*child).clone() }),
                     None => child,
                 };
                 if &*child.model != AUTO_MODEL {

@@ -255,9 +255,7 @@ impl AgentEditor {
     }
 
     pub fn text(&self) -> String {
-        let mut text = self.editor.lines().join("\n");
-        text.push('\n');
-        text
+        buffer_text(&self.editor)
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -426,11 +424,11 @@ impl App {
                 if let Some(file) = self.agents.iter_mut().find(|f| f.path == path) {
                     file.saved = text;
                     self.say(format!("saved {}", path.display()), false);
-                } else if let Some(notes) = self.notes.as_mut().filter(|n| n.dir.join("notes.md") == path) {
-                    notes.saved = text;
-                    if notes.editor.lines().join("\n") == notes.saved.trim_end_matches('\n') {
+                } else if let Some(notes) = self.notes.as_mut().filter(|n| notes_path(&n.dir) == path) {
+                    if buffer_text(&notes.editor) == text {
                         notes.dirty_since = None;
                     }
+                    notes.saved = text;
                 }
             }
             Report::SaveFailed { path, error } => {
@@ -751,10 +749,8 @@ impl App {
     fn save_agent(&mut self, commands: &mut Vec<Command>) {
         let Some(file) = self.agents.get(self.agent_selected) else { return };
         let errors = file.errors();
-        if file.validated < file.version {
-            // The buffer changed since the last check; save after asking, since we cannot tell.
-            self.prompt = Some(Prompt::SaveInvalid { path: file.path.clone(), errors });
-        } else if errors > 0 {
+        // A buffer changed since its last check may be invalid too: ask, since we cannot tell.
+        if errors > 0 || file.validated < file.version {
             self.prompt = Some(Prompt::SaveInvalid { path: file.path.clone(), errors });
         } else {
             commands.push(Command::Save { path: file.path.clone(), text: file.text() });
@@ -850,9 +846,7 @@ impl App {
         if let Some(notes) = &mut self.notes
             && notes.dirty_since.is_some()
         {
-            let mut text = notes.editor.lines().join("\n");
-            text.push('\n');
-            commands.push(Command::Save { path: notes.dir.join("notes.md"), text });
+            commands.push(Command::Save { path: notes_path(&notes.dir), text: buffer_text(&notes.editor) });
             notes.dirty_since = None;
         }
     }
@@ -994,5 +988,12 @@ fn rename_agent(text: &str, name: &str) -> String {
 
 /// The path a run folder's notes are saved to.
 pub fn notes_path(dir: &Path) -> PathBuf {
-    dir.join("notes.md")
+    dir.join(crate::findings::NOTES_FILE)
+}
+
+/// An editor's text as a file holds it: lines joined, ending with a newline.
+fn buffer_text(editor: &TextArea<'_>) -> String {
+    let mut text = editor.lines().join("\n");
+    text.push('\n');
+    text
 }

@@ -303,72 +303,62 @@ impl Shell {
         let engines = self.engines.clone();
         let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
-            let status_reports = reports.clone();
-            let prepare_clock = clock.clone();
-            // Loading the workbench and readying the model (maybe fetching it) is blocking work.
-            let prepared = tokio::task::spawn_blocking(move || {
-                let loaded = load_workbench(&root);
-                let Some(workbench) = loaded.workbench else {
-                    let errors: Vec<String> = loaded
-                        .diagnostics
-                        .iter()
-                        .filter(|d| d.severity == Severity::Error)
-                        .map(ToString::to_string)
-                        .collect();
-                    return Err(format!(
-                        "the workbench has errors; `troupe check` shows them all: {}",
-                        errors.join("; ")
-                    ));
-                };
-                let now = prepare_clock.now();
-                let salt = (now as u32) ^ std::process::id().rotate_left(16);
-                let mut status = |line: &str| {
-                    let _ = status_reports.send(Report::Status(line.to_owned())); // the shell may be quitting
-                };
-                launch::prepare_in(&workbench, &experiment, now, salt, &mut status, &engines).map_err(|e| e.to_string())
-            })
-            .await;
-            let prepared = match prepared {
-                Ok(Ok(prepared)) => prepared,
-                Ok(Err(error)) => {
+            match launch_run(root, experiment, clock, engines, reports.clone()).await {
+                Ok(mut launched) => {
+                    let _ = reports.send(Report::RunFolder { dir: launched.dir().to_path_buf() });
+                    let mut ops_open = true;
+                    loop {
+                        tokio::select! {
+                            event = launched.next_event() => match event {
+                                Some(event) => { let _ = reports.send(Report::RunEvent(event)); }
+                                None => break,
+                            },
+                            op = ops.recv(), if ops_open => match op {
+                                Some(op) => launched.send(op),
+                                None => ops_open = false,
+                            },
+                        }
+                    }
+                    if let Err(err) = launched.finish().await {
+                        let _ = reports.send(Report::Status(format!("writing the findings failed: {err}")));
+                    }
+                }
+                Err(error) => {
                     let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
-                    let _ = reports.send(Report::RunClosed);
-                    return;
                 }
-                Err(join) => {
-                    let _ = reports.send(Report::RunRefused { error: format!("starting the run failed: {join}") });
-                    let _ = reports.send(Report::RunClosed);
-                    return;
-                }
-            };
-            let mut launched = match launch::launch(prepared, clock) {
-                Ok(launched) => launched,
-                Err(err) => {
-                    let _ = reports.send(Report::RunRefused { error: err.to_string() });
-                    let _ = reports.send(Report::RunClosed);
-                    return;
-                }
-            };
-            let _ = reports.send(Report::RunFolder { dir: launched.dir().to_path_buf() });
-            let mut ops_open = true;
-            loop {
-                tokio::select! {
-                    event = launched.next_event() => match event {
-                        Some(event) => { let _ = reports.send(Report::RunEvent(event)); }
-                        None => break,
-                    },
-                    op = ops.recv(), if ops_open => match op {
-                        Some(op) => launched.send(op),
-                        None => ops_open = false,
-                    },
-                }
-            }
-            if let Err(err) = launched.finish().await {
-                let _ = reports.send(Report::Status(format!("writing the findings failed: {err}")));
             }
             let _ = reports.send(Report::RunClosed);
         });
     }
+}
+
+/// Loads the workbench as it is on disk and starts `experiment`, exactly as `troupe run` does.
+/// Loading and readying the model (maybe fetching it) is blocking work, done off the workers.
+async fn launch_run(
+    root: PathBuf,
+    experiment: String,
+    clock: Arc<dyn Clock>,
+    engines: crate::model::EnginePool,
+    reports: mpsc::UnboundedSender<Report>,
+) -> Result<launch::Launched, String> {
+    let prepare_clock = clock.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let loaded = load_workbench(&root);
+        let Some(workbench) = loaded.workbench else {
+            let errors: Vec<String> =
+                loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect();
+            return Err(format!("the workbench has errors; `troupe check` shows them all: {}", errors.join("; ")));
+        };
+        let now = prepare_clock.now();
+        let mut status = |line: &str| {
+            let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
+        };
+        launch::prepare_in(&workbench, &experiment, now, launch::run_salt(now), &mut status, &engines)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|join| format!("starting the run failed: {join}"))??;
+    launch::launch(prepared, clock).map_err(|err| err.to_string())
 }
 
 /// Runs `work` on a blocking thread and reports its outcome.

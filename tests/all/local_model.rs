@@ -40,25 +40,7 @@ fn original_gguf() -> PathBuf {
 
 /// A table with one `local` alias, `small`, over `files`.
 fn table_over(files: &LocalFiles, max_tokens: Option<u32>) -> ModelTable {
-    let spec = ModelSpec {
-        alias: "small".into(),
-        provider: ProviderKind::Local,
-        model: None,
-        base_url: None,
-        api_key_env: None,
-        script: None,
-        temperature: Some(0.0),
-        max_tokens,
-        top_p: None,
-        seed: None,
-        headers: Vec::new(),
-        timeout_seconds: None,
-        connect_timeout_seconds: None,
-        max_retries: None,
-        price_input_per_mtok: None,
-        price_output_per_mtok: None,
-        location: Default::default(),
-    };
+    let spec = ModelSpec { temperature: Some(0.0), max_tokens, ..ModelSpec::new("small", ProviderKind::Local) };
     ModelTable::build(&[("small".to_owned(), spec)].into_iter().collect(), Some(files)).unwrap()
 }
 

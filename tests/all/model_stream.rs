@@ -1,8 +1,24 @@
-//! Reading a model's reply stream in tests: every chunk and the error that ended it, and the
-//! chunks of one kind.
+//! A model's side of the provider tests: a request to send, and its reply stream read back
+//! (every chunk and the error that ended it, and the chunks of one kind).
 
-use troupe::model::{ModelChunk, ModelError, ModelStream};
-use troupe::protocol::{ToolCall, Usage};
+use troupe::model::{ModelChunk, ModelError, ModelRequest, ModelStream, Sampling};
+use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
+
+pub fn request(messages: Vec<ChatMessage>, tools: Vec<ToolSpec>) -> ModelRequest {
+    ModelRequest {
+        task: TaskId::from_code(1),
+        agent: "coordinator".into(),
+        messages,
+        tools,
+        tool_choice: ToolChoice::Auto,
+        forced_tool: None,
+        sampling: Sampling::default(),
+    }
+}
+
+pub fn hello() -> ModelRequest {
+    request(vec![ChatMessage::user("Say hello.")], Vec::new())
+}
 
 /// Everything a stream yields: its chunks, and the error that ended it, if one did.
 pub async fn collect(mut stream: ModelStream) -> (Vec<ModelChunk>, Option<ModelError>) {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use troupe::model::remote::{OpenAiDialect, RemoteModel, RemoteSettings};
-use troupe::model::{Model, ModelChunk, ModelError, ModelRequest, Sampling};
-use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
+use troupe::model::{Model, ModelChunk, ModelError, Sampling};
+use troupe::protocol::{ChatMessage, ToolCall, ToolSpec, Usage};
 
 use crate::http_server::{Framing, Reply, Server};
-use crate::model_stream::{calls, collect, notices, text_of, usages};
+use crate::model_stream::{calls, collect, hello, notices, request, text_of, usages};
 
 const KEY: &str = "sk-test-0123456789";
 
@@ -22,22 +22,6 @@ fn model(server: &Server, tweak: impl FnOnce(&mut RemoteSettings)) -> RemoteMode
     settings.api_key = Some(KEY.to_owned());
     tweak(&mut settings);
     RemoteModel::new(Arc::new(OpenAiDialect), settings).unwrap()
-}
-
-fn request(messages: Vec<ChatMessage>, tools: Vec<ToolSpec>) -> ModelRequest {
-    ModelRequest {
-        task: TaskId::from_code(1),
-        agent: "coordinator".into(),
-        messages,
-        tools,
-        tool_choice: ToolChoice::Auto,
-        forced_tool: None,
-        sampling: Sampling::default(),
-    }
-}
-
-fn hello() -> ModelRequest {
-    request(vec![ChatMessage::user("Say hello.")], Vec::new())
 }
 
 fn weather_tool() -> ToolSpec {

@@ -450,32 +450,8 @@ impl StreamDecoder for AnthropicDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::TaskId;
+    use crate::model::remote::wire::fixtures::{call, request, tool};
     use pretty_assertions::assert_eq;
-
-    fn request(messages: Vec<ChatMessage>) -> ModelRequest {
-        ModelRequest {
-            task: TaskId::from_code(1),
-            agent: "coordinator".into(),
-            messages,
-            tools: Vec::new(),
-            tool_choice: ToolChoice::Auto,
-            forced_tool: None,
-            sampling: Sampling::default(),
-        }
-    }
-
-    fn tool(name: &str) -> ToolSpec {
-        ToolSpec {
-            name: name.into(),
-            description: format!("The {name} tool."),
-            parameters: json!({"type": "object", "properties": {"location": {"type": "string"}}}),
-        }
-    }
-
-    fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
-        ToolCall { id: id.into(), name: name.into(), arguments }
-    }
 
     /// Feeds a recorded stream (`event:` / `data:` lines, blank lines between events) to a fresh
     /// decoder, as the transport would.

@@ -47,3 +47,36 @@ pub trait StreamDecoder: Send {
     /// Whether anything has been decoded yet: a request is retried only while nothing was.
     fn started(&self) -> bool;
 }
+
+/// Requests and tool calls the dialects' tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use serde_json::{Value, json};
+
+    use crate::model::{ModelRequest, Sampling};
+    use crate::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec};
+
+    pub(crate) fn request(messages: Vec<ChatMessage>) -> ModelRequest {
+        ModelRequest {
+            task: TaskId::from_code(1),
+            agent: "coordinator".into(),
+            messages,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            forced_tool: None,
+            sampling: Sampling::default(),
+        }
+    }
+
+    pub(crate) fn tool(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: format!("The {name} tool."),
+            parameters: json!({"type": "object", "properties": {"location": {"type": "string"}}}),
+        }
+    }
+
+    pub(crate) fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments }
+    }
+}
