@@ -440,7 +440,8 @@ fn draw_prompt(frame: &mut Frame, prompt: &Prompt, area: Rect) {
             format!("Cancel {agent} and its {descendants} subtasks?")
         }
         Prompt::SaveInvalid { errors, .. } if *errors > 0 => {
-            format!("This file has {errors} errors. Save it anyway?")
+            let noun = if *errors == 1 { "error" } else { "errors" };
+            format!("This file has {errors} {noun}. Save it anyway?")
         }
         Prompt::SaveInvalid { .. } => "The check has not finished. Save anyway?".to_owned(),
         Prompt::QuitWhileRunning => "A run is working. Cancel it and quit? (its findings are kept)".to_owned(),
