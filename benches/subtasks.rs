@@ -141,6 +141,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         salt: 7,
         prices: Default::default(),
         routing: None,
+        seed: None,
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

@@ -68,6 +68,7 @@ pub struct Prepared {
     snapshot: Vec<PathBuf>,
     root: PathBuf,
     run_json: serde_json::Value,
+    trial: bool,
 }
 
 /// Resolves `experiment` in `workbench` into a run: fetches and prepares the embedded model if
@@ -93,11 +94,50 @@ pub fn prepare_in(
     status: &mut dyn FnMut(&str),
     pool: &EnginePool,
 ) -> Result<Prepared, LaunchError> {
-    let spec = workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
+    let spec = find_experiment(workbench, experiment)?;
+    prepare_spec(workbench, spec, now, salt, status, pool, &RunOptions::default())
+}
+
+/// The experiment named (or whose file is) `experiment`.
+pub fn find_experiment<'w>(workbench: &'w Workbench, experiment: &str) -> Result<&'w ExperimentSpec, LaunchError> {
+    workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
         name: experiment.to_owned(),
         root: workbench.root.clone(),
         known: workbench.experiments.keys().cloned().collect(),
-    })?;
+    })
+}
+
+/// How a run differs when it is one trial of a matrix.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The run folder; `findings/<run id>` when `None`.
+    pub dir: Option<PathBuf>,
+    /// The run id; a new one when `None`.
+    pub run_id: Option<String>,
+    /// The sampling seed of experts that set none.
+    pub seed: Option<u64>,
+    /// A trial of a matrix: the matrix folder holds the config snapshot and the notes.
+    pub trial: bool,
+}
+
+/// Whether running `spec` can reach the embedded model (which serves one request at a time).
+pub fn reaches_local(workbench: &Workbench, spec: &ExperimentSpec) -> bool {
+    let aliases = merged_aliases(workbench, spec);
+    reachable_aliases(workbench, spec, &aliases)
+        .iter()
+        .any(|(alias, _)| aliases.get(alias).is_some_and(|m| m.provider == ProviderKind::Local))
+}
+
+/// [`prepare_in`] for a resolved experiment (a matrix trial's, with its variant applied).
+pub fn prepare_spec(
+    workbench: &Workbench,
+    spec: &ExperimentSpec,
+    now: Millis,
+    salt: u32,
+    status: &mut dyn FnMut(&str),
+    pool: &EnginePool,
+    options: &RunOptions,
+) -> Result<Prepared, LaunchError> {
     let aliases = merged_aliases(workbench, spec);
     let reachable = reachable_aliases(workbench, spec, &aliases);
     let needs_local =
@@ -106,24 +146,17 @@ pub fn prepare_in(
     let models = ModelTable::build_in(&aliases, local.as_ref(), pool)?;
     check_reachable(&reachable, &aliases, &models)?;
 
-    let run_id = findings::new_run_id(&spec.name, now, salt);
-    // Every variable a key or a header value comes from is hidden in the findings.
-    let mut key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
-    for spec in aliases.values() {
-        for (_, value) in &spec.headers {
-            key_names.extend(crate::model::env_names(value));
-        }
-    }
+    let run_id = options.run_id.clone().unwrap_or_else(|| findings::new_run_id(&spec.name, now, salt));
     let limits = workbench.limits_for(spec);
     let run_json = json!({
         "run_id": run_id,
         "experiment": spec.name,
         "root_agent": spec.root,
-        "task": spec.task,
+        "task": spec.first_task(),
         "salt": salt,
         "troupe_version": env!("CARGO_PKG_VERSION"),
         // What makes the embedded model's output repeatable: experts without a `seed` use 0.
-        "sampling": { "default_seed": 0, "default_temperature": 0.0 },
+        "sampling": { "default_seed": options.seed.unwrap_or(0), "default_temperature": 0.0 },
         "limits": {
             "max_depth": limits.max_depth,
             "max_children_per_agent": limits.max_children_per_agent,
@@ -146,12 +179,13 @@ pub fn prepare_in(
         }).collect::<serde_json::Map<_, _>>(),
     });
     Ok(Prepared {
-        dir: workbench.root.join("findings").join(&run_id),
+        dir: options.dir.clone().unwrap_or_else(|| workbench.root.join("findings").join(&run_id)),
+        trial: options.trial,
         config: RunConfig {
             run_id,
             experiment: spec.name.clone(),
             root_agent: spec.root.clone(),
-            task: spec.task.clone(),
+            task: spec.first_task().to_owned(),
             agents: workbench.agents.clone(),
             limits,
             models,
@@ -159,8 +193,9 @@ pub fn prepare_in(
             salt,
             prices: prices(&aliases),
             routing: workbench.settings.routing.clone(),
+            seed: options.seed,
         },
-        redactor: Redactor::from_env(&key_names),
+        redactor: redactor_of(&aliases),
         snapshot: workbench.files(),
         root: workbench.root.clone(),
         run_json,
@@ -185,6 +220,26 @@ fn prices(aliases: &BTreeMap<String, ModelSpec>) -> BTreeMap<String, Price> {
             (alias.clone(), price)
         })
         .collect()
+}
+
+/// What the findings of a run of `spec` hide: the value of every variable a key or a header
+/// value comes from.
+pub fn redactor(workbench: &Workbench, spec: &ExperimentSpec) -> Redactor {
+    let mut aliases = merged_aliases(workbench, spec);
+    for variant in &spec.variants {
+        aliases.extend(variant.models.iter().map(|(a, m)| (a.clone(), m.clone())));
+    }
+    redactor_of(&aliases)
+}
+
+fn redactor_of(aliases: &BTreeMap<String, ModelSpec>) -> Redactor {
+    let mut key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
+    for spec in aliases.values() {
+        for (_, value) in &spec.headers {
+            key_names.extend(crate::model::env_names(value));
+        }
+    }
+    Redactor::from_env(&key_names)
 }
 
 /// The workbench's aliases with the experiment's overrides on top.
@@ -313,18 +368,28 @@ pub struct Launched {
 
 /// Opens the run folder (events, config snapshot, notes) and starts the run.
 pub fn launch(prepared: Prepared, clock: Arc<dyn Clock>) -> Result<Launched, LaunchError> {
-    let Prepared { config, dir, redactor, snapshot, root, run_json } = prepared;
+    let Prepared { config, dir, redactor, snapshot, root, run_json, trial } = prepared;
     let snapshot_redactor = redactor.clone();
     let writer = FindingsWriter::create(&dir, redactor)?;
-    findings::snapshot_config(&dir, &root, &snapshot, &snapshot_redactor)?;
-    let run_json_path = dir.join(findings::CONFIG_DIR).join("run.json");
+    if !trial {
+        findings::snapshot_config(&dir, &root, &snapshot, &snapshot_redactor)?;
+    }
+    let config_dir = dir.join(findings::CONFIG_DIR);
+    std::fs::create_dir_all(&config_dir).map_err(|source| FindingsError::Io {
+        action: "create",
+        path: config_dir.clone(),
+        source,
+    })?;
+    let run_json_path = config_dir.join("run.json");
     let text = serde_json::to_string_pretty(&run_json).unwrap_or_default();
     std::fs::write(&run_json_path, snapshot_redactor.redact(&text).as_bytes()).map_err(|source| FindingsError::Io {
         action: "write",
         path: run_json_path,
         source,
     })?;
-    findings::write_notes_stub(&dir)?;
+    if !trial {
+        findings::write_notes_stub(&dir)?;
+    }
     let (tx, events) = mpsc::unbounded_channel();
     let handle = spawn_run(config, tx, clock)?;
     Ok(Launched { handle, events, writer, redactor: snapshot_redactor, finished: false })

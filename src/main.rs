@@ -11,11 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use troupe::config::{Workbench, load_workbench, render_diagnostics};
-use troupe::launch::{self, LaunchError};
+use troupe::experiment::fork::{ForkPlan, ForkRequest, plan_fork};
+use troupe::experiment::runner::{MatrixOptions, MatrixUpdate, resume_matrix, run_matrix, run_matrix_spec};
+use troupe::findings::Redactor;
+use troupe::launch;
+use troupe::model::EnginePool;
 use troupe::model::files::{self, Cache, FileState};
-use troupe::protocol::{Event, EventBody, Op, RunStatus};
+use troupe::protocol::{Event, EventBody};
 use troupe::runtime::{Clock, SystemClock};
+use troupe::serve::matrix_progress::{MatrixProgress, trial_line};
 use troupe::serve::progress::Progress;
 
 #[derive(Parser)]
@@ -40,8 +47,41 @@ enum Command {
     Check,
     /// Run an experiment without the terminal UI; prints the run folder's path last.
     Run {
-        /// An experiment's name or its file.
-        experiment: String,
+        /// An experiment's name or its file (optional with --resume).
+        #[arg(required_unless_present = "resume")]
+        experiment: Option<String>,
+        /// Run only this share of the matrix's trials: i/n (the same split on every machine).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<troupe::experiment::plan::Shard>,
+        /// Finish the matrix in this run folder, without redoing its recorded trials.
+        #[arg(long, value_name = "RUN FOLDER", conflicts_with = "experiment")]
+        resume: Option<PathBuf>,
+        /// Trials at once (default: the experiment's `concurrency`; 1 on the embedded model, else 4).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+    },
+    /// Re-run one subtask of a finished run from its recorded start, as a small matrix: the
+    /// same setup again, and with another expert or model.
+    Fork {
+        /// The run folder (or a trial's folder inside a matrix).
+        run: PathBuf,
+        /// The subtask to re-run: subtask://…
+        uri: String,
+        /// Re-run it with this expert instead.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Re-run it on this model alias instead.
+        #[arg(long)]
+        model: Option<String>,
+        /// Runs of each setup.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repetitions: u32,
+    },
+    /// Join the run folders of a sharded matrix into one run with one report.
+    Merge {
+        /// The shards' run folders.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<PathBuf>,
     },
     /// Render transcript.md and report.md again from a run folder's events.jsonl (for a run
     /// that was killed).
@@ -99,12 +139,25 @@ fn main() -> ExitCode {
         None => workbench(&cli.root, None),
         Some(Command::Watch { experiment }) => workbench(&cli.root, Some(experiment)),
         Some(Command::Check) => check(&cli.root),
-        Some(Command::Run { experiment }) => {
+        Some(Command::Run { experiment, shard, resume, concurrency }) => {
             let Some(runtime) = async_runtime() else { return ExitCode::from(EXIT_FAILED) };
-            runtime.block_on(run(&cli.root, &experiment))
+            let resume = resume.map(|dir| in_root(&cli.root, dir));
+            let target = match (experiment, resume) {
+                (_, Some(dir)) => Target::Resume(dir),
+                (Some(experiment), None) => Target::Experiment(experiment),
+                (None, None) => return ExitCode::from(EXIT_CONFIG),
+            };
+            let options = MatrixOptions { shard, concurrency, forward_events: true };
+            runtime.block_on(run(&cli.root, target, options))
+        }
+        Some(Command::Merge { runs }) => merge(&cli.root, runs),
+        Some(Command::Fork { run, uri, agent, model, repetitions }) => {
+            let Some(runtime) = async_runtime() else { return ExitCode::from(EXIT_FAILED) };
+            let request = ForkRequest { run: in_root(&cli.root, run), uri, agent, model, repetitions };
+            runtime.block_on(fork(&cli.root, request))
         }
         Some(Command::Rerender { run }) => {
-            let folder = if run.is_dir() || run.is_absolute() { run } else { cli.root.join(run) };
+            let folder = in_root(&cli.root, run);
             match troupe::findings::rerender(&folder) {
                 Ok(folder) => {
                     let _ = writeln!(std::io::stdout(), "{}", folder.dir.display());
@@ -191,30 +244,63 @@ fn check(root: &Path) -> ExitCode {
     }
 }
 
-async fn run(root: &Path, experiment: &str) -> ExitCode {
+/// A folder given on the command line: as written when it exists (or is absolute), else under
+/// `--root`.
+fn in_root(root: &Path, dir: PathBuf) -> PathBuf {
+    if dir.is_dir() || dir.is_absolute() { dir } else { root.join(dir) }
+}
+
+/// What `troupe run` runs.
+enum Target {
+    Experiment(String),
+    Resume(PathBuf),
+    /// A fork's matrix, built from a finished run.
+    Spec(Box<ForkPlan>),
+}
+
+async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
     let Some(workbench) = load(root) else { return ExitCode::from(EXIT_CONFIG) };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now();
-    let salt = launch::run_salt(now);
-    let mut status = |line: &str| say!("{line}");
-    let prepared = match launch::prepare(&workbench, experiment, now, salt, &mut status) {
-        Ok(prepared) => prepared,
-        Err(err) => {
-            say!("error: {err}");
-            let code = if matches!(err, LaunchError::LocalModel(_)) { EXIT_FAILED } else { EXIT_CONFIG };
-            return ExitCode::from(code);
-        }
+    let experiment = match &target {
+        Target::Experiment(name) => name.clone(),
+        Target::Resume(dir) => match troupe::experiment::store::read_matrix(dir) {
+            Ok(matrix) => matrix.info.experiment,
+            Err(err) => {
+                say!("error: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        Target::Spec(fork) => fork.spec.name.clone(),
     };
-    let mut launched = match launch::launch(prepared, clock.clone()) {
-        Ok(launched) => launched,
-        Err(err @ (LaunchError::Findings(_) | LaunchError::Start(_) | LaunchError::LocalModel(_))) => {
-            say!("error: {err}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-        Err(err) => {
-            say!("error: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let spec = match &target {
+        Target::Spec(fork) => fork.spec.clone(),
+        _ => match launch::find_experiment(&workbench, &experiment) {
+            Ok(spec) => spec.clone(),
+            Err(err) => {
+                say!("error: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let single = troupe::experiment::plan::plan(&spec).is_single() && options.shard.is_none();
+    let redactor = launch::redactor(&workbench, &spec);
+    let (tx, mut updates) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let matrix = {
+        let (clock, cancel) = (clock.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let pool = EnginePool::default();
+            match target {
+                Target::Experiment(name) => run_matrix(&workbench, &name, options, pool, clock, tx, cancel).await,
+                Target::Resume(dir) => resume_matrix(&workbench, &dir, options, pool, clock, tx, cancel).await,
+                Target::Spec(fork) => {
+                    let ForkPlan { workbench, spec, original, .. } = *fork;
+                    let outcome = run_matrix_spec(&workbench, spec, options, pool, clock, tx, cancel).await?;
+                    troupe::experiment::fork::write_fork_report(&outcome, &original)?;
+                    Ok(outcome)
+                }
+            }
+        })
     };
 
     // Created once, before the loop: a signal arriving between two polls is kept, not lost.
@@ -227,55 +313,169 @@ async fn run(root: &Path, experiment: &str) -> ExitCode {
     };
     let live = std::io::stderr().is_terminal();
     let mut progress = Progress::default();
+    let mut trials = MatrixProgress::default();
+    let mut dir: Option<PathBuf> = None;
     let mut frame = 0usize;
     let mut interrupted = false;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            event = launched.next_event() => {
-                let Some(event) = event else { break };
-                progress.apply(&event);
-                if !live {
-                    log_line(&event, &launched);
+            update = updates.recv() => {
+                let Some(update) = update else { break };
+                trials.apply(&update, clock.now());
+                match update {
+                    MatrixUpdate::Planned { dir: folder, total, to_run, recorded, concurrency } => {
+                        if !single {
+                            clear_line(live);
+                            let resumed = if recorded > 0 { format!(", {recorded} recorded before") } else { String::new() };
+                            say!("matrix of {total} trials: running {to_run}{resumed}, {concurrency} at a time; folder {}", folder.display());
+                        }
+                        dir = Some(folder);
+                    }
+                    MatrixUpdate::Event { event, .. } if single => {
+                        progress.apply(&event);
+                        if !live {
+                            log_line(&event, &redactor);
+                        }
+                    }
+                    MatrixUpdate::TrialFinished { record } if !single => {
+                        clear_line(live);
+                        say!("{}", redactor.redact(&trial_line(&record)));
+                    }
+                    MatrixUpdate::Status(line) => {
+                        clear_line(live);
+                        say!("{}", redactor.redact(&line));
+                    }
+                    _ => {}
                 }
             }
             Some(()) = async { match interrupts.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 clear_line(live);
                 if interrupted {
-                    // Second Ctrl-C: leave now, once what is recorded so far is on disk.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), launched.flush()).await;
-                    say!("interrupted again: stopping at once; the run folder is {}", launched.dir().display());
+                    say!("interrupted again: stopping at once{}", dir.as_ref().map(|d| format!("; the run folder is {}", d.display())).unwrap_or_default());
                     return ExitCode::from(EXIT_INTERRUPTED);
                 }
                 interrupted = true;
-                say!("cancelling every task… (Ctrl-C again to quit at once)");
-                launched.send(Op::CancelRun);
+                if single {
+                    say!("cancelling every task… (Ctrl-C again to quit at once)");
+                } else {
+                    say!("cancelling the running trials; finished trials are kept… (Ctrl-C again to quit at once)");
+                }
+                cancel.cancel();
             }
             _ = tick.tick(), if live => {
                 frame += 1;
+                let line = if single { progress.line(clock.now(), frame) } else { trials.line(clock.now(), frame) };
                 let mut stderr = std::io::stderr();
-                let _ = write!(stderr, "\r\x1b[2K{}", progress.line(clock.now(), frame));
+                let _ = write!(stderr, "\r\x1b[2K{line}");
                 let _ = stderr.flush();
             }
         }
     }
     clear_line(live);
-    let summary_text = launched.redact(&progress.summary());
-    let (summary, folder) = match launched.finish().await {
-        Ok(done) => done,
-        Err(err) => {
+    let outcome = match matrix.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => {
             say!("error: {err}");
+            return ExitCode::from(if err.is_config() { EXIT_CONFIG } else { EXIT_FAILED });
+        }
+        Err(err) => {
+            say!("error: the run stopped abnormally: {err}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    say!("{summary_text}");
-    say!("findings: {}", folder.dir.display());
-    let _ = writeln!(std::io::stdout(), "{}", folder.dir.display());
-    match summary.status {
-        RunStatus::Completed => ExitCode::SUCCESS,
-        RunStatus::Cancelled if interrupted => ExitCode::from(EXIT_INTERRUPTED),
-        RunStatus::Cancelled | RunStatus::Failed => ExitCode::from(EXIT_FAILED),
+    if single {
+        say!("{}", redactor.redact(&progress.summary()));
+        if let Some(record) = outcome.records.first() {
+            for check in &record.checks {
+                let mark = if check.pass { "pass" } else { "FAIL" };
+                say!("check {mark:<4} {}: {}", check.name, redactor.redact(&check.detail));
+            }
+        }
+    } else {
+        say!("{}", matrix_summary(&outcome));
+        if interrupted || !outcome.complete {
+            say!(
+                "unfinished: {} of {} trials recorded; finish with: troupe run --resume {}",
+                outcome.records.len(),
+                outcome.info.trials,
+                outcome.dir.display()
+            );
+        }
+    }
+    say!("findings: {}", outcome.dir.display());
+    let _ = writeln!(std::io::stdout(), "{}", outcome.dir.display());
+    if interrupted {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    match outcome.records.first() {
+        Some(record) if single && record.status != "completed" => ExitCode::from(EXIT_FAILED),
+        None if single => ExitCode::from(EXIT_FAILED),
+        _ if !single && outcome.records.iter().any(|r| r.status == "error") => ExitCode::from(EXIT_FAILED),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Pass rates per variant, and the comparisons' sentences.
+fn matrix_summary(outcome: &troupe::experiment::runner::MatrixOutcome) -> String {
+    let mut out = String::new();
+    for variant in &outcome.summary.variants {
+        let rate = variant.pass_rate.map_or_else(|| "–".to_owned(), |r| format!("{:.0} %", r * 100.0));
+        let tokens = variant
+            .metric(troupe::experiment::record::Metric::Tokens)
+            .map_or_else(String::new, |m| format!(", {:.0} tokens per trial", m.mean));
+        out.push_str(&format!("{}: {}/{} passed ({rate}){tokens}\n", variant.variant, variant.passed, variant.trials));
+    }
+    for comparison in &outcome.summary.comparisons {
+        out.push_str(&format!("{}\n", comparison.pass.sentence));
+    }
+    out.push_str(&format!("report: {}", outcome.dir.join("report.md").display()));
+    out
+}
+
+async fn fork(root: &Path, request: ForkRequest) -> ExitCode {
+    let Some(workbench) = load(root) else { return ExitCode::from(EXIT_CONFIG) };
+    let plan = match plan_fork(&workbench, &request) {
+        Ok(plan) => plan,
+        Err(err) => {
+            say!("error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let o = &plan.original;
+    say!(
+        "forking {} ({} on {}, {}){}",
+        o.uri,
+        o.agent,
+        o.model,
+        o.status.as_str(),
+        if plan.from_snapshot {
+            ""
+        } else {
+            "; the run's config snapshot could not be loaded, so the current files are used"
+        }
+    );
+    let options = MatrixOptions { shard: None, concurrency: None, forward_events: false };
+    run(root, Target::Spec(Box::new(plan)), options).await
+}
+
+fn merge(root: &Path, runs: Vec<PathBuf>) -> ExitCode {
+    let runs: Vec<PathBuf> = runs.into_iter().map(|dir| in_root(root, dir)).collect();
+    let findings = root.join("findings");
+    match troupe::experiment::runner::merge(&findings, &runs, SystemClock.now()) {
+        Ok(outcome) => {
+            say!("{}", matrix_summary(&outcome));
+            if !outcome.complete {
+                say!("{} of {} trials recorded: a shard is missing", outcome.records.len(), outcome.info.trials);
+            }
+            let _ = writeln!(std::io::stdout(), "{}", outcome.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            say!("error: {err}");
+            ExitCode::from(if err.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
+        }
     }
 }
 
@@ -287,13 +487,13 @@ fn clear_line(live: bool) {
 
 /// Without a terminal (CI logs, pipes), a line per task created or ended instead of a
 /// redrawn progress line. Errors may quote a model's output: redacted like the findings.
-fn log_line(event: &Event, launched: &launch::Launched) {
+fn log_line(event: &Event, redactor: &Redactor) {
     match &event.body {
         EventBody::TaskCreated { uri, kind, agent, model, .. } => {
             say!("started   {uri} {} {agent} ({model})", kind.as_str());
         }
         EventBody::TaskStatus { uri, status, error, .. } if status.is_terminal() => match error {
-            Some(error) => say!("{:<9} {uri}: {}", status.as_str(), launched.redact(error)),
+            Some(error) => say!("{:<9} {uri}: {}", status.as_str(), redactor.redact(error)),
             None => say!("{:<9} {uri}", status.as_str()),
         },
         EventBody::LimitHit { uri, message, .. } => say!("limit     {uri}: {message}"),

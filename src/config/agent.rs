@@ -23,6 +23,9 @@ const TOOL_CHOICE: [(&str, ToolChoice); 2] = [("auto", ToolChoice::Auto), ("requ
 /// The prefix of tools served by MCP servers: `mcp:<server>/<tool>` (or `/*`).
 pub const MCP_TOOL_PREFIX: &str = "mcp:";
 
+/// How `tools` is written, for hints here and in experiments' overrides.
+pub(crate) const AGENT_TOOLS_EXAMPLE: &str = "tools = [\"call_agent\", \"get_task_status\"]";
+
 const AGENT_SCHEMA: Schema = &[
     ("name", "name = \"researcher\""),
     ("description", "description = \"Finds facts and reports them briefly\""),
@@ -39,7 +42,7 @@ const AGENT_SCHEMA: Schema = &[
     ("on_finish", "on_finish = \"wait_for_children\""),
     ("tool_choice", "tool_choice = \"required\""),
     ("tool_plan", "tool_plan = [\"call_agent\", \"get_task_status\"]"),
-    ("tools", "tools = [\"call_agent\", \"get_task_status\"]"),
+    ("tools", AGENT_TOOLS_EXAMPLE),
     ("experts", "experts = [\"summarizer\"]"),
     ("self_copies", "self_copies = false"),
     ("system_prompt", "system_prompt = \"You are a careful researcher.\""),
@@ -205,7 +208,7 @@ pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Locate
 }
 
 /// A tool must be a built-in or `mcp:<server>/<tool>` of a declared server.
-fn check_tool(cx: &mut Cx<'_>, tool: &Located<String>, mcp_servers: Option<&BTreeSet<String>>) {
+pub(crate) fn check_tool(cx: &mut Cx<'_>, tool: &Located<String>, mcp_servers: Option<&BTreeSet<String>>) {
     let name = tool.value.as_str();
     if BUILTIN_TOOLS.contains(&name) {
         return;

@@ -7,20 +7,24 @@
 //!
 //! Map: [`types`] (the validated shapes), `diagnostic` (diagnostics and their rendering),
 //! `reader` (typed access to a spanned TOML table), `suggest` (did-you-mean), `settings`
-//! (`troupe.toml`, model and limit tables), `agent`, `experiment`, `workbench` (reading the
-//! folder, cross-file checks, lookups).
+//! (`troupe.toml`, model and limit tables), `agent`, `experiment` (with `variants` and
+//! `checks`), `workbench` (reading the folder, cross-file checks, lookups).
 
 mod agent;
+mod checks;
 mod diagnostic;
 mod experiment;
 mod reader;
 mod settings;
 mod suggest;
 pub mod types;
+mod variants;
 mod workbench;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_matrix;
 
 pub use agent::{BUILTIN_TOOLS, MCP_TOOL_PREFIX};
 pub use diagnostic::{Diagnostic, Loaded, Severity, render_diagnostics, render_diagnostics_with};

@@ -9,7 +9,7 @@ use pretty_assertions::assert_eq;
 use super::*;
 use crate::protocol::OnFinish;
 
-const MODELS: &str = r#"
+pub(super) const MODELS: &str = r#"
 [models.small]
 provider = "local"
 model = "smollm2-135m-instruct"
@@ -22,7 +22,7 @@ model = "smollm2-135m-instruct"
 const WRITER: &str = "model = \"small\"\n";
 
 /// Writes `files` (relative path, text) under a new temporary folder.
-fn write(files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(super) fn write(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (path, text) in files {
         let path = dir.path().join(path);
@@ -38,7 +38,7 @@ fn shown(root: &Path, diags: &[Diagnostic]) -> Vec<String> {
     diags.iter().map(|d| d.to_string().replace(&root, "<root>")).collect()
 }
 
-fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
+pub(super) fn diagnostics(files: &[(&str, &str)]) -> Vec<String> {
     let dir = write(files);
     let loaded = load_workbench(dir.path());
     assert_eq!(loaded.workbench.is_some(), !loaded.has_errors());
@@ -177,7 +177,7 @@ fn diagnostics_are_exact() {
             ],
             vec![
                 "<root>/experiments/empty.toml:2:8: error: `task` must not be empty\n  = hint: for example: task = \"Summarize the three main causes of inflation.\"",
-                "<root>/experiments/smoke.toml:1:1: error: missing required key `task`\n  = hint: for example: task = \"Summarize the three main causes of inflation.\"",
+                "<root>/experiments/smoke.toml:1:1: error: missing required key `task`\n  = hint: for example: task = \"Summarize the three main causes of inflation.\", or [[tasks]] tables, or dataset = \"tasks.jsonl\"",
             ],
         ),
         (
@@ -425,9 +425,15 @@ Be careful."""
             name: "smoke".into(),
             description: "d".into(),
             root: "researcher".into(),
-            task: "Find things".into(),
+            tasks: vec![TaskSpec { id: "task-1".into(), input: "Find things".into(), expected: None }],
+            repetitions: 1,
+            variants: vec![],
+            baseline: None,
+            checks: vec![],
+            concurrency: None,
             models: BTreeMap::new(),
             limits: LimitsPatch::default(),
+            dataset: None,
             path: root.join("experiments/smoke.toml"),
         }
     );

@@ -345,12 +345,166 @@ pub struct ExperimentSpec {
     pub description: String,
     /// The root agent: an expert's name.
     pub root: String,
-    /// What the root agent is asked.
-    pub task: String,
+    /// What the root agent is asked: `task`, `[[tasks]]` or `dataset`, in order; never empty.
+    pub tasks: Vec<TaskSpec>,
+    /// How many times each task runs under each variant (`repetitions`, default 1).
+    pub repetitions: u32,
+    /// `[[variants]]`; empty means one variant, `default`, with no overrides.
+    pub variants: Vec<VariantSpec>,
+    /// The variant the others are compared with: `baseline`, or the first.
+    pub baseline: Option<String>,
+    /// `[[checks]]`: how a trial is scored.
+    pub checks: Vec<CheckSpec>,
+    /// Trials run at once (`concurrency`); `None` lets troupe choose.
+    pub concurrency: Option<u32>,
     /// `[models.<alias>]` tables that replace the workbench's aliases for this experiment.
     pub models: BTreeMap<String, ModelSpec>,
     /// `[limits]` overrides for this experiment.
     pub limits: LimitsPatch,
+    /// `dataset`, absolute, when the tasks came from one (a file that shaped the run).
+    pub dataset: Option<PathBuf>,
     /// The file, absolute.
     pub path: PathBuf,
+}
+
+impl ExperimentSpec {
+    /// The first task's input: what a single run asks.
+    pub fn first_task(&self) -> &str {
+        self.tasks.first().map_or("", |t| t.input.as_str())
+    }
+}
+
+/// One task of an experiment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    /// Unique in the experiment: `id`, or `task-<n>` (1-based) when not given.
+    pub id: String,
+    /// What the root agent is asked.
+    pub input: String,
+    /// The answer checks compare with when they name no value of their own.
+    pub expected: Option<String>,
+}
+
+/// The name of the one variant of an experiment without `[[variants]]`.
+pub const DEFAULT_VARIANT: &str = "default";
+
+/// `[[variants]]`: a name and what it changes. Everything it does not name is the experiment's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VariantSpec {
+    pub name: String,
+    pub description: String,
+    /// Another root agent.
+    pub root: Option<String>,
+    /// `[variants.models.<alias>]`: aliases replaced for this variant.
+    pub models: BTreeMap<String, ModelSpec>,
+    /// `[variants.limits]`.
+    pub limits: LimitsPatch,
+    /// `[variants.agents.<name>]`: fields of experts replaced for this variant.
+    pub agents: BTreeMap<String, AgentPatch>,
+}
+
+/// The fields of an expert a variant may replace; `None` keeps the expert's own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentPatch {
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub experts: Option<Vec<String>>,
+    pub tool_plan: Option<Vec<String>>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub max_turns: Option<u32>,
+    pub max_children: Option<u32>,
+    pub max_wall_seconds: Option<u64>,
+    pub self_copies: Option<bool>,
+}
+
+impl AgentPatch {
+    /// `agent` with this patch applied.
+    pub fn apply(&self, agent: &AgentSpec) -> AgentSpec {
+        let mut out = agent.clone();
+        let AgentPatch {
+            model,
+            system_prompt,
+            tools,
+            experts,
+            tool_plan,
+            temperature,
+            top_p,
+            max_tokens,
+            max_turns,
+            max_children,
+            max_wall_seconds,
+            self_copies,
+        } = self;
+        if let Some(v) = model {
+            out.model.clone_from(v);
+        }
+        if let Some(v) = system_prompt {
+            out.system_prompt.clone_from(v);
+        }
+        if let Some(v) = tools {
+            out.tools.clone_from(v);
+        }
+        if let Some(v) = experts {
+            out.experts.clone_from(v);
+        }
+        if let Some(v) = tool_plan {
+            out.tool_plan.clone_from(v);
+        }
+        out.temperature = temperature.or(out.temperature);
+        out.top_p = top_p.or(out.top_p);
+        out.max_tokens = max_tokens.or(out.max_tokens);
+        out.max_turns = max_turns.or(out.max_turns);
+        out.max_children = max_children.or(out.max_children);
+        out.max_wall_seconds = max_wall_seconds.or(out.max_wall_seconds);
+        out.self_copies = self_copies.unwrap_or(out.self_copies);
+        out
+    }
+}
+
+/// `[[checks]]`: one way a trial's answer is scored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckSpec {
+    /// `name`, or the kind and its position (`contains-1`).
+    pub name: String,
+    pub kind: CheckKind,
+    /// Where the table starts.
+    pub location: Location,
+}
+
+/// What a check tests. A `value` left out means the task's `expected`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckKind {
+    /// The answer contains `value` (ignoring case unless `case_sensitive`).
+    Contains { value: Option<String>, case_sensitive: bool },
+    /// The answer matches the regular expression `pattern` (checked when read).
+    Regex { pattern: String },
+    /// The answer, trimmed, equals `value` trimmed (ignoring case unless `case_sensitive`).
+    Equals { value: Option<String>, case_sensitive: bool },
+    /// The last number in the answer is within `tolerance` of `value`.
+    Number { value: Option<f64>, tolerance: f64 },
+    /// The answer (or its first fenced JSON block) is JSON valid against `schema`.
+    JsonSchema { schema: serde_json::Value },
+    /// `command` gets the answer on stdin and the task as JSON in `TROUPE_TASK`; exit 0 passes.
+    Exec { command: Vec<String>, timeout_seconds: u64, cwd: PathBuf },
+    /// The model `model` grades the answer against `rubric`.
+    Judge { model: String, rubric: String },
+}
+
+impl CheckKind {
+    pub const NAMES: [&'static str; 7] = ["contains", "regex", "equals", "number", "json_schema", "exec", "judge"];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckKind::Contains { .. } => "contains",
+            CheckKind::Regex { .. } => "regex",
+            CheckKind::Equals { .. } => "equals",
+            CheckKind::Number { .. } => "number",
+            CheckKind::JsonSchema { .. } => "json_schema",
+            CheckKind::Exec { .. } => "exec",
+            CheckKind::Judge { .. } => "judge",
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::agent::AgentDraft;
 use super::diagnostic::{Diagnostic, Loaded, sort_diagnostics};
-use super::experiment::ExperimentDraft;
+use super::experiment::{ExperimentDraft, RefKind};
 use super::reader::{Source, start_of};
 use super::settings::SettingsDraft;
 use super::suggest;
@@ -90,8 +90,13 @@ impl Workbench {
         files.extend(self.settings.path.iter().cloned());
         files.extend(self.agents.values().map(|a| a.path.clone()));
         files.extend(self.experiments.values().map(|e| e.path.clone()));
-        let models = self.settings.models.values().chain(self.experiments.values().flat_map(|e| e.models.values()));
+        let experiment_models = self
+            .experiments
+            .values()
+            .flat_map(|e| e.models.values().chain(e.variants.iter().flat_map(|v| v.models.values())));
+        let models = self.settings.models.values().chain(experiment_models);
         files.extend(models.filter_map(|m| m.script.clone()));
+        files.extend(self.experiments.values().filter_map(|e| e.dataset.clone()));
         files.into_iter().collect()
     }
 }
@@ -309,6 +314,34 @@ fn check_references(
     }
 
     for experiment in experiments {
+        for reference in &experiment.references {
+            let known = match reference.kind {
+                RefKind::Agent => by_name.contains_key(reference.name.as_str()),
+                RefKind::Alias => !aliases_known || all_aliases.contains(reference.name.as_str()),
+            };
+            if known {
+                continue;
+            }
+            let (what, hint) = match reference.kind {
+                RefKind::Agent => ("agent", suggest::hint(&reference.name, names(), "known agents", no_agents)),
+                RefKind::Alias => (
+                    "model alias",
+                    suggest::hint(
+                        &reference.name,
+                        all_aliases.iter().copied(),
+                        "known aliases",
+                        Some("no model aliases are defined: add a [models.<alias>] table to troupe.toml"),
+                    ),
+                ),
+            };
+            diags.push(
+                Diagnostic::error(
+                    reference.at.clone(),
+                    format!("{} names unknown {what} `{}`", reference.context, reference.name),
+                )
+                .with_opt_hint(hint),
+            );
+        }
         let Some(root_at) = &experiment.root_at else {
             continue;
         };

@@ -1,5 +1,21 @@
-//! Experiments: matrices of trials (tasks × variants × repetitions), each variant compared with
-//! a baseline on paired trials. For now this holds only [`stats`], the statistics their reports
-//! use; running the matrix and writing the report come later.
+//! Experiments as science: matrices of trials (tasks × variants × repetitions), each trial
+//! scored by checks, each variant compared with a baseline on paired trials.
+//!
+//! - [`record`]: what a trial records (`trials.jsonl`) and what a matrix is (`matrix.json`).
+//! - [`checks`]: scoring an answer: `contains`, `regex`, `equals`, `number`, `json_schema`,
+//!   `exec`, `judge`.
+//! - [`stats`]: Wilson, bootstrap, McNemar, permutation and signed-rank tests.
+//! - [`summary`]: records → per-variant figures and paired comparisons (`summary.json`).
+//! - [`report`]: the summary as `report.md`; [`charts`]: the same as SVG.
 
+pub mod charts;
+pub mod checks;
+pub mod fork;
+pub mod meter;
+pub mod plan;
+pub mod record;
+pub mod report;
+pub mod runner;
 pub mod stats;
+pub mod store;
+pub mod summary;

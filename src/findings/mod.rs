@@ -34,7 +34,7 @@ pub use catalog::{PastOutcome, PastRun, list_runs};
 pub use redact::{REDACTED, Redactor};
 pub use report::render_report;
 pub use run_id::{new_run_id, slugify};
-pub use snapshot::snapshot_config;
+pub use snapshot::{changed_since_snapshot, snapshot_config};
 pub use transcript::render_transcript;
 pub use writer::FindingsWriter;
 

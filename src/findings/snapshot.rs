@@ -38,6 +38,23 @@ pub fn snapshot_config(dir: &Path, root: &Path, files: &[PathBuf], redactor: &Re
     Ok(())
 }
 
+/// The files of `files` (under `root`) whose text differs from their copy in `dir/config/`, or
+/// that have no copy: what changed since the run in `dir` started. A copy that redaction
+/// changed counts as changed too, which errs on the side of not mixing configurations.
+pub fn changed_since_snapshot(dir: &Path, root: &Path, files: &[PathBuf]) -> Vec<PathBuf> {
+    let config = dir.join(CONFIG_DIR);
+    files
+        .iter()
+        .filter(|file| {
+            let Some(relative) = inside(root, file) else { return false };
+            let current = fs::read(file).map(|b| String::from_utf8_lossy(&b).into_owned());
+            let kept = fs::read(config.join(relative)).map(|b| String::from_utf8_lossy(&b).into_owned());
+            !matches!((current, kept), (Ok(a), Ok(b)) if a == b)
+        })
+        .cloned()
+        .collect()
+}
+
 /// `file`'s path under `root`, if it is under it, made only of plain names (no `..`).
 fn inside(root: &Path, file: &Path) -> Option<PathBuf> {
     let plain = |relative: &Path| {

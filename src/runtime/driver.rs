@@ -65,6 +65,8 @@ pub struct RunConfig {
     pub prices: BTreeMap<String, Price>,
     /// How experts with `model = "auto"` are routed.
     pub routing: Option<Routing>,
+    /// The sampling seed of every model call whose expert sets none: a matrix trial's seed.
+    pub seed: Option<u64>,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -162,6 +164,7 @@ struct Shared {
     slm_alias: String,
     prices: BTreeMap<String, Price>,
     routing: Option<Routing>,
+    seed: Option<u64>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Event>,
     state: Mutex<State>,
@@ -188,6 +191,7 @@ pub fn spawn_run(
         slm_alias: config.slm_alias.clone(),
         prices: config.prices.clone(),
         routing: config.routing.clone(),
+        seed: config.seed,
         clock,
         events,
         state: Mutex::new(State {
@@ -279,7 +283,7 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
                     temperature: spec.temperature,
                     top_p: spec.top_p,
                     max_tokens: spec.max_tokens,
-                    seed: spec.seed,
+                    seed: spec.seed.or(config.seed),
                 },
                 spec: Arc::new(spec.clone()),
             };
@@ -918,7 +922,7 @@ impl Shared {
             tools: Vec::new(),
             tool_choice: ToolChoice::Auto,
             forced_tool: None,
-            sampling: Sampling { max_tokens, ..Sampling::default() },
+            sampling: Sampling { max_tokens, seed: self.seed, ..Sampling::default() },
         };
         match self.call_model(id, &alias, request, cancel).await {
             Ok(reply) => {

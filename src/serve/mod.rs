@@ -2,4 +2,6 @@
 //! and none owns runtime state.
 //!
 //! - [`progress`]: the headless progress line and summary of `troupe run`.
+//! - [`matrix_progress`]: the same for a matrix of trials.
+pub mod matrix_progress;
 pub mod progress;

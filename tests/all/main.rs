@@ -9,6 +9,7 @@
 //! - `http_server`: a scripted HTTP server on 127.0.0.1 for the remote providers' tests.
 //! - `remote_openai`, `remote_anthropic`: each provider over real HTTP.
 //! - `remote_run`: a whole run on a remote model and the embedded one.
+//! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,6 +17,7 @@ mod cli;
 mod embedder;
 mod http_server;
 mod local_model;
+mod matrix;
 mod model_stream;
 mod remote_anthropic;
 mod remote_openai;

@@ -96,6 +96,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         salt: 42,
         prices: Default::default(),
         routing: None,
+        seed: None,
     }
 }
 

@@ -1,0 +1,986 @@
+//! Scoring a trial's answer: one [`CheckOutcome`] per `[[checks]]` entry, in order.
+//!
+//! Owns the meaning of every check kind: `contains`, `regex`, `equals`, `number` and
+//! `json_schema` are pure text tests ([`check_text`]); `exec` runs a program on the answer and
+//! `judge` asks a model ([`run_checks`]).
+//!
+//! Invariant: scoring never fails and never panics. A check that cannot be carried out (a bad
+//! pattern, a program that does not start, a judge model that errs or stalls, a task without
+//! the `expected` a check relies on) is a *failed* check whose `detail` says why, so a matrix of
+//! hundreds of trials always yields a record per trial.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CheckKind, CheckSpec, TaskSpec};
+use crate::experiment::record::CheckOutcome;
+use crate::model::{Model, ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
+use crate::protocol::{ChatMessage, TaskId, ToolChoice, shorten};
+
+/// The detail of every check of a run that gave no answer.
+const NO_ANSWER: &str = "the run gave no answer";
+/// How much of the answer a detail quotes.
+const QUOTE_CHARS: usize = 80;
+/// How much of an exec's stdout and stderr a detail quotes (the end: errors come last).
+const OUTPUT_TAIL_CHARS: usize = 200;
+/// How much of each output stream an exec keeps while reading: a bound on memory for a program
+/// that prints a lot, and still more than the detail quotes.
+const OUTPUT_KEEP_BYTES: usize = 4096;
+/// After an exec's program exits, how long its output may stay open (a background process it
+/// left holds the pipe) before the process group is killed and the output read so far is used.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// The longest a judge may take to reply: a stalled provider must not stall the matrix.
+const JUDGE_TIME_LIMIT: Duration = Duration::from_secs(120);
+/// Enough for a verdict and a few sentences of reasoning.
+const JUDGE_MAX_TOKENS: u32 = 256;
+/// How much of the judge's reasoning a detail keeps.
+const JUDGE_REASON_CHARS: usize = 300;
+
+/// How a judge check reaches its model. The runner passes the trial's [`ModelTable`] (the same
+/// aliases the agents use, variant overrides included); tests pass a table of stub models.
+pub trait JudgeModels: Send + Sync {
+    /// The model behind `alias`, or why there is none (a readable sentence).
+    fn judge_model(&self, alias: &str) -> Result<Arc<dyn Model>, String>;
+}
+
+impl JudgeModels for ModelTable {
+    fn judge_model(&self, alias: &str) -> Result<Arc<dyn Model>, String> {
+        self.get(alias).cloned().map_err(|err| err.to_string())
+    }
+}
+
+/// Scores `answer` (the root agent's final answer; `None` when the run produced none) with
+/// every check, in order. Checks run one after another: an exec or judge check is slow, but
+/// trials already run concurrently, and a fixed order keeps a judge's load predictable.
+pub async fn run_checks(
+    checks: &[CheckSpec],
+    answer: Option<&str>,
+    task: &TaskSpec,
+    judge: &dyn JudgeModels,
+) -> Vec<CheckOutcome> {
+    let mut outcomes = Vec::with_capacity(checks.len());
+    for check in checks {
+        let (pass, detail) = match answer {
+            None => (false, NO_ANSWER.to_owned()),
+            Some(answer) => match &check.kind {
+                CheckKind::Exec { command, timeout_seconds, cwd } => {
+                    run_exec(command, Duration::from_secs(*timeout_seconds), cwd, answer, task).await
+                }
+                CheckKind::Judge { model, rubric } => run_judge(judge, model, rubric, answer, task).await,
+                kind => check_text(kind, answer, task)
+                    .unwrap_or_else(|| (false, format!("`{}` is not a text check", kind.as_str()))),
+            },
+        };
+        outcomes.push(CheckOutcome { name: check.name.clone(), kind: check.kind.as_str().to_owned(), pass, detail });
+    }
+    outcomes
+}
+
+/// The checks that need no process and no model: whether `answer` passes, and a one-line
+/// detail. `None` for `exec` and `judge`.
+///
+/// - `contains`: a substring, ignoring case unless `case_sensitive`.
+/// - `equals`: both sides trimmed, then equal (ignoring case unless `case_sensitive`). Nothing
+///   else is forgiven, not even a trailing period: a looser comparison belongs in `regex`.
+/// - `regex`: the pattern matches somewhere in the answer.
+/// - `number`: the *last* number in the answer (see [`last_number`]) is within `tolerance` of
+///   the value.
+/// - `json_schema`: the answer's JSON (see [`extract_json`]) is valid against the schema.
+///
+/// A `value` left out means the task's `expected`; a task without one fails the check.
+pub fn check_text(kind: &CheckKind, answer: &str, task: &TaskSpec) -> Option<(bool, String)> {
+    Some(match kind {
+        CheckKind::Contains { value, case_sensitive } => match expected_text(value.as_deref(), task) {
+            Err(detail) => (false, detail),
+            Ok(value) => {
+                let found = if *case_sensitive {
+                    answer.contains(value)
+                } else {
+                    answer.to_lowercase().contains(&value.to_lowercase())
+                };
+                if found {
+                    (true, format!("found {}", quote(value)))
+                } else {
+                    (
+                        false,
+                        format!("expected {}{}, not in {}", quote(value), case_note(*case_sensitive), quote(answer)),
+                    )
+                }
+            }
+        },
+        CheckKind::Equals { value, case_sensitive } => match expected_text(value.as_deref(), task) {
+            Err(detail) => (false, detail),
+            Ok(value) => {
+                let (want, got) = (value.trim(), answer.trim());
+                let equal = if *case_sensitive { want == got } else { want.to_lowercase() == got.to_lowercase() };
+                if equal {
+                    (true, format!("equals {}", quote(want)))
+                } else {
+                    (false, format!("expected {}{}, found {}", quote(want), case_note(*case_sensitive), quote(got)))
+                }
+            }
+        },
+        CheckKind::Regex { pattern } => match Regex::new(pattern) {
+            Err(err) => (false, format!("bad pattern /{pattern}/: {}", one_line(&err.to_string()))),
+            Ok(re) => match re.find(answer) {
+                Some(m) => (true, format!("/{pattern}/ matched {}", quote(m.as_str()))),
+                None => (false, format!("expected a match for /{pattern}/, found none in {}", quote(answer))),
+            },
+        },
+        CheckKind::Number { value, tolerance } => check_number(*value, *tolerance, answer, task),
+        CheckKind::JsonSchema { schema } => check_json_schema(schema, answer),
+        CheckKind::Exec { .. } | CheckKind::Judge { .. } => return None,
+    })
+}
+
+/// The check's own value, or else the task's `expected`.
+fn expected_text<'a>(value: Option<&'a str>, task: &'a TaskSpec) -> Result<&'a str, String> {
+    value.or(task.expected.as_deref()).ok_or_else(|| no_expected(task))
+}
+
+fn no_expected(task: &TaskSpec) -> String {
+    format!("the check names no `value` and task `{}` has no `expected`", task.id)
+}
+
+fn case_note(case_sensitive: bool) -> &'static str {
+    if case_sensitive { " (case-sensitive)" } else { "" }
+}
+
+fn check_number(value: Option<f64>, tolerance: f64, answer: &str, task: &TaskSpec) -> (bool, String) {
+    let want = match value {
+        Some(want) => want,
+        None => match task.expected.as_deref() {
+            None => return (false, no_expected(task)),
+            Some(expected) => match last_number(expected) {
+                Some(want) => want,
+                None => {
+                    return (false, format!("task `{}`'s `expected` {} is not a number", task.id, quote(expected)));
+                }
+            },
+        },
+    };
+    let expected = if tolerance > 0.0 { format!("expected {want} ± {tolerance}") } else { format!("expected {want}") };
+    match last_number(answer) {
+        None => (false, format!("{expected}, found no number in {}", quote(answer))),
+        Some(found) => ((found - want).abs() <= tolerance, format!("{expected}, found {found}")),
+    }
+}
+
+/// The last number in `text`: an integer or decimal, maybe negative, maybe with thousands
+/// separators (`1,234.5`) or an exponent (`1e-3`); a trailing `%` or `.` is not part of it. The
+/// last, because answers reason first and conclude last ("3 apples and 4 pears make 7").
+pub fn last_number(text: &str) -> Option<f64> {
+    // Thousands-separated first, so `1,234` is one number; `1,2,3` falls to the plain form.
+    // An `Option`: a literal pattern cannot fail, but the crate forbids `expect`.
+    static NUMBER: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r"[-−]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?").ok()
+    });
+    let m = NUMBER.as_ref()?.find_iter(text).last()?;
+    let mut digits: String = m.as_str().chars().filter(|c| *c != ',').collect();
+    if let Some(rest) = digits.strip_prefix(['-', '−']) {
+        // A dash right after a word or a number joins two things ("2020-05", "pages 3-5"); it is
+        // a minus sign only at the start or after a space or punctuation.
+        let joined = text[..m.start()].chars().next_back().is_some_and(char::is_alphanumeric);
+        digits = if joined { rest.to_owned() } else { format!("-{rest}") };
+    }
+    digits.parse().ok()
+}
+
+fn check_json_schema(schema: &Value, answer: &str) -> (bool, String) {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(validator) => validator,
+        Err(err) => return (false, format!("the check's schema is invalid: {}", one_line(&err.to_string()))),
+    };
+    let Some((instance, source)) = extract_json(answer) else {
+        return (
+            false,
+            format!(
+                "expected JSON (the whole answer, a ```json block or a {{…}}/[…] span), found none in {}",
+                quote(answer)
+            ),
+        );
+    };
+    let mut errors = validator.iter_errors(&instance);
+    let Some(first) = errors.next() else {
+        return (true, format!("{source} is valid against the schema"));
+    };
+    let more = errors.count();
+    let pointer = first.instance_path().as_str();
+    let place = if pointer.is_empty() { "the root".to_owned() } else { format!("`{pointer}`") };
+    let more = match more {
+        0 => String::new(),
+        1 => " (and 1 more error)".to_owned(),
+        n => format!(" (and {n} more errors)"),
+    };
+    (false, format!("{source} is invalid at {place}: {}{more}", shorten(&one_line(&first.to_string()), 200)))
+}
+
+/// The JSON an answer holds, and where it was found: the whole answer; else the first
+/// ```` ```json ```` fenced block (then any fenced block) that parses; else the first `{…}` or
+/// `[…]` span that parses (models wrap JSON in prose).
+pub fn extract_json(answer: &str) -> Option<(Value, &'static str)> {
+    if let Ok(value) = serde_json::from_str(answer.trim()) {
+        return Some((value, "the answer"));
+    }
+    let blocks = fenced_blocks(answer);
+    let tagged = blocks.iter().filter(|(lang, _)| lang.eq_ignore_ascii_case("json"));
+    for (_, body) in tagged {
+        if let Ok(value) = serde_json::from_str(body.trim()) {
+            return Some((value, "the ```json block"));
+        }
+    }
+    for (_, body) in &blocks {
+        if let Ok(value) = serde_json::from_str(body.trim()) {
+            return Some((value, "a fenced block"));
+        }
+    }
+    // Each `{` or `[` may start the value; the stream deserializer reads one value and leaves
+    // the prose after it. Capped: an answer of many braces must not make scoring quadratic.
+    for (start, _) in answer.match_indices(['{', '[']).take(200) {
+        let mut values = serde_json::Deserializer::from_str(&answer[start..]).into_iter::<Value>();
+        if let Some(Ok(value)) = values.next() {
+            return Some((value, "the JSON in the answer"));
+        }
+    }
+    None
+}
+
+/// The fenced code blocks of a Markdown text: (info string, body), in order. An unclosed fence
+/// runs to the end of the text, as a model cut short writes it.
+fn fenced_blocks(text: &str) -> Vec<(&str, &str)> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("```") {
+        let after = &rest[open + 3..];
+        let (lang, body_start) = match after.find('\n') {
+            Some(nl) => (after[..nl].trim(), nl + 1),
+            None => break,
+        };
+        let body = &after[body_start..];
+        match body.find("```") {
+            Some(close) => {
+                blocks.push((lang, &body[..close]));
+                rest = &body[close + 3..];
+            }
+            None => {
+                blocks.push((lang, body));
+                break;
+            }
+        }
+    }
+    blocks
+}
+
+/// Runs an exec check: `command` in `cwd`, the answer on stdin, the task as JSON in
+/// `TROUPE_TASK`; exit 0 passes.
+async fn run_exec(command: &[String], limit: Duration, cwd: &Path, answer: &str, task: &TaskSpec) -> (bool, String) {
+    let Some((program, args)) = command.split_first() else {
+        return (false, "the check's `command` is empty".to_owned());
+    };
+    let task_json = serde_json::json!({ "id": task.id, "input": task.input, "expected": task.expected }).to_string();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("TROUPE_TASK", task_json)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A backstop: whatever path leaves this function, the program does not outlive it.
+        .kill_on_drop(true);
+    // Its own process group, so a time limit kills what a shell script started too.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(err) => return (false, format!("cannot start `{program}` in {}: {err}", cwd.display())),
+    };
+    let pid = child.id();
+
+    // Stdin, stdout and stderr are served concurrently: a program that prints a lot before
+    // reading (or never reads) must not deadlock against a full pipe.
+    let stdin = child.stdin.take().map(|mut stdin| {
+        let answer = answer.to_owned();
+        tokio::spawn(async move {
+            // A program that exits without reading its input closes the pipe: not an error.
+            let _ = stdin.write_all(answer.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        })
+    });
+    let stdout = child.stdout.take().map(|out| tokio::spawn(read_tail(out)));
+    let stderr = child.stderr.take().map(|err| tokio::spawn(read_tail(err)));
+
+    let status = tokio::time::timeout(limit, child.wait()).await;
+    let timed_out = status.is_err();
+    if timed_out {
+        // The group first, while its leader is not yet reaped and so still owns the group id.
+        kill_group(pid).await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    if let Some(stdin) = stdin {
+        stdin.abort();
+    }
+    let mut stdout = stdout;
+    let mut stderr = stderr;
+    let mut out = collect(&mut stdout).await;
+    let mut err = collect(&mut stderr).await;
+    if out.is_none() || err.is_none() {
+        // Something the program started in the background still holds the output open.
+        kill_group(pid).await;
+        out = out.or(collect(&mut stdout).await);
+        err = err.or(collect(&mut stderr).await);
+    }
+    for handle in [stdout, stderr].into_iter().flatten() {
+        handle.abort();
+    }
+    let output = output_note(&out.unwrap_or_default(), &err.unwrap_or_default());
+
+    match status {
+        Err(_) => (false, format!("timed out after {}s{output}", limit.as_secs())),
+        Ok(Err(err)) => (false, format!("could not wait for `{program}`: {err}{output}")),
+        Ok(Ok(status)) => match status.code() {
+            Some(0) => (true, format!("exit 0{output}")),
+            Some(code) => (false, format!("exit {code}{output}")),
+            None => (false, format!("killed by {}{output}", signal_name(&status))),
+        },
+    }
+}
+
+/// Waits a moment for an output reader to reach the end of its stream; `None` if it did not.
+async fn collect(handle: &mut Option<tokio::task::JoinHandle<Vec<u8>>>) -> Option<Vec<u8>> {
+    let Some(task) = handle.as_mut() else {
+        return Some(Vec::new());
+    };
+    match tokio::time::timeout(OUTPUT_GRACE, task).await {
+        Ok(Ok(bytes)) => {
+            *handle = None;
+            Some(bytes)
+        }
+        Ok(Err(_)) => {
+            *handle = None;
+            Some(Vec::new())
+        }
+        Err(_) => None,
+    }
+}
+
+/// Kills the process group `pid` leads. Through the `kill` program: the crate has no unsafe
+/// code, so no `libc::kill`; a missing `kill` leaves only the direct child killed.
+async fn kill_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pid) = pid {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
+}
+
+fn signal_name(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("signal {signal}");
+        }
+    }
+    format!("{status}")
+}
+
+/// Reads a stream to its end, keeping only its last [`OUTPUT_KEEP_BYTES`].
+async fn read_tail(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > OUTPUT_KEEP_BYTES {
+                    kept.drain(..kept.len() - OUTPUT_KEEP_BYTES);
+                }
+            }
+        }
+    }
+    kept
+}
+
+/// `; stderr: …; stdout: …` with the end of each non-empty stream, on one line.
+fn output_note(stdout: &[u8], stderr: &[u8]) -> String {
+    let mut note = String::new();
+    for (name, bytes) in [("stderr", stderr), ("stdout", stdout)] {
+        let text = one_line(&String::from_utf8_lossy(bytes));
+        if !text.is_empty() {
+            note.push_str(&format!("; {name}: {}", tail(&text, OUTPUT_TAIL_CHARS)));
+        }
+    }
+    note
+}
+
+/// The last `max` characters of `text`, with `…` in front when cut.
+fn tail(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max { text.to_owned() } else { format!("…{}", text.chars().skip(count - max).collect::<String>()) }
+}
+
+/// Runs a judge check: asks the model `alias` whether `answer` meets `rubric`.
+async fn run_judge(
+    judge: &dyn JudgeModels,
+    alias: &str,
+    rubric: &str,
+    answer: &str,
+    task: &TaskSpec,
+) -> (bool, String) {
+    let model = match judge.judge_model(alias) {
+        Ok(model) => model,
+        Err(err) => return (false, format!("judge `{alias}`: {err}")),
+    };
+    let request = judge_request(rubric, answer, task);
+    let cancel = CancellationToken::new();
+    let reply = match tokio::time::timeout(JUDGE_TIME_LIMIT, collect_text(model.as_ref(), request, &cancel)).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            cancel.cancel();
+            return (false, format!("judge `{alias}` gave no verdict within {}s", JUDGE_TIME_LIMIT.as_secs()));
+        }
+    };
+    match reply {
+        Err(err) => (false, format!("judge `{alias}` failed: {}", one_line(&err.to_string()))),
+        Ok(text) => match parse_verdict(&text) {
+            Some((pass, reason)) => {
+                let verdict = if pass { "PASS" } else { "FAIL" };
+                let reason = shorten(&one_line(reason), JUDGE_REASON_CHARS);
+                if reason.is_empty() {
+                    (pass, format!("judge `{alias}`: {verdict}"))
+                } else {
+                    (pass, format!("judge `{alias}`: {verdict}: {reason}"))
+                }
+            }
+            None => {
+                (false, format!("judge `{alias}` gave no PASS/FAIL verdict: {}", quote_n(&text, JUDGE_REASON_CHARS)))
+            }
+        },
+    }
+}
+
+const JUDGE_SYSTEM: &str = "You grade answers. You are given a rubric, a task, sometimes the \
+expected answer, and the answer to grade. Decide whether the answer meets the rubric. Reply with \
+PASS or FAIL alone on the first line, then one or two sentences saying why. Write nothing before \
+the verdict.";
+
+/// The judge's request: temperature 0 for a repeatable verdict, no tools (a text reply only).
+fn judge_request(rubric: &str, answer: &str, task: &TaskSpec) -> ModelRequest {
+    let mut prompt = format!("## Rubric\n{}\n\n## Task\n{}\n\n", rubric.trim(), task.input.trim());
+    if let Some(expected) = &task.expected {
+        prompt.push_str(&format!("## Expected answer\n{}\n\n", expected.trim()));
+    }
+    prompt
+        .push_str(&format!("## Answer to grade\n{}\n\nReply PASS or FAIL on the first line, then why.", answer.trim()));
+    ModelRequest {
+        // Judges are no subtask of the run; the code only keys provider caches and scripts.
+        task: TaskId::from_code(0),
+        agent: "judge".to_owned(),
+        messages: vec![ChatMessage::system(JUDGE_SYSTEM), ChatMessage::user(prompt)],
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
+        forced_tool: None,
+        sampling: Sampling { temperature: Some(0.0), top_p: None, max_tokens: Some(JUDGE_MAX_TOKENS), seed: None },
+    }
+}
+
+/// A reply's text, as the runtime's driver reads a stream: deltas appended, other chunks
+/// ignored, an error or an empty stream an error.
+async fn collect_text(
+    model: &dyn Model,
+    request: ModelRequest,
+    cancel: &CancellationToken,
+) -> Result<String, ModelError> {
+    let mut stream = model.stream(request, cancel.clone());
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            // Nobody cancels a judge but the time limit, which stops waiting before it cancels.
+            Err(ModelError::Cancelled) => {
+                return Err(ModelError::Provider("the model stopped the request unasked".into()));
+            }
+            Err(err) => return Err(err),
+            Ok(ModelChunk::TextDelta(delta)) => text.push_str(&delta),
+            Ok(ModelChunk::ToolCall(_) | ModelChunk::Usage(_) | ModelChunk::Notice(_)) => {}
+        }
+    }
+    if text.trim().is_empty() {
+        return Err(ModelError::Provider("the model ended the request without a reply".into()));
+    }
+    Ok(text)
+}
+
+/// The verdict of a judge's reply and the reasoning after it. The verdict is sought at the start
+/// of the first non-empty line, then of the last (small models often reason first); markup
+/// around it (`**PASS**`, `Verdict: FAIL`, `"pass"`) and case are forgiven.
+pub fn parse_verdict(reply: &str) -> Option<(bool, &str)> {
+    let lines: Vec<&str> = reply.lines().filter(|line| !line.trim().is_empty()).collect();
+    let first = lines.first()?;
+    if let Some((pass, rest)) = verdict_at_start(first) {
+        // The reasoning: the rest of the verdict line and every line after it.
+        let offset = first.as_ptr() as usize - reply.as_ptr() as usize + (first.len() - rest.len());
+        return Some((pass, reply[offset..].trim_start_matches(is_markup).trim()));
+    }
+    let last = lines.last()?;
+    let (pass, _) = verdict_at_start(last)?;
+    let offset = last.as_ptr() as usize - reply.as_ptr() as usize;
+    Some((pass, reply[..offset].trim()))
+}
+
+fn is_markup(c: char) -> bool {
+    !c.is_alphanumeric()
+}
+
+/// `PASS` or `FAIL` as the first word of `line` (after markup and an optional `verdict`), and
+/// what follows it.
+fn verdict_at_start(line: &str) -> Option<(bool, &str)> {
+    let mut text = line.trim_start_matches(is_markup);
+    if text.get(..7).is_some_and(|word| word.eq_ignore_ascii_case("verdict")) {
+        text = text[7..].trim_start_matches(is_markup);
+    }
+    for (word, pass) in [("pass", true), ("fail", false)] {
+        if text.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(word)) {
+            let rest = &text[4..];
+            // A whole word (PASS, PASSED, FAILS), not the start of another ("passage").
+            let rest = ["ed", "es", "s"]
+                .iter()
+                .find_map(|suffix| {
+                    rest.get(..suffix.len()).filter(|s| s.eq_ignore_ascii_case(suffix)).map(|s| &rest[s.len()..])
+                })
+                .unwrap_or(rest);
+            if !rest.starts_with(char::is_alphanumeric) {
+                return Some((pass, rest));
+            }
+        }
+    }
+    None
+}
+
+/// `text` with every run of whitespace (newlines too) made one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` on one line, shortened, in backquotes: a quotation of the answer in a detail.
+fn quote(text: &str) -> String {
+    quote_n(text, QUOTE_CHARS)
+}
+
+fn quote_n(text: &str, max: usize) -> String {
+    format!("`{}`", shorten(&one_line(text), max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Location;
+    use crate::model::{ModelInfo, ModelStream};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    fn task(expected: Option<&str>) -> TaskSpec {
+        TaskSpec { id: "t1".into(), input: "What is six times seven?".into(), expected: expected.map(str::to_owned) }
+    }
+
+    fn check(kind: CheckKind) -> CheckSpec {
+        CheckSpec { name: format!("{}-1", kind.as_str()), kind, location: Location::default() }
+    }
+
+    fn text(kind: CheckKind, answer: &str, task: &TaskSpec) -> (bool, String) {
+        match check_text(&kind, answer, task) {
+            Some(outcome) => outcome,
+            None => panic!("{} is a text check", kind.as_str()),
+        }
+    }
+
+    fn contains(value: Option<&str>, case_sensitive: bool) -> CheckKind {
+        CheckKind::Contains { value: value.map(str::to_owned), case_sensitive }
+    }
+
+    fn equals(value: Option<&str>, case_sensitive: bool) -> CheckKind {
+        CheckKind::Equals { value: value.map(str::to_owned), case_sensitive }
+    }
+
+    #[test]
+    fn contains_ignores_case_unless_asked() {
+        let t = task(None);
+        assert!(text(contains(Some("paris"), false), "It is Paris.", &t).0);
+        let (pass, detail) = text(contains(Some("paris"), true), "It is Paris.", &t);
+        assert!(!pass);
+        assert!(detail.contains("`paris`") && detail.contains("case-sensitive"), "{detail}");
+        let (pass, detail) = text(contains(Some("London"), false), "It is Paris.", &t);
+        assert!(!pass);
+        assert!(detail.contains("`London`") && detail.contains("`It is Paris.`"), "{detail}");
+    }
+
+    #[test]
+    fn equals_trims_and_ignores_case_but_nothing_else() {
+        let t = task(None);
+        assert!(text(equals(Some("Paris"), false), "  paris\n", &t).0);
+        assert!(!text(equals(Some("Paris"), true), "paris", &t).0);
+        let (pass, detail) = text(equals(Some("Paris"), false), "Paris.", &t);
+        assert!(!pass, "a trailing period is not forgiven");
+        assert_eq!(detail, "expected `Paris`, found `Paris.`");
+    }
+
+    #[test]
+    fn a_missing_value_falls_back_to_the_tasks_expected() {
+        let t = task(Some("42"));
+        assert!(text(contains(None, false), "The answer is 42.", &t).0);
+        assert!(!text(contains(None, false), "The answer is 41.", &t).0);
+        assert!(text(equals(None, false), " 42 ", &t).0);
+        assert!(text(CheckKind::Number { value: None, tolerance: 0.0 }, "so 42", &t).0);
+    }
+
+    #[test]
+    fn no_value_and_no_expected_fails_and_says_so() {
+        let t = task(None);
+        for kind in [contains(None, false), equals(None, false), CheckKind::Number { value: None, tolerance: 0.0 }] {
+            let (pass, detail) = text(kind, "42", &t);
+            assert!(!pass);
+            assert!(detail.contains("no `expected`") && detail.contains("no `value`"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn regex_matches_and_a_bad_pattern_fails_the_check() {
+        let t = task(None);
+        let (pass, detail) = text(CheckKind::Regex { pattern: r"\b4\d\b".into() }, "maybe 42", &t);
+        assert!(pass);
+        assert!(detail.contains("`42`"), "{detail}");
+        assert!(!text(CheckKind::Regex { pattern: r"^\d+$".into() }, "maybe 42", &t).0);
+        let (pass, detail) = text(CheckKind::Regex { pattern: "(unclosed".into() }, "x", &t);
+        assert!(!pass);
+        assert!(detail.starts_with("bad pattern /(unclosed/"), "{detail}");
+    }
+
+    #[test]
+    fn numbers_are_the_last_in_the_answer() {
+        assert_eq!(last_number("The answer is 1,234.5."), Some(1234.5));
+        assert_eq!(last_number("-3"), Some(-3.0));
+        assert_eq!(last_number("3 apples and 4 pears make 7"), Some(7.0));
+        assert_eq!(last_number("growth of 12.5%"), Some(12.5));
+        assert_eq!(last_number("it is -0.25, I think"), Some(-0.25));
+        assert_eq!(last_number("pages 3-5"), Some(5.0), "a dash between numbers is no minus");
+        assert_eq!(last_number("1,2,3"), Some(3.0));
+        assert_eq!(last_number("about 1e3"), Some(1000.0));
+        assert_eq!(last_number("no digits"), None);
+    }
+
+    #[test]
+    fn number_passes_within_tolerance() {
+        let t = task(None);
+        let (pass, detail) = text(CheckKind::Number { value: Some(42.0), tolerance: 0.5 }, "about 41.8", &t);
+        assert!(pass);
+        assert_eq!(detail, "expected 42 ± 0.5, found 41.8");
+        let (pass, detail) = text(CheckKind::Number { value: Some(42.0), tolerance: 0.5 }, "about 41.4", &t);
+        assert!(!pass);
+        assert_eq!(detail, "expected 42 ± 0.5, found 41.4");
+        assert!(text(CheckKind::Number { value: Some(1234.5), tolerance: 0.0 }, "The answer is 1,234.5.", &t).0);
+        let (pass, detail) = text(CheckKind::Number { value: Some(1.0), tolerance: 0.0 }, "none", &t);
+        assert!(!pass);
+        assert!(detail.contains("found no number"), "{detail}");
+        let (pass, detail) = text(CheckKind::Number { value: None, tolerance: 0.0 }, "7", &task(Some("seven")));
+        assert!(!pass);
+        assert!(detail.contains("is not a number"), "{detail}");
+    }
+
+    fn person_schema() -> CheckKind {
+        CheckKind::JsonSchema {
+            schema: serde_json::json!({
+                "type": "object",
+                "required": ["name", "age"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "age": { "type": "integer", "minimum": 0 },
+                    "tags": { "type": "array", "items": { "type": "string" } }
+                }
+            }),
+        }
+    }
+
+    #[test]
+    fn json_schema_accepts_plain_fenced_and_embedded_json() {
+        let t = task(None);
+        let (pass, detail) = text(person_schema(), r#"{"name": "Ada", "age": 36}"#, &t);
+        assert!(pass, "{detail}");
+        let fenced = "Here you go:\n```json\n{\"name\": \"Ada\", \"age\": 36}\n```\nAnything else?";
+        let (pass, detail) = text(person_schema(), fenced, &t);
+        assert!(pass, "{detail}");
+        assert!(detail.contains("```json block"), "{detail}");
+        let (pass, detail) = text(person_schema(), r#"Sure: {"name": "Ada", "age": 36} is it."#, &t);
+        assert!(pass, "{detail}");
+    }
+
+    #[test]
+    fn json_schema_names_the_first_error_with_its_pointer() {
+        let t = task(None);
+        let answer = "```json\n{\"name\": \"Ada\", \"age\": 36, \"tags\": [\"x\", 7]}\n```";
+        let (pass, detail) = text(person_schema(), answer, &t);
+        assert!(!pass);
+        assert!(detail.contains("`/tags/1`") && detail.contains("string"), "{detail}");
+        let (pass, detail) = text(person_schema(), r#"{"name": "Ada"}"#, &t);
+        assert!(!pass);
+        assert!(detail.contains("the root") && detail.contains("age"), "{detail}");
+        let (pass, detail) = text(person_schema(), "no json here", &t);
+        assert!(!pass);
+        assert!(detail.contains("expected JSON"), "{detail}");
+        let bad = CheckKind::JsonSchema { schema: serde_json::json!({ "type": "nonsense" }) };
+        let (pass, detail) = text(bad, "{}", &t);
+        assert!(!pass);
+        assert!(detail.contains("schema is invalid"), "{detail}");
+    }
+
+    #[test]
+    fn exec_and_judge_are_not_text_checks() {
+        let exec = CheckKind::Exec { command: vec!["true".into()], timeout_seconds: 1, cwd: PathBuf::from("/") };
+        assert_eq!(check_text(&exec, "x", &task(None)), None);
+        let judge = CheckKind::Judge { model: "j".into(), rubric: "r".into() };
+        assert_eq!(check_text(&judge, "x", &task(None)), None);
+    }
+
+    fn exec(script: &str, timeout_seconds: u64) -> CheckSpec {
+        check(CheckKind::Exec {
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            timeout_seconds,
+            cwd: std::env::temp_dir(),
+        })
+    }
+
+    async fn one(check: CheckSpec, answer: Option<&str>, task: &TaskSpec, judge: &dyn JudgeModels) -> CheckOutcome {
+        let mut outcomes = run_checks(&[check], answer, task, judge).await;
+        assert_eq!(outcomes.len(), 1);
+        outcomes.remove(0)
+    }
+
+    #[tokio::test]
+    async fn exec_passes_on_exit_zero_with_the_answer_on_stdin() {
+        let none = ModelTable::default();
+        let t = task(None);
+        let outcome = one(exec("grep -q 42", 10), Some("it is 42"), &t, &none).await;
+        assert!(outcome.pass, "{}", outcome.detail);
+        assert_eq!(outcome.kind, "exec");
+        assert_eq!(outcome.detail, "exit 0");
+        let outcome = one(exec("grep -q 42", 10), Some("it is 41"), &t, &none).await;
+        assert!(!outcome.pass);
+        assert_eq!(outcome.detail, "exit 1");
+    }
+
+    #[tokio::test]
+    async fn exec_reports_the_exit_code_and_the_end_of_its_output() {
+        let none = ModelTable::default();
+        let script = "yes 'filler line' | head -n 5000; echo 'wrong answer' >&2; exit 3";
+        let outcome = one(exec(script, 10), Some("x"), &task(None), &none).await;
+        assert!(!outcome.pass);
+        assert!(outcome.detail.starts_with("exit 3; stderr: wrong answer; stdout: …"), "{}", outcome.detail);
+        assert!(outcome.detail.len() < 600, "{}", outcome.detail);
+    }
+
+    #[tokio::test]
+    async fn exec_reads_the_task_from_troupe_task() {
+        let none = ModelTable::default();
+        let t = task(Some("42"));
+        let script =
+            r#"case "$TROUPE_TASK" in *'"id":"t1"'*'"expected":"42"'*) exit 0;; *) echo "$TROUPE_TASK"; exit 1;; esac"#;
+        let outcome = one(exec(script, 10), Some("x"), &t, &none).await;
+        assert!(outcome.pass, "{}", outcome.detail);
+        let outcome = one(exec(script, 10), Some("x"), &task(None), &none).await;
+        assert!(!outcome.pass);
+        assert!(outcome.detail.contains(r#""expected":null"#), "{}", outcome.detail);
+    }
+
+    #[tokio::test]
+    async fn exec_that_hangs_is_killed_at_its_time_limit() {
+        let none = ModelTable::default();
+        let started = Instant::now();
+        // The shell's child `sleep` holds the output pipe: killing only `sh` would leave the
+        // check waiting for it.
+        let outcome = one(exec("sleep 30; echo done", 1), Some("x"), &task(None), &none).await;
+        assert!(!outcome.pass);
+        assert!(outcome.detail.starts_with("timed out after 1s"), "{}", outcome.detail);
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn exec_that_leaves_a_background_process_still_finishes() {
+        let none = ModelTable::default();
+        let started = Instant::now();
+        let outcome = one(exec("sleep 30 & exit 0", 20), Some("x"), &task(None), &none).await;
+        assert!(outcome.pass, "{}", outcome.detail);
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn exec_of_a_missing_program_fails_with_its_name() {
+        let none = ModelTable::default();
+        let spec = check(CheckKind::Exec {
+            command: vec!["troupe-no-such-program".into()],
+            timeout_seconds: 5,
+            cwd: std::env::temp_dir(),
+        });
+        let outcome = one(spec, Some("x"), &task(None), &none).await;
+        assert!(!outcome.pass);
+        assert!(outcome.detail.starts_with("cannot start `troupe-no-such-program`"), "{}", outcome.detail);
+        let empty = check(CheckKind::Exec { command: Vec::new(), timeout_seconds: 5, cwd: std::env::temp_dir() });
+        assert!(!one(empty, Some("x"), &task(None), &none).await.pass);
+    }
+
+    /// A judge that replies with fixed text, errs, or never finishes; it keeps the last request.
+    enum Behaviour {
+        Reply(&'static str),
+        Error(&'static str),
+        Hang,
+    }
+
+    struct StubJudge {
+        behaviour: Behaviour,
+        seen: Mutex<Option<ModelRequest>>,
+    }
+
+    impl Model for StubJudge {
+        fn info(&self) -> ModelInfo {
+            ModelInfo { provider: "stub", model: "stub".into(), digest: None }
+        }
+
+        fn stream(&self, request: ModelRequest, cancel: CancellationToken) -> ModelStream {
+            *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(request);
+            let (tx, stream) = ModelStream::channel();
+            match self.behaviour {
+                Behaviour::Reply(text) => {
+                    // Two deltas, as a provider streams them.
+                    let (a, b) = text.split_at(text.len() / 2);
+                    for delta in [a, b] {
+                        let _ = tx.try_send(Ok(ModelChunk::TextDelta(delta.to_owned())));
+                    }
+                }
+                Behaviour::Error(message) => {
+                    let _ = tx.try_send(Err(ModelError::Provider(message.to_owned())));
+                }
+                Behaviour::Hang => {
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        drop(tx);
+                    });
+                }
+            }
+            stream
+        }
+    }
+
+    fn judges(behaviour: Behaviour) -> (ModelTable, Arc<StubJudge>) {
+        let stub = Arc::new(StubJudge { behaviour, seen: Mutex::new(None) });
+        let model: Arc<dyn Model> = stub.clone();
+        (ModelTable::from_models([("grader".to_owned(), model)]), stub)
+    }
+
+    fn judge_check() -> CheckSpec {
+        check(CheckKind::Judge { model: "grader".into(), rubric: "The answer must be a number.".into() })
+    }
+
+    #[tokio::test]
+    async fn judge_pass_records_verdict_and_reasoning() {
+        let (table, stub) = judges(Behaviour::Reply("PASS\nbecause 42 is the product."));
+        let outcome = one(judge_check(), Some("It is 42."), &task(Some("42")), &table).await;
+        assert!(outcome.pass, "{}", outcome.detail);
+        assert_eq!(outcome.kind, "judge");
+        assert_eq!(outcome.detail, "judge `grader`: PASS: because 42 is the product.");
+
+        let request = stub.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(request) = request else { panic!("the judge was not asked") };
+        assert_eq!(request.sampling.temperature, Some(0.0));
+        assert!(request.tools.is_empty());
+        let prompt = &request.messages[1].content;
+        for part in ["The answer must be a number.", "What is six times seven?", "## Expected answer\n42", "It is 42."]
+        {
+            assert!(prompt.contains(part), "{part} missing from {prompt}");
+        }
+    }
+
+    #[tokio::test]
+    async fn judge_fail_fails_the_check() {
+        let (table, _) = judges(Behaviour::Reply("**Verdict: fail** - the answer is a word."));
+        let outcome = one(judge_check(), Some("forty-two"), &task(None), &table).await;
+        assert!(!outcome.pass);
+        assert_eq!(outcome.detail, "judge `grader`: FAIL: the answer is a word.");
+    }
+
+    #[tokio::test]
+    async fn judge_garbage_is_a_failed_check() {
+        let (table, _) = judges(Behaviour::Reply("banana"));
+        let outcome = one(judge_check(), Some("42"), &task(None), &table).await;
+        assert!(!outcome.pass);
+        assert!(
+            outcome.detail.contains("no PASS/FAIL verdict") && outcome.detail.contains("banana"),
+            "{}",
+            outcome.detail
+        );
+    }
+
+    #[tokio::test]
+    async fn judge_model_error_is_a_failed_check() {
+        let (table, _) = judges(Behaviour::Error("HTTP 500 from the provider"));
+        let outcome = one(judge_check(), Some("42"), &task(None), &table).await;
+        assert!(!outcome.pass);
+        assert_eq!(outcome.detail, "judge `grader` failed: HTTP 500 from the provider");
+    }
+
+    #[tokio::test]
+    async fn judge_with_an_unknown_alias_is_a_failed_check() {
+        let (table, _) = judges(Behaviour::Reply("PASS"));
+        let spec = check(CheckKind::Judge { model: "missing".into(), rubric: "r".into() });
+        let outcome = one(spec, Some("42"), &task(None), &table).await;
+        assert!(!outcome.pass);
+        assert!(outcome.detail.contains("no model alias `missing`"), "{}", outcome.detail);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn judge_that_never_answers_fails_at_the_time_limit() {
+        let (table, _) = judges(Behaviour::Hang);
+        let outcome = one(judge_check(), Some("42"), &task(None), &table).await;
+        assert!(!outcome.pass);
+        assert_eq!(outcome.detail, "judge `grader` gave no verdict within 120s");
+    }
+
+    #[test]
+    fn verdicts_are_read_leniently() {
+        assert_eq!(parse_verdict("PASS"), Some((true, "")));
+        assert_eq!(parse_verdict("pass: fine"), Some((true, "fine")));
+        assert_eq!(parse_verdict("\n**FAIL**\nwrong number"), Some((false, "wrong number")));
+        assert_eq!(parse_verdict("Verdict: PASSED. good"), Some((true, "good")));
+        assert_eq!(parse_verdict("The answer is right.\nPASS"), Some((true, "The answer is right.")));
+        assert_eq!(parse_verdict("passage of time"), None);
+        assert_eq!(parse_verdict("banana"), None);
+        assert_eq!(parse_verdict(""), None);
+    }
+
+    #[tokio::test]
+    async fn no_answer_fails_every_check() {
+        let (table, stub) = judges(Behaviour::Reply("PASS"));
+        let checks = [check(contains(Some("x"), false)), exec("exit 0", 5), judge_check()];
+        let outcomes = run_checks(&checks, None, &task(Some("x")), &table).await;
+        assert_eq!(outcomes.len(), 3);
+        for outcome in &outcomes {
+            assert!(!outcome.pass);
+            assert_eq!(outcome.detail, NO_ANSWER);
+        }
+        assert_eq!(outcomes.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["contains-1", "exec-1", "judge-1"]);
+        assert!(stub.seen.lock().unwrap_or_else(|p| p.into_inner()).is_none(), "no judge is asked without an answer");
+    }
+}

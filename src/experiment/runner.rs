@@ -1,0 +1,622 @@
+//! Running a matrix: the async shell around [`plan`](super::plan), `launch` and
+//! [`checks`](super::checks). Trials run concurrently up to a limit, each as an ordinary run in
+//! its own folder; each finished trial is scored and appended to `trials.jsonl`; the summary,
+//! report and charts are written at the end. Also `--resume` and `troupe merge`.
+//!
+//! Invariants: one trial's failure (a model error, a failed start, a crashed check) is that
+//! trial's record and never stops the others; a trial cancelled by the user is not recorded, so
+//! `--resume` runs it again; a matrix folder is only ever appended to, except the folder of an
+//! unrecorded trial, which `--resume` clears before running that trial again.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::checks::run_checks;
+use super::meter::Meter;
+use super::plan::{Plan, Shard, TrialSpec, plan, trial_setup, variants};
+use super::record::{MatrixInfo, TrialRecord};
+use super::store::{self, MatrixFile, StoreError, TrialLog};
+use super::summary::Summary;
+use crate::config::{ExperimentSpec, Workbench};
+use crate::findings;
+use crate::launch::{self, LaunchError, RunOptions};
+use crate::model::EnginePool;
+use crate::protocol::{Event, Op, RunStatus};
+use crate::runtime::Clock;
+
+/// Trials at once when neither the experiment nor the command line says, and no trial reaches
+/// the embedded model (which answers one request at a time: more trials would only queue on
+/// it, and their wall-time limits would run while they wait).
+const DEFAULT_CONCURRENCY: u32 = 4;
+
+/// How a matrix runs.
+#[derive(Clone, Debug, Default)]
+pub struct MatrixOptions {
+    pub shard: Option<Shard>,
+    /// Overrides the experiment's `concurrency`.
+    pub concurrency: Option<u32>,
+    /// Forward every trial's events as [`MatrixUpdate::Event`] (the workbench shows them).
+    pub forward_events: bool,
+}
+
+/// What a view hears while a matrix runs.
+#[derive(Clone, Debug)]
+pub enum MatrixUpdate {
+    /// The folder is open and the trials to run are known.
+    Planned {
+        dir: PathBuf,
+        total: u32,
+        to_run: u32,
+        recorded: u32,
+        concurrency: u32,
+    },
+    TrialStarted {
+        trial: TrialSpec,
+        dir: PathBuf,
+    },
+    /// An event of a running trial (only with `forward_events`).
+    Event {
+        key: String,
+        event: Event,
+    },
+    TrialFinished {
+        record: TrialRecord,
+    },
+    /// A line for a person: fetching the model, a trial that could not start.
+    Status(String),
+}
+
+/// How a matrix run ended.
+#[derive(Debug)]
+pub struct MatrixOutcome {
+    pub dir: PathBuf,
+    pub info: MatrixInfo,
+    pub records: Vec<TrialRecord>,
+    pub summary: Summary,
+    /// Every trial of this folder's share is recorded.
+    pub complete: bool,
+    pub cancelled: bool,
+}
+
+/// Why a matrix could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Findings(#[from] findings::FindingsError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl MatrixError {
+    /// Whether the user's configuration or command is at fault (exit 2) rather than the run.
+    pub fn is_config(&self) -> bool {
+        match self {
+            MatrixError::Launch(err) => {
+                !matches!(err, LaunchError::LocalModel(_) | LaunchError::Findings(_) | LaunchError::Start(_))
+            }
+            MatrixError::Refused(_) => true,
+            MatrixError::Store(_) | MatrixError::Findings(_) => false,
+        }
+    }
+}
+
+/// What every trial of one matrix shares.
+struct Shared {
+    workbench: Workbench,
+    spec: ExperimentSpec,
+    dir: PathBuf,
+    run_id: String,
+    single: bool,
+    pool: EnginePool,
+    clock: Arc<dyn Clock>,
+    updates: mpsc::UnboundedSender<MatrixUpdate>,
+    /// `None` for a run of one trial, recorded once it ends.
+    log: Option<Mutex<TrialLog>>,
+    forward_events: bool,
+    cancel: CancellationToken,
+    /// What the findings hide: records quote answers, and answers may quote a key.
+    redactor: findings::Redactor,
+}
+
+/// Runs `experiment`'s matrix (this shard's share of it) in a new folder under `findings/`.
+pub async fn run_matrix(
+    workbench: &Workbench,
+    experiment: &str,
+    options: MatrixOptions,
+    pool: EnginePool,
+    clock: Arc<dyn Clock>,
+    updates: mpsc::UnboundedSender<MatrixUpdate>,
+    cancel: CancellationToken,
+) -> Result<MatrixOutcome, MatrixError> {
+    let spec = launch::find_experiment(workbench, experiment)?.clone();
+    run_matrix_spec(workbench, spec, options, pool, clock, updates, cancel).await
+}
+
+/// [`run_matrix`] for an experiment that is not in the workbench's files (a fork's).
+pub async fn run_matrix_spec(
+    workbench: &Workbench,
+    spec: ExperimentSpec,
+    options: MatrixOptions,
+    pool: EnginePool,
+    clock: Arc<dyn Clock>,
+    updates: mpsc::UnboundedSender<MatrixUpdate>,
+    cancel: CancellationToken,
+) -> Result<MatrixOutcome, MatrixError> {
+    let plan = plan(&spec);
+    preflight(workbench, &spec, &pool, &updates)?;
+    let now = clock.now();
+    let run_id = findings::new_run_id(&spec.name, now, launch::run_salt(now));
+    let dir = workbench.root.join("findings").join(&run_id);
+    if dir.exists() {
+        return Err(findings::FindingsError::AlreadyExists { path: dir }.into());
+    }
+    if !plan.is_single() {
+        std::fs::create_dir_all(&dir).map_err(|source| findings::FindingsError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        findings::snapshot_config(&dir, &workbench.root, &workbench.files(), &launch::redactor(workbench, &spec))?;
+        findings::write_notes_stub(&dir)?;
+    }
+    let matrix = MatrixFile {
+        format: store::FORMAT,
+        run_id: run_id.clone(),
+        experiment_file: relative(&workbench.root, &spec.path),
+        info: plan.info.clone(),
+        shard: options.shard,
+        trials: plan.trials.clone(),
+        troupe_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let to_run: Vec<TrialSpec> =
+        plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t.index))).cloned().collect();
+    run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, pool, clock, updates, cancel).await
+}
+
+/// Finishes the matrix in `dir`: runs the trials of its share that `trials.jsonl` does not hold.
+/// Refuses when the experiment or any file that shaped it changed since the matrix started.
+pub async fn resume_matrix(
+    workbench: &Workbench,
+    dir: &Path,
+    options: MatrixOptions,
+    pool: EnginePool,
+    clock: Arc<dyn Clock>,
+    updates: mpsc::UnboundedSender<MatrixUpdate>,
+    cancel: CancellationToken,
+) -> Result<MatrixOutcome, MatrixError> {
+    let matrix = store::read_matrix(dir)?;
+    let spec = launch::find_experiment(workbench, &matrix.info.experiment)?.clone();
+    let plan = plan(&spec);
+    if plan.is_single() {
+        return Err(MatrixError::Refused(format!(
+            "{} is a run of one trial: there is nothing to resume; run the experiment again",
+            dir.display()
+        )));
+    }
+    if plan.info != matrix.info || plan.trials != matrix.trials {
+        return Err(MatrixError::Refused(format!(
+            "experiment `{}` is not the matrix recorded in {}: its tasks, variants, repetitions or checks changed\n  = hint: put back the files kept in {}/config/, or start a new run",
+            spec.name,
+            dir.join(store::MATRIX_FILE).display(),
+            dir.display()
+        )));
+    }
+    let changed = findings::changed_since_snapshot(dir, &workbench.root, &workbench.files());
+    if !changed.is_empty() {
+        let list: Vec<String> = changed.iter().map(|p| relative(&workbench.root, p)).collect();
+        return Err(MatrixError::Refused(format!(
+            "these files changed since the matrix in {} started: {}; resuming would mix two configurations\n  = hint: put back the versions kept in {}/config/, or start a new run",
+            dir.display(),
+            list.join(", "),
+            dir.display()
+        )));
+    }
+    preflight(workbench, &spec, &pool, &updates)?;
+    let recorded = store::read_records(dir)?;
+    let done: BTreeSet<&str> = recorded.iter().map(|r| r.key.as_str()).collect();
+    let shard = options.shard.or(matrix.shard);
+    let to_run: Vec<TrialSpec> = plan
+        .trials
+        .iter()
+        .filter(|t| shard.is_none_or(|s| s.contains(t.index)) && !done.contains(t.key.as_str()))
+        .cloned()
+        .collect();
+    // Folders of trials that started but were never recorded: what a kill left half-written.
+    for trial in &to_run {
+        let folder = dir.join(&trial.folder);
+        if trial.folder.starts_with("trials/") && folder.exists() {
+            std::fs::remove_dir_all(&folder).map_err(|source| findings::FindingsError::Io {
+                action: "clear the unfinished trial folder",
+                path: folder.clone(),
+                source,
+            })?;
+        }
+    }
+    let options = MatrixOptions { shard, ..options };
+    run_trials(
+        workbench,
+        spec,
+        plan,
+        matrix,
+        dir.to_path_buf(),
+        to_run,
+        recorded,
+        &options,
+        pool,
+        clock,
+        updates,
+        cancel,
+    )
+    .await
+}
+
+/// Every variant must be able to start (models buildable, keys set) before any trial runs: a
+/// missing API key is a configuration error, not a column of failed trials.
+fn preflight(
+    workbench: &Workbench,
+    spec: &ExperimentSpec,
+    pool: &EnginePool,
+    updates: &mpsc::UnboundedSender<MatrixUpdate>,
+) -> Result<(), MatrixError> {
+    let Some(task) = spec.tasks.first() else {
+        return Err(MatrixError::Refused(format!("experiment `{}` has no tasks", spec.name)));
+    };
+    let mut status = |line: &str| {
+        let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
+    };
+    for variant in variants(spec) {
+        let (workbench, spec) = trial_setup(workbench, spec, &variant, task);
+        launch::prepare_spec(&workbench, &spec, 0, 0, &mut status, pool, &RunOptions::default())?;
+    }
+    Ok(())
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_trials(
+    workbench: &Workbench,
+    spec: ExperimentSpec,
+    plan: Plan,
+    matrix: MatrixFile,
+    dir: PathBuf,
+    to_run: Vec<TrialSpec>,
+    recorded: Vec<TrialRecord>,
+    options: &MatrixOptions,
+    pool: EnginePool,
+    clock: Arc<dyn Clock>,
+    updates: mpsc::UnboundedSender<MatrixUpdate>,
+    cancel: CancellationToken,
+) -> Result<MatrixOutcome, MatrixError> {
+    let single = plan.is_single();
+    let concurrency = options.concurrency.or(spec.concurrency).unwrap_or_else(|| {
+        let local = variants(&spec).iter().any(|variant| {
+            let task = spec.tasks.first().cloned().unwrap_or_else(|| crate::config::TaskSpec {
+                id: String::new(),
+                input: String::new(),
+                expected: None,
+            });
+            let (workbench, spec) = trial_setup(workbench, &spec, variant, &task);
+            launch::reaches_local(&workbench, &spec)
+        });
+        if local { 1 } else { DEFAULT_CONCURRENCY }
+    });
+    if !single {
+        store::write_matrix(&dir, &matrix)?;
+    }
+    let _ = updates.send(MatrixUpdate::Planned {
+        dir: dir.clone(),
+        total: plan.info.trials,
+        to_run: u32::try_from(to_run.len()).unwrap_or(u32::MAX),
+        recorded: u32::try_from(recorded.len()).unwrap_or(u32::MAX),
+        concurrency,
+    });
+    // A run of one trial writes its folder through `launch`; its log opens once the folder exists.
+    let log = if single { None } else { Some(TrialLog::open(&dir)?) };
+    let shared = Arc::new(Shared {
+        workbench: workbench.clone(),
+        spec: spec.clone(),
+        dir: dir.clone(),
+        run_id: matrix.run_id.clone(),
+        single,
+        pool,
+        clock,
+        updates: updates.clone(),
+        log: log.map(Mutex::new),
+        forward_events: options.forward_events,
+        cancel: cancel.clone(),
+        redactor: launch::redactor(workbench, &spec),
+    });
+    let permits = Arc::new(Semaphore::new(usize::try_from(concurrency.max(1)).unwrap_or(1)));
+    let mut running = tokio::task::JoinSet::new();
+    for trial in to_run {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            () = cancel.cancelled() => break,
+        };
+        let Ok(permit) = permit else { break };
+        if cancel.is_cancelled() {
+            break;
+        }
+        let shared = shared.clone();
+        running.spawn(async move {
+            let record = run_trial(&shared, &trial).await;
+            drop(permit);
+            record
+        });
+    }
+    let mut fresh = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(Some(record)) => fresh.push(record),
+            Ok(None) => {}
+            Err(err) => {
+                let _ = updates.send(MatrixUpdate::Status(format!("a trial's task ended abnormally: {err}")));
+            }
+        }
+    }
+    let cancelled = cancel.is_cancelled();
+    let records = if single {
+        if let Some(record) = fresh.first() {
+            let mut log = TrialLog::open(&dir)?;
+            log.append(record)?;
+            store::append_checks(&dir, record)?;
+        }
+        fresh
+    } else {
+        store::read_records(&dir)?
+    };
+    let summary = if single {
+        let summary = super::summary::summarize(&plan.info, &records);
+        if dir.is_dir() {
+            store::write_summary(&dir, &summary)?;
+        }
+        summary
+    } else {
+        store::write_outputs(&dir, &plan.info, &records)?
+    };
+    let share: BTreeSet<&str> = plan
+        .trials
+        .iter()
+        .filter(|t| options.shard.is_none_or(|s| s.contains(t.index)))
+        .map(|t| t.key.as_str())
+        .collect();
+    let complete = share.iter().all(|key| records.iter().any(|r| r.key == *key));
+    Ok(MatrixOutcome { dir, info: plan.info, records, summary, complete, cancelled })
+}
+
+/// Runs one trial to its end and scores it; `None` when the user cancelled it (not recorded).
+async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
+    let variant = variants(&shared.spec).into_iter().find(|v| v.name == trial.variant)?;
+    let task = shared.spec.tasks.iter().find(|t| t.id == trial.task_id)?.clone();
+    let (workbench, spec) = trial_setup(&shared.workbench, &shared.spec, &variant, &task);
+    let dir = if shared.single { shared.dir.clone() } else { shared.dir.join(&trial.folder) };
+    let _ = shared.updates.send(MatrixUpdate::TrialStarted { trial: trial.clone(), dir: dir.clone() });
+    let mut record = TrialRecord {
+        index: trial.index,
+        key: trial.key.clone(),
+        variant: trial.variant.clone(),
+        task_id: trial.task_id.clone(),
+        repetition: trial.repetition,
+        seed: trial.seed,
+        status: "error".to_owned(),
+        pass: false,
+        score: 0.0,
+        checks: Vec::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        cost: None,
+        wall_ms: 0,
+        subtasks: 0,
+        depth: 0,
+        tool_errors: 0,
+        limit_hits: 0,
+        turns: 0,
+        answer: None,
+        error: None,
+        folder: trial.folder.clone(),
+    };
+    let options = RunOptions {
+        dir: Some(dir.clone()),
+        run_id: Some(if shared.single {
+            shared.run_id.clone()
+        } else {
+            format!("{}--{}", shared.run_id, trial.folder.trim_start_matches("trials/"))
+        }),
+        seed: Some(trial.seed),
+        trial: !shared.single,
+    };
+    let now = shared.clock.now();
+    let prepared = {
+        let updates = shared.updates.clone();
+        let mut status = move |line: &str| {
+            let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
+        };
+        launch::prepare_spec(&workbench, &spec, now, launch::run_salt(now), &mut status, &shared.pool, &options)
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            record.error = Some(err.to_string());
+            return Some(finish_record(shared, record));
+        }
+    };
+    let models = prepared.config.models.clone();
+    let mut launched = match launch::launch(prepared, shared.clock.clone()) {
+        Ok(launched) => launched,
+        Err(err) => {
+            record.error = Some(err.to_string());
+            return Some(finish_record(shared, record));
+        }
+    };
+    let mut meter = Meter::default();
+    let mut cancel_sent = false;
+    loop {
+        tokio::select! {
+            event = launched.next_event() => {
+                let Some(event) = event else { break };
+                meter.apply(&event);
+                if shared.forward_events {
+                    let _ = shared.updates.send(MatrixUpdate::Event { key: trial.key.clone(), event });
+                }
+            }
+            () = shared.cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                launched.send(Op::CancelRun);
+            }
+        }
+    }
+    if let Err(err) = launched.finish().await {
+        record.error = Some(err.to_string());
+    }
+    let measured = meter.finish();
+    if cancel_sent {
+        return None;
+    }
+    record.status = measured.status.map_or("failed", RunStatus::as_str).to_owned();
+    record.input_tokens = measured.usage.input_tokens;
+    record.output_tokens = measured.usage.output_tokens;
+    record.cost = measured.cost;
+    record.wall_ms = measured.wall_ms;
+    record.subtasks = measured.subtasks;
+    record.depth = measured.depth;
+    record.tool_errors = measured.tool_errors;
+    record.limit_hits = measured.limit_hits;
+    record.turns = measured.turns;
+    record.error = record.error.or(measured.error);
+    record.answer.clone_from(&measured.answer);
+    record.checks = run_checks(&spec.checks, measured.answer.as_deref(), &task, &models).await;
+    let completed = measured.status == Some(RunStatus::Completed);
+    if record.checks.is_empty() {
+        record.pass = completed;
+        record.score = if completed { 1.0 } else { 0.0 };
+    } else {
+        let passed = record.checks.iter().filter(|c| c.pass).count();
+        record.pass = passed == record.checks.len();
+        record.score = passed as f64 / record.checks.len() as f64;
+    }
+    Some(finish_record(shared, record))
+}
+
+/// Records a finished trial (a matrix appends it at once) and tells the view.
+fn finish_record(shared: &Shared, mut record: TrialRecord) -> TrialRecord {
+    let redact = |text: &mut String| *text = shared.redactor.redact(text).into_owned();
+    if let Some(answer) = record.answer.as_mut() {
+        redact(answer);
+    }
+    if let Some(error) = record.error.as_mut() {
+        redact(error);
+    }
+    for check in &mut record.checks {
+        redact(&mut check.detail);
+    }
+    if let Some(log) = &shared.log {
+        let appended = match log.lock() {
+            Ok(mut log) => log.append(&record),
+            Err(poisoned) => poisoned.into_inner().append(&record),
+        };
+        if let Err(err) = appended {
+            let _ = shared.updates.send(MatrixUpdate::Status(format!("trial {} not recorded: {err}", record.key)));
+        }
+    }
+    let _ = shared.updates.send(MatrixUpdate::TrialFinished { record: record.clone() });
+    record
+}
+
+/// `troupe merge`: joins the folders of a sharded matrix into a new folder under `findings/`
+/// with one `trials.jsonl`, the trials' folders, and one report — the report the same matrix
+/// run on one machine would have. The shard folders are left as they are.
+pub fn merge(
+    findings_dir: &Path,
+    dirs: &[PathBuf],
+    now: crate::protocol::Millis,
+) -> Result<MatrixOutcome, MatrixError> {
+    let Some(first) = dirs.first() else {
+        return Err(MatrixError::Refused("name at least one run folder to merge".to_owned()));
+    };
+    let base = store::read_matrix(first)?;
+    // Everything is read and checked before anything is written.
+    let mut records: Vec<(TrialRecord, PathBuf)> = Vec::new();
+    for dir in dirs {
+        let matrix = store::read_matrix(dir)?;
+        if matrix.info != base.info || matrix.trials != base.trials {
+            return Err(MatrixError::Refused(format!(
+                "{} and {} are not shards of the same matrix (their experiments, tasks, variants or checks differ)",
+                first.display(),
+                dir.display()
+            )));
+        }
+        for record in store::read_records(dir)? {
+            match records.iter().find(|(r, _)| r.key == record.key) {
+                Some((existing, other)) if existing != &record => {
+                    return Err(MatrixError::Refused(format!(
+                        "trial {} is recorded in both {} and {}, differently; merge each trial from one folder only",
+                        record.key,
+                        other.display(),
+                        dir.display()
+                    )));
+                }
+                Some(_) => {}
+                None => records.push((record, dir.clone())),
+            }
+        }
+    }
+    records.sort_by_key(|(r, _)| r.index);
+    let run_id = findings::new_run_id(&base.info.experiment, now, launch::run_salt(now));
+    let dir = findings_dir.join(&run_id);
+    if dir.exists() {
+        return Err(findings::FindingsError::AlreadyExists { path: dir }.into());
+    }
+    for (record, source) in &records {
+        copy_dir(&source.join(&record.folder), &dir.join(&record.folder))?;
+    }
+    let config = first.join(findings::CONFIG_DIR);
+    if config.is_dir() {
+        copy_dir(&config, &dir.join(findings::CONFIG_DIR))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| findings::FindingsError::Io {
+        action: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    findings::write_notes_stub(&dir)?;
+    let matrix = MatrixFile { run_id, shard: None, ..base };
+    store::write_matrix(&dir, &matrix)?;
+    let records: Vec<TrialRecord> = records.into_iter().map(|(r, _)| r).collect();
+    let mut log = TrialLog::open(&dir)?;
+    for record in &records {
+        log.append(record)?;
+    }
+    let summary = store::write_outputs(&dir, &matrix.info, &records)?;
+    let complete = matrix.trials.iter().all(|t| records.iter().any(|r| r.key == t.key));
+    Ok(MatrixOutcome { dir, info: matrix.info, records, summary, complete, cancelled: false })
+}
+
+/// Copies a folder tree (a trial's run folder, a config snapshot).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), MatrixError> {
+    let failed = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| MatrixError::Findings(findings::FindingsError::Io { action, path, source })
+    };
+    std::fs::create_dir_all(to).map_err(failed("create", to))?;
+    for entry in std::fs::read_dir(from).map_err(failed("read", from))? {
+        let entry = entry.map_err(failed("read", from))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(failed("read", &entry.path()))?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(failed("copy", &entry.path()))?;
+        }
+    }
+    Ok(())
+}
