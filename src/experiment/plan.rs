@@ -18,6 +18,8 @@ use crate::config::{DEFAULT_VARIANT, ExperimentSpec, LimitsPatch, TaskSpec, Vari
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrialSpec {
     pub index: u32,
+    /// The (task, repetition) this trial belongs to: the variants' trials of one pair share it.
+    pub pair: u32,
     /// `<variant>/<task id>/<repetition>`.
     pub key: String,
     pub variant: String,
@@ -64,6 +66,7 @@ pub fn plan(spec: &ExperimentSpec) -> Plan {
     let variants = variants(spec);
     let single = variants.len() == 1 && spec.tasks.len() == 1 && spec.repetitions <= 1;
     let mut trials = Vec::new();
+    let mut pair = 0u32;
     for task in &spec.tasks {
         for repetition in 1..=spec.repetitions.max(1) {
             let seed = trial_seed(&spec.name, &task.id, repetition);
@@ -76,6 +79,7 @@ pub fn plan(spec: &ExperimentSpec) -> Plan {
                 };
                 trials.push(TrialSpec {
                     index,
+                    pair,
                     key: format!("{}/{}/{repetition}", variant.name, task.id),
                     variant: variant.name.clone(),
                     task_id: task.id.clone(),
@@ -84,6 +88,7 @@ pub fn plan(spec: &ExperimentSpec) -> Plan {
                     folder,
                 });
             }
+            pair += 1;
         }
     }
     let info = MatrixInfo {
@@ -117,8 +122,9 @@ fn slug(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect()
 }
 
-/// `--shard i/n`: the trials whose index is `i - 1` modulo `n`. Round-robin rather than
-/// contiguous blocks, so every shard gets every variant and a similar mix of tasks.
+/// `--shard i/n`: the trials whose pair (task and repetition) is `i - 1` modulo `n`. A pair's
+/// variants stay together, so every shard's own report compares them; round-robin rather than
+/// contiguous blocks, so every shard gets a similar mix of tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// 1-based.
@@ -127,8 +133,8 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn contains(&self, trial_index: u32) -> bool {
-        trial_index % self.count == self.index - 1
+    pub fn contains(&self, trial: &TrialSpec) -> bool {
+        trial.pair % self.count == self.index - 1
     }
 }
 
@@ -273,9 +279,18 @@ mod tests {
             let mut seen = vec![0; plan.trials.len()];
             for index in 1..=count {
                 let shard = Shard { index, count };
-                for trial in plan.trials.iter().filter(|t| shard.contains(t.index)) {
+                for trial in plan.trials.iter().filter(|t| shard.contains(t)) {
                     seen[trial.index as usize] += 1;
                 }
+                let shard_trials = plan.trials.iter().filter(|t| shard.contains(t));
+                assert!(
+                    shard_trials.clone().all(|t| plan
+                        .trials
+                        .iter()
+                        .filter(|o| o.pair == t.pair)
+                        .all(|o| shard.contains(o))),
+                    "pairs stay together"
+                );
             }
             assert!(seen.iter().all(|&n| n == 1), "{count} shards cover each trial once");
         }

@@ -177,7 +177,7 @@ pub async fn run_matrix_spec(
         troupe_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let to_run: Vec<TrialSpec> =
-        plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t.index))).cloned().collect();
+        plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t))).cloned().collect();
     run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, pool, clock, updates, cancel).await
 }
 
@@ -226,7 +226,7 @@ pub async fn resume_matrix(
     let to_run: Vec<TrialSpec> = plan
         .trials
         .iter()
-        .filter(|t| shard.is_none_or(|s| s.contains(t.index)) && !done.contains(t.key.as_str()))
+        .filter(|t| shard.is_none_or(|s| s.contains(t)) && !done.contains(t.key.as_str()))
         .cloned()
         .collect();
     // Folders of trials that started but were never recorded: what a kill left half-written.
@@ -385,13 +385,10 @@ async fn run_trials(
     } else {
         store::write_outputs(&dir, &plan.info, &records)?
     };
-    let share: BTreeSet<&str> = plan
-        .trials
-        .iter()
-        .filter(|t| options.shard.is_none_or(|s| s.contains(t.index)))
-        .map(|t| t.key.as_str())
-        .collect();
-    let complete = share.iter().all(|key| records.iter().any(|r| r.key == *key));
+    let share: BTreeSet<&str> =
+        plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t))).map(|t| t.key.as_str()).collect();
+    let recorded: BTreeSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    let complete = share.is_subset(&recorded);
     Ok(MatrixOutcome { dir, info: plan.info, records, summary, complete, cancelled })
 }
 
@@ -598,7 +595,8 @@ pub fn merge(
         log.append(record)?;
     }
     let summary = store::write_outputs(&dir, &matrix.info, &records)?;
-    let complete = matrix.trials.iter().all(|t| records.iter().any(|r| r.key == t.key));
+    let recorded: BTreeSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    let complete = matrix.trials.iter().all(|t| recorded.contains(t.key.as_str()));
     Ok(MatrixOutcome { dir, info: matrix.info, records, summary, complete, cancelled: false })
 }
 

@@ -436,6 +436,11 @@ pub fn paired_permutation(diffs: &[f64], resamples: usize, seed: u64) -> PairedT
     // real difference.
     let scale: f64 = diffs.iter().map(|d| d.abs()).sum();
     let threshold = observed.abs() - scale * 1e-12;
+    if scale == 0.0 {
+        // Every assignment sums to 0, as extreme as the observed 0: what the loops below would
+        // find, without their cost (metrics that do not vary are common: depth, tool errors).
+        return PairedTest { mean_difference, p_value: 1.0 };
+    }
 
     let p_value = if diffs.len() <= PERMUTATION_EXACT_LIMIT {
         let assignments = 1_u32 << diffs.len();

@@ -128,22 +128,22 @@ pub fn read_records(dir: &Path) -> Result<Vec<TrialRecord>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io("read", &path)(e)),
     };
-    let mut records: Vec<TrialRecord> = Vec::new();
-    let lines: Vec<&str> = text.split('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
+    // By key: a trial recorded twice (a resumed matrix's duplicate) keeps its later line.
+    let mut records: std::collections::HashMap<String, TrialRecord> = std::collections::HashMap::new();
+    for (i, line) in text.split('\n').enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<TrialRecord>(line) {
             Ok(record) => {
-                records.retain(|r| r.key != record.key);
-                records.push(record);
+                records.insert(record.key.clone(), record);
             }
             // Torn: no newline after it (the end of the file), or a line ended by a later open.
             Err(e) if e.is_eof() => continue,
             Err(e) => return Err(StoreError::BadRecord { path: path.clone(), line: i + 1, message: e.to_string() }),
         }
     }
+    let mut records: Vec<TrialRecord> = records.into_values().collect();
     records.sort_by_key(|r| r.index);
     Ok(records)
 }

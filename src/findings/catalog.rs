@@ -1,20 +1,26 @@
 //! The catalog of past runs: one [`PastRun`] per run folder under a findings directory, for the
-//! workbench's Findings screen.
+//! workbench's Findings screen. A matrix's folder (several trials, no top-level log) is a row
+//! too, with a [`MatrixBrief`] of its trials.
 //!
 //! Invariants:
 //! - Listing never fails and never panics: a missing directory is an empty list, and a run whose
 //!   log cannot be read is still listed, with what could be read and a `problem` naming the file.
+//!   The same holds for a matrix's `matrix.json` and `trials.jsonl`.
 //! - Cost does not grow with a run's length: only the first line of `events.jsonl` (the
 //!   `run_started`) and its tail are read. The tail window starts at [`TAIL_WINDOW`] and grows
 //!   only when it holds neither a `run_finished` nor a `usage` event, up to [`MAX_TAIL`].
 //! - Reads stop at the length the file had when opened, so a run still being written is read
 //!   as a consistent prefix.
+//! - A matrix costs two small reads: `matrix.json` (the plan) and `trials.jsonl` (a line per
+//!   recorded trial); its trials' logs are not opened.
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use super::EVENTS_FILE;
+use crate::experiment::store::{self, MATRIX_FILE};
 use crate::protocol::{Event, EventBody, Millis, RunStatus, TaskCounts, Usage};
 
 /// The first look at a log's end. Holds a few hundred events, and a finished run's last line
@@ -44,6 +50,29 @@ pub struct PastRun {
     pub tasks: Option<TaskCounts>,
     /// What was wrong with the log, naming the file and the line; `None` for a sound one.
     pub problem: Option<String>,
+    /// Set when the folder is a matrix's (`matrix.json`, a folder per trial) rather than a run's.
+    pub matrix: Option<MatrixBrief>,
+}
+
+/// A matrix folder's trials, as far as `matrix.json` and `trials.jsonl` tell.
+///
+/// For a matrix, [`PastRun::experiment`] is the matrix's, [`PastRun::task`] its shape
+/// (`6 tasks × 2 variants × 1 repetition`), [`PastRun::usage`] the sum of its records, and the
+/// outcome [`PastOutcome::Completed`] once every trial of its share is recorded, else
+/// [`PastOutcome::Unfinished`] (killed, cancelled or still running: the folder does not say
+/// which); [`PastOutcome::Unreadable`] when either file could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixBrief {
+    /// Trials of this folder's share (all of the matrix's unless it is a shard); 0 when
+    /// `matrix.json` could not be read.
+    pub planned: u32,
+    /// Trials recorded in `trials.jsonl`; 0 when it could not be read (the outcome is then
+    /// [`PastOutcome::Unreadable`]).
+    pub recorded: u32,
+    /// Of `recorded`, those that passed.
+    pub passed: u32,
+    /// In the experiment's order.
+    pub variants: Vec<String>,
 }
 
 /// How a past run ended, as far as its log tells.
@@ -80,18 +109,28 @@ impl From<RunStatus> for PastOutcome {
     }
 }
 
-/// Every run folder under `findings_dir` (a sub-folder holding an `events.jsonl`), newest first:
-/// by start time, then by id, with runs whose start could not be read last.
+/// Every run folder under `findings_dir` (a sub-folder holding an `events.jsonl`) and every
+/// matrix folder (one holding a `matrix.json` instead), newest first: by start time, then by id,
+/// with runs whose start could not be read last.
 pub fn list_runs(findings_dir: &Path) -> Vec<PastRun> {
     // A findings directory appears with the first run, so its absence just means no runs yet.
     let Ok(entries) = std::fs::read_dir(findings_dir) else {
         return Vec::new();
     };
+    let exists = |path: PathBuf| path.try_exists().unwrap_or(false);
     let mut runs: Vec<PastRun> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|dir| dir.join(EVENTS_FILE).try_exists().unwrap_or(false))
-        .map(|dir| read_run(&dir))
+        .filter_map(|dir| {
+            // A log decides: a folder with both is a run, as it was listed before matrices were.
+            if exists(dir.join(EVENTS_FILE)) {
+                Some(read_run(&dir))
+            } else if exists(dir.join(MATRIX_FILE)) {
+                Some(read_matrix(&dir))
+            } else {
+                None
+            }
+        })
         .collect();
     runs.sort_by(|a, b| (b.started, &b.id).cmp(&(a.started, &a.id)));
     runs
@@ -167,6 +206,7 @@ fn read_run(dir: &Path) -> PastRun {
         elapsed_ms: None,
         tasks: None,
         problem: None,
+        matrix: None,
     };
     let (file, len) = match open_log(&path) {
         Ok(opened) => opened,
@@ -214,6 +254,126 @@ fn read_run(dir: &Path) -> PastRun {
         run.problem = Some(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
     }
     run
+}
+
+/// A matrix folder's row: its plan from `matrix.json`, its counts and usage from `trials.jsonl`.
+fn read_matrix(dir: &Path) -> PastRun {
+    let id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    // The run id begins with the start time; a renamed folder falls back on when `matrix.json`
+    // was last written (its start, or its last resume).
+    let started = started_from_id(&id).or_else(|| modified_millis(&dir.join(MATRIX_FILE)));
+    let mut run = PastRun {
+        id,
+        dir: dir.to_owned(),
+        started,
+        experiment: String::new(),
+        root_agent: String::new(),
+        task: String::new(),
+        outcome: PastOutcome::Unreadable,
+        usage: Usage::default(),
+        elapsed_ms: None,
+        tasks: None,
+        problem: None,
+        matrix: None,
+    };
+    let mut brief = MatrixBrief { planned: 0, recorded: 0, passed: 0, variants: Vec::new() };
+    let mut problems = Vec::new();
+    // A store error may end with a hint on a line of its own; a row's problem is one line.
+    let mut note =
+        |err: store::StoreError| problems.push(err.to_string().lines().map(str::trim).collect::<Vec<_>>().join(" "));
+    let matrix = store::read_matrix(dir).map_err(&mut note).ok();
+    let records = store::read_records(dir).map_err(&mut note).ok();
+    if let Some(matrix) = &matrix {
+        let info = &matrix.info;
+        run.experiment.clone_from(&info.experiment);
+        run.task = format!(
+            "{} × {} × {}",
+            count(info.tasks.len(), "task"),
+            count(info.variants.len(), "variant"),
+            count(info.repetitions as usize, "repetition")
+        );
+        if let Some(shard) = matrix.shard {
+            run.task.push_str(&format!(" (shard {shard})"));
+        }
+        let share = matrix.trials.iter().filter(|t| matrix.shard.is_none_or(|s| s.contains(t)));
+        brief.planned = u32::try_from(share.count()).unwrap_or(u32::MAX);
+        brief.variants.clone_from(&info.variants);
+    }
+    if let Some(records) = &records {
+        brief.recorded = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        brief.passed = u32::try_from(records.iter().filter(|r| r.pass).count()).unwrap_or(u32::MAX);
+        for record in records {
+            run.usage.input_tokens += record.input_tokens;
+            run.usage.output_tokens += record.output_tokens;
+            run.usage.model_calls += record.turns;
+        }
+    }
+    if let (Some(matrix), Some(records)) = (&matrix, &records) {
+        // As the runner decides it: every trial of the share has a record.
+        let recorded: std::collections::HashSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+        let complete = matrix
+            .trials
+            .iter()
+            .filter(|t| matrix.shard.is_none_or(|s| s.contains(t)))
+            .all(|t| recorded.contains(t.key.as_str()));
+        run.outcome = if complete { PastOutcome::Completed } else { PastOutcome::Unfinished };
+    }
+    if !problems.is_empty() {
+        run.problem = Some(problems.join("; "));
+    }
+    run.matrix = Some(brief);
+    run
+}
+
+/// `1 task`, `6 tasks`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// The start time a run id begins with (`20261125-092503-…`, UTC, see `run_id.rs`), to the
+/// second; `None` when the name does not begin with a valid one.
+fn started_from_id(id: &str) -> Option<Millis> {
+    let stamp = id.get(..15)?;
+    if !matches!(id.as_bytes().get(15), None | Some(b'-')) || stamp.as_bytes().get(8) != Some(&b'-') {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u64> {
+        let text = stamp.get(range)?;
+        if text.bytes().all(|b| b.is_ascii_digit()) { text.parse().ok() } else { None }
+    };
+    let (year, month, day) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (hour, minute, second) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
+}
+
+/// Days from 1970-01-01 to a date from 1970 on, in the proleptic Gregorian calendar (Howard
+/// Hinnant's `days_from_civil`, the inverse of the one `run_id.rs` writes ids with).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).saturating_sub(719_468)
+}
+
+/// When `path` was last written, in milliseconds since the epoch.
+fn modified_millis(path: &Path) -> Option<Millis> {
+    let since = std::fs::metadata(path).and_then(|m| m.modified()).ok()?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 /// Opens a log and tells its length. Checked before opening: opening a directory would succeed,
@@ -441,6 +601,7 @@ mod tests {
                 elapsed_ms: Some(1_500),
                 tasks: Some(TaskCounts { working: 0, completed: 1, failed: 0, cancelled: 0 }),
                 problem: None,
+                matrix: None,
             }]
         );
     }
@@ -638,8 +799,196 @@ mod tests {
         write_log(findings.path(), "z-no-start", "not an event\n");
         fs::create_dir_all(findings.path().join("no-log")).unwrap();
         fs::write(findings.path().join("no-log").join("notes.md"), "notes").unwrap();
+        // What a matrix folder holds besides its `matrix.json` is not enough to make it one.
+        fs::create_dir_all(findings.path().join("no-plan")).unwrap();
+        fs::write(findings.path().join("no-plan").join(store::TRIALS_FILE), "").unwrap();
+        fs::write(findings.path().join("no-plan").join(store::SUMMARY_FILE), "{}").unwrap();
         fs::write(findings.path().join("README.md"), "a file, not a run").unwrap();
         let ids: Vec<String> = list_runs(findings.path()).into_iter().map(|run| run.id).collect();
         assert_eq!(ids, vec!["a-newest", "d-tie", "c-middle", "b-oldest", "z-no-start"]);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Matrix folders.
+
+    use crate::experiment::plan::{Shard, TrialSpec};
+    use crate::experiment::record::{MatrixInfo, TrialRecord};
+    use crate::experiment::store::{MatrixFile, TrialLog};
+
+    /// Two tasks × two variants × one repetition: four trials, pairs by task.
+    fn matrix_file(run_id: &str, shard: Option<Shard>) -> MatrixFile {
+        let mut trials = Vec::new();
+        for (pair, task) in ["t1", "t2"].into_iter().enumerate() {
+            for variant in ["solo", "team"] {
+                trials.push(TrialSpec {
+                    index: trials.len() as u32,
+                    pair: pair as u32,
+                    key: format!("{variant}/{task}/1"),
+                    variant: variant.into(),
+                    task_id: task.into(),
+                    repetition: 1,
+                    seed: 7,
+                    folder: format!("trials/{variant}--{task}--r1"),
+                });
+            }
+        }
+        MatrixFile {
+            format: store::FORMAT,
+            run_id: run_id.into(),
+            experiment_file: "experiments/duo.toml".into(),
+            info: MatrixInfo {
+                experiment: "duo".into(),
+                variants: vec!["solo".into(), "team".into()],
+                baseline: "solo".into(),
+                tasks: vec!["t1".into(), "t2".into()],
+                repetitions: 1,
+                trials: 4,
+                checks: Vec::new(),
+            },
+            shard,
+            trials,
+            troupe_version: "0.1.0".into(),
+        }
+    }
+
+    fn trial_record(spec: &TrialSpec, pass: bool) -> TrialRecord {
+        TrialRecord {
+            index: spec.index,
+            key: spec.key.clone(),
+            variant: spec.variant.clone(),
+            task_id: spec.task_id.clone(),
+            repetition: spec.repetition,
+            seed: spec.seed,
+            status: "completed".into(),
+            pass,
+            score: if pass { 1.0 } else { 0.0 },
+            checks: Vec::new(),
+            input_tokens: 100,
+            output_tokens: 20,
+            cost: None,
+            wall_ms: 1_000,
+            subtasks: 1,
+            depth: 1,
+            tool_errors: 0,
+            limit_hits: 0,
+            turns: 3,
+            answer: Some("Paris".into()),
+            error: None,
+            folder: spec.folder.clone(),
+        }
+    }
+
+    /// Writes a matrix folder `findings/id` with `matrix` and a record of each of `passes`'
+    /// first trials.
+    fn write_matrix_folder(findings: &Path, id: &str, matrix: &MatrixFile, passes: &[bool]) -> PathBuf {
+        let dir = findings.join(id);
+        fs::create_dir_all(&dir).unwrap();
+        store::write_matrix(&dir, matrix).unwrap();
+        let mut log = TrialLog::open(&dir).unwrap();
+        for (spec, &pass) in matrix.trials.iter().zip(passes) {
+            log.append(&trial_record(spec, pass)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_matrix_folder_is_listed_with_its_counts_among_the_runs() {
+        let findings = tempfile::tempdir().unwrap();
+        let id = "20261125-093000-duo-00aa"; // T0's minute, 5 minutes later
+        let dir = write_matrix_folder(findings.path(), id, &matrix_file(id, None), &[true, false, true, true]);
+        write_log(findings.path(), "run-a", &jsonl(&completed_run("run-a", T0)));
+        // Killed after one trial; a shard's share is its pairs only.
+        let shard = Some(Shard { index: 2, count: 2 });
+        let old = "20261124-080000-duo-00bb";
+        write_matrix_folder(findings.path(), old, &matrix_file(old, shard), &[]);
+        let mut log = TrialLog::open(&findings.path().join(old)).unwrap();
+        log.append(&trial_record(&matrix_file(old, shard).trials[2], false)).unwrap();
+
+        let runs = list_runs(findings.path());
+        let ids: Vec<&str> = runs.iter().map(|run| run.id.as_str()).collect();
+        assert_eq!(ids, [id, "run-a", old], "newest first, matrices among the runs");
+        assert_eq!(
+            runs[0],
+            PastRun {
+                id: id.into(),
+                dir,
+                started: Some(T0 - 3_120 + 5 * 60_000),
+                experiment: "duo".into(),
+                root_agent: String::new(),
+                task: "2 tasks × 2 variants × 1 repetition".into(),
+                outcome: PastOutcome::Completed,
+                usage: usage(400, 80, 12),
+                elapsed_ms: None,
+                tasks: None,
+                problem: None,
+                matrix: Some(MatrixBrief {
+                    planned: 4,
+                    recorded: 4,
+                    passed: 3,
+                    variants: vec!["solo".into(), "team".into()]
+                }),
+            }
+        );
+        let sharded = &runs[2];
+        assert_eq!(sharded.outcome, PastOutcome::Unfinished);
+        assert_eq!(sharded.task, "2 tasks × 2 variants × 1 repetition (shard 2/2)");
+        assert_eq!(sharded.matrix.as_ref().map(|m| (m.planned, m.recorded, m.passed)), Some((2, 1, 0)));
+        assert_eq!(sharded.problem, None);
+    }
+
+    #[test]
+    fn a_damaged_trials_file_is_a_row_with_a_problem_naming_it() {
+        let findings = tempfile::tempdir().unwrap();
+        let id = "20261125-093000-duo-00aa";
+        let dir = write_matrix_folder(findings.path(), id, &matrix_file(id, None), &[true]);
+        let trials = dir.join(store::TRIALS_FILE);
+        let mut text = fs::read_to_string(&trials).unwrap();
+        text.push_str("{\"index\": \"not a number\"}\n");
+        text.push_str(&serde_json::to_string(&trial_record(&matrix_file(id, None).trials[1], true)).unwrap());
+        text.push('\n');
+        fs::write(&trials, text).unwrap();
+        // A second matrix whose plan is not JSON at all.
+        let broken = findings.path().join("20261125-100000-duo-00cc");
+        fs::create_dir_all(&broken).unwrap();
+        fs::write(broken.join(MATRIX_FILE), "{ not json").unwrap();
+
+        let runs = list_runs(findings.path());
+        assert_eq!(runs.len(), 2);
+        let plan = &runs[0];
+        assert_eq!((plan.outcome, plan.experiment.as_str()), (PastOutcome::Unreadable, ""));
+        let problem = plan.problem.as_deref().unwrap_or_default();
+        assert!(problem.contains(&broken.join(MATRIX_FILE).display().to_string()), "{problem}");
+        assert!(plan.matrix.is_some(), "still a matrix row");
+
+        let row = &runs[1];
+        assert_eq!(row.outcome, PastOutcome::Unreadable);
+        assert_eq!(row.experiment, "duo", "what matrix.json says is kept");
+        assert_eq!(row.matrix.as_ref().map(|m| (m.planned, m.recorded)), Some((4, 0)));
+        let problem = row.problem.as_deref().unwrap_or_default();
+        assert!(problem.contains(&format!("{}, line 2", trials.display())), "{problem}");
+    }
+
+    #[test]
+    fn run_ids_give_their_start_time_to_the_second() {
+        for now in [T0, 0, 951_782_400_000, 978_307_199_999, 4_102_444_800_000] {
+            let id = crate::findings::new_run_id("duo", now, 0xabcd);
+            assert_eq!(started_from_id(&id), Some(now / 1000 * 1000), "{id}");
+        }
+        assert_eq!(started_from_id("20261125-092503"), Some(T0 / 1000 * 1000), "nothing after the time");
+        for bad in ["", "run-a", "20261125-0925", "20261125_092503-x", "20260230-000000-x", "20261125-246000-x"] {
+            assert_eq!(started_from_id(bad), None, "{bad}");
+        }
+        assert_eq!(started_from_id("20261125-0925031-x"), None, "a longer time is not one");
+        assert_eq!(started_from_id("19691231-235959-x"), None, "before the epoch");
+    }
+
+    #[test]
+    fn a_renamed_matrix_folder_takes_its_start_from_matrix_json() {
+        let findings = tempfile::tempdir().unwrap();
+        let dir = write_matrix_folder(findings.path(), "my-matrix", &matrix_file("x", None), &[]);
+        let written = modified_millis(&dir.join(MATRIX_FILE));
+        assert!(written.is_some());
+        let runs = list_runs(findings.path());
+        assert_eq!((runs[0].started, runs[0].outcome), (written, PastOutcome::Unfinished));
     }
 }

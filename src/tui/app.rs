@@ -14,12 +14,21 @@ use ratatui::layout::{Position, Rect};
 use ratatui_textarea::TextArea;
 
 use crate::config::{Diagnostic, Severity};
+use crate::experiment::record::MatrixInfo;
+use crate::experiment::record::TrialRecord;
+use crate::experiment::runner::MatrixUpdate;
+use crate::experiment::store::MatrixFile;
+use crate::experiment::summary::Summary;
 use crate::findings::PastRun;
 use crate::protocol::{Event, Millis, TaskId, TaskStatus};
 
 use super::layout::{self, Areas};
+use super::matrix::{ForkOrigin, MatrixEnd, MatrixPane};
 use super::transcript::{self, Line};
 use super::tree::RunView;
+
+/// Re-runs of a forked subtask's original setup: enough to see whether its outcome repeats.
+pub const FORK_REPETITIONS: u32 = 3;
 
 /// The four screens, in tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +77,23 @@ pub enum Command {
     OpenPastRun {
         dir: PathBuf,
     },
+    /// Read a past matrix's `matrix.json` and `trials.jsonl` and report [`Report::PastMatrix`].
+    OpenPastMatrix {
+        dir: PathBuf,
+    },
     /// Read a past run's `notes.md` and report [`Report::Notes`].
     LoadNotes {
+        dir: PathBuf,
+    },
+    /// Fork `uri` of the run in `run`: its original setup re-run [`FORK_REPETITIONS`] times as a
+    /// matrix, then its fork report written.
+    Fork {
+        run: PathBuf,
+        uri: TaskId,
+    },
+    /// Read a matrix trial's events back from its folder and report [`Report::TrialEvents`].
+    LoadTrial {
+        key: String,
         dir: PathBuf,
     },
     /// Quit once the live run (if any) has written its findings.
@@ -114,6 +138,31 @@ pub enum Report {
     },
     /// The live run's findings are complete.
     RunClosed,
+    /// The run is a matrix of several trials (or a fork's re-runs), shown as such from now on.
+    MatrixStarting {
+        experiment: String,
+        info: MatrixInfo,
+        fork: Option<ForkOrigin>,
+    },
+    /// What the matrix runner reports.
+    Matrix(MatrixUpdate),
+    /// The matrix ended: its summary as its folder holds it. [`Report::RunClosed`] follows.
+    MatrixFinished {
+        summary: Summary,
+        complete: bool,
+        cancelled: bool,
+    },
+    /// A trial's events read back from its folder `dir` (its view had been dropped to bound
+    /// memory, or it is a past matrix's).
+    TrialEvents {
+        key: String,
+        dir: PathBuf,
+        events: Result<Vec<Event>, String>,
+    },
+    /// A fork could not start; the run on screen stays. No [`Report::RunClosed`] follows.
+    ForkRefused {
+        error: String,
+    },
     Validated {
         path: PathBuf,
         version: u64,
@@ -133,6 +182,12 @@ pub enum Report {
         events: Vec<Event>,
         warning: Option<String>,
     },
+    /// A past matrix's folder read: its plan and its records.
+    PastMatrix {
+        dir: PathBuf,
+        matrix: MatrixFile,
+        records: Vec<TrialRecord>,
+    },
     Notes {
         dir: PathBuf,
         text: String,
@@ -144,6 +199,7 @@ pub enum Report {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prompt {
     CancelSubtree { uri: TaskId, agent: String, descendants: usize },
+    CancelMatrix { running: usize },
     SaveInvalid { path: PathBuf, errors: usize },
     QuitWhileRunning,
     QuitUnsaved { files: Vec<String> },
@@ -170,7 +226,7 @@ pub struct RunPane {
 }
 
 impl RunPane {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RunPane { follow: true, ..RunPane::default() }
     }
 
@@ -301,8 +357,12 @@ pub struct App {
     /// A one-line message at the bottom: what just happened, or went wrong.
     pub flash: Option<(String, bool)>,
     pub live: Option<RunPane>,
+    /// The last run when it is a matrix (then `live` is `None`): one trial shown at a time.
+    pub matrix: Option<MatrixPane>,
     /// A past run opened from Findings; the Run screen shows it instead of the live one.
     pub past: Option<RunPane>,
+    /// A past matrix opened from Findings, shown like `past`; at most one of the two is set.
+    pub past_matrix: Option<MatrixPane>,
     /// A live run is starting or working.
     pub running: bool,
     pub last_experiment: Option<String>,
@@ -330,7 +390,9 @@ impl App {
             prompt: None,
             flash: None,
             live: None,
+            matrix: None,
             past: None,
+            past_matrix: None,
             running: false,
             last_experiment: None,
             agents: Vec::new(),
@@ -348,16 +410,50 @@ impl App {
         }
     }
 
-    /// The run the Run screen shows.
+    /// The run the Run screen shows (for a matrix, its shown trial).
     pub fn shown_run(&self) -> Option<&RunPane> {
-        self.past.as_ref().or(self.live.as_ref())
+        match (&self.past, self.shown_matrix()) {
+            (Some(past), _) => Some(past),
+            (None, Some(matrix)) => matrix.shown_pane(),
+            (None, None) => self.live.as_ref(),
+        }
     }
 
     fn shown_run_mut(&mut self) -> Option<&mut RunPane> {
-        match &mut self.past {
-            Some(past) => Some(past),
-            None => self.live.as_mut(),
+        match (&mut self.past, &mut self.past_matrix, &mut self.matrix) {
+            (Some(past), _, _) => Some(past),
+            (None, Some(matrix), _) | (None, None, Some(matrix)) => matrix.shown_pane_mut(),
+            (None, None, None) => self.live.as_mut(),
         }
+    }
+
+    /// The matrix the Run screen shows, if it shows one: a past one opened from Findings over
+    /// the last live one.
+    pub fn shown_matrix(&self) -> Option<&MatrixPane> {
+        if self.past.is_some() { None } else { self.past_matrix.as_ref().or(self.matrix.as_ref()) }
+    }
+
+    fn shown_matrix_mut(&mut self) -> Option<&mut MatrixPane> {
+        if self.past.is_some() { None } else { self.past_matrix.as_mut().or(self.matrix.as_mut()) }
+    }
+
+    /// Whether the Run screen shows something opened from Findings rather than the live run.
+    pub fn shows_past(&self) -> bool {
+        self.past.is_some() || self.past_matrix.is_some()
+    }
+
+    /// The regions of the current screen at `size`.
+    pub fn areas(&self, size: Rect) -> Areas {
+        self.areas_of(size, self.screen)
+    }
+
+    fn areas_of(&self, size: Rect, screen: Screen) -> Areas {
+        layout::areas_with_panel(size, screen, self.flash.is_some(), self.matrix_panel_height())
+    }
+
+    /// The comparison panel's height: a row per variant under a heading, in a border.
+    fn matrix_panel_height(&self) -> u16 {
+        self.shown_matrix().map_or(0, |m| (m.summary.variants.len() + 1).clamp(2, 8) as u16 + 2)
     }
 
     fn say(&mut self, text: impl Into<String>, is_error: bool) {
@@ -376,7 +472,9 @@ impl App {
             }
             Report::RunStarting { experiment } => {
                 self.live = Some(RunPane::new());
+                self.matrix = None;
                 self.past = None;
+                self.past_matrix = None;
                 self.running = true;
                 self.screen = Screen::Run;
                 self.say(format!("starting {experiment}…"), false);
@@ -400,14 +498,97 @@ impl App {
             Report::RunRefused { error } => {
                 self.running = false;
                 self.live = None;
+                // A matrix that got as far as running trials keeps them on screen.
+                if let Some(matrix) = &mut self.matrix {
+                    if matrix.trials.is_empty() {
+                        self.matrix = None;
+                    } else {
+                        matrix.fail(error.clone());
+                    }
+                }
                 self.say(error, true);
             }
             Report::RunClosed => {
                 self.running = false;
-                let outcome =
-                    self.live.as_ref().and_then(|l| l.view.end.as_ref()).map_or("ended", |end| end.status.as_str());
-                self.say(format!("run {outcome}; findings written"), false);
+                match (&self.matrix, &self.live) {
+                    // Why it failed was said, and stays.
+                    (Some(matrix), _) if matrix.error.is_some() => {}
+                    (Some(matrix), _) => {
+                        let text = matrix_closed(matrix, &self.root);
+                        self.say(text, false);
+                    }
+                    // Refused: its error stays.
+                    (None, None) => {}
+                    (None, Some(live)) => {
+                        let outcome = live.view.end.as_ref().map_or("ended", |end| end.status.as_str());
+                        self.say(format!("run {outcome}; findings written"), false);
+                    }
+                }
                 commands.push(Command::ListFindings);
+                if self.quitting {
+                    commands.push(Command::Quit);
+                }
+            }
+            Report::MatrixStarting { experiment, info, fork } => {
+                self.live = None;
+                self.past = None;
+                self.past_matrix = None;
+                self.running = true;
+                self.screen = Screen::Run;
+                let text = match &fork {
+                    Some(fork) => format!(
+                        "forking {} ({}) on {}: {} trials of its original setup",
+                        fork.agent, fork.uri, fork.model, info.trials
+                    ),
+                    None => format!("starting {experiment}: a matrix of {} trials…", info.trials),
+                };
+                self.say(text, false);
+                if fork.is_none() {
+                    self.last_experiment = Some(experiment.clone());
+                }
+                self.matrix = Some(MatrixPane::new(experiment, info, fork));
+            }
+            Report::Matrix(update) => {
+                match &update {
+                    MatrixUpdate::Status(line) => self.say(line.clone(), false),
+                    MatrixUpdate::Planned { dir, total, concurrency, .. } => {
+                        let shown = dir.strip_prefix(&self.root).unwrap_or(dir).display().to_string();
+                        self.say(format!("{total} trials, {concurrency} at a time; recording to {shown}"), false);
+                    }
+                    _ => {}
+                }
+                if let Some(matrix) = &mut self.matrix {
+                    matrix.apply(update, self.now);
+                }
+            }
+            Report::MatrixFinished { summary, complete, cancelled } => {
+                if let Some(matrix) = &mut self.matrix {
+                    matrix.finish(summary, MatrixEnd { complete, cancelled });
+                }
+            }
+            Report::TrialEvents { key, dir, events } => {
+                // A past matrix and the live one may share keys (the same experiment), and a
+                // past matrix closed meanwhile awaits nothing: the folder tells whose they are.
+                // Both wait for it when the past matrix is the live one, opened from Findings.
+                let mut waiting: Vec<&mut MatrixPane> = [self.past_matrix.as_mut(), self.matrix.as_mut()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|matrix| matrix.awaits(&key, &dir))
+                    .collect();
+                let error = events.as_ref().err().map(|error| format!("cannot read trial {key} back: {error}"));
+                if let Some(last) = waiting.pop() {
+                    for matrix in waiting {
+                        matrix.loaded(&key, events.clone());
+                    }
+                    last.loaded(&key, events);
+                    if let Some(error) = error {
+                        self.say(error, true);
+                    }
+                }
+            }
+            Report::ForkRefused { error } => {
+                self.running = false;
+                self.say(error, true);
                 if self.quitting {
                     commands.push(Command::Quit);
                 }
@@ -445,10 +626,20 @@ impl App {
                 pane.selected = pane.view.nodes().first().map(|n| n.uri);
                 pane.dir = Some(dir);
                 self.past = Some(pane);
+                self.past_matrix = None;
                 self.screen = Screen::Run;
                 if let Some(warning) = warning {
                     self.say(warning, true);
                 }
+            }
+            Report::PastMatrix { dir, matrix, records } => {
+                let mut pane = MatrixPane::recorded(dir, matrix, records, self.now);
+                if let Some((key, dir)) = pane.step(0) {
+                    commands.push(Command::LoadTrial { key, dir });
+                }
+                self.past_matrix = Some(pane);
+                self.past = None;
+                self.screen = Screen::Run;
             }
             Report::Notes { dir, text } => {
                 if self.notes.as_ref().is_some_and(|n| n.dir == dir && !n.loaded) {
@@ -569,6 +760,10 @@ impl App {
         }
         match prompt {
             Prompt::CancelSubtree { uri, .. } => commands.push(Command::CancelTask { uri }),
+            Prompt::CancelMatrix { .. } => {
+                commands.push(Command::CancelRun);
+                self.say("cancelling the matrix; finished trials are kept…", false);
+            }
             Prompt::SaveInvalid { path, .. } => {
                 if let Some(file) = self.agents.iter().find(|a| a.path == path) {
                     commands.push(Command::Save { path, text: file.text() });
@@ -592,6 +787,10 @@ impl App {
             KeyCode::Char('r') => {
                 if self.running {
                     self.say("a run is already working; cancel it first (c on the root)", true);
+                } else if let Some(fork) = self.shown_matrix().and_then(|m| m.fork.clone()) {
+                    self.say(format!("forking {} ({}) again…", fork.agent, fork.uri), false);
+                    self.running = true;
+                    commands.push(Command::Fork { run: fork.run, uri: fork.uri });
                 } else if let Some(experiment) = self.rerun_target() {
                     commands.push(Command::StartRun { experiment });
                 } else {
@@ -599,8 +798,23 @@ impl App {
                 }
                 return;
             }
-            KeyCode::Esc | KeyCode::Backspace if self.past.is_some() => {
+            KeyCode::Esc | KeyCode::Backspace if self.shows_past() => {
                 self.past = None;
+                self.past_matrix = None;
+                return;
+            }
+            KeyCode::Char('<') => return self.step_trial(-1, commands),
+            KeyCode::Char('>') => return self.step_trial(1, commands),
+            KeyCode::Char('F') => return self.fork_selected(commands),
+            KeyCode::Char('c') if self.shown_matrix().is_some() => {
+                let running = self.shown_matrix().map_or(0, MatrixPane::running);
+                if self.past_matrix.is_some() {
+                    self.say("this is a past matrix; it cannot be cancelled", true);
+                } else if self.running {
+                    self.prompt = Some(Prompt::CancelMatrix { running });
+                } else {
+                    self.say("the matrix has ended", false);
+                }
                 return;
             }
             _ => {}
@@ -656,7 +870,7 @@ impl App {
             KeyCode::Char('J') | KeyCode::Char(']') => pane.scroll_transcript(3, height),
             KeyCode::Char('f') => pane.follow = true,
             KeyCode::Char('c') => {
-                let is_live = self.past.is_none();
+                let is_live = !self.shows_past();
                 let Some(pane) = self.shown_run() else { return };
                 let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else { return };
                 if !is_live {
@@ -675,10 +889,62 @@ impl App {
         }
     }
 
+    /// Shows another trial of the matrix on screen: `<` the one started before, `>` after.
+    fn step_trial(&mut self, by: isize, commands: &mut Vec<Command>) {
+        let Some(matrix) = self.shown_matrix_mut() else {
+            self.say("< and > step through a matrix's trials; this run is a single one", false);
+            return;
+        };
+        if matrix.trials.is_empty() {
+            let text = if matrix.end.is_some() { "no trial was recorded" } else { "no trial has started yet" };
+            self.say(text, false);
+            return;
+        }
+        let before = matrix.shown;
+        if let Some((key, dir)) = matrix.step(by) {
+            commands.push(Command::LoadTrial { key, dir });
+        }
+        if matrix.shown == before {
+            let text = if by < 0 { "this is the first trial" } else { "this is the newest trial" };
+            self.say(text, false);
+        }
+    }
+
+    /// `F`: forks the selected subtask of the run on screen, once that run has ended.
+    fn fork_selected(&mut self, commands: &mut Vec<Command>) {
+        let live_shown = !self.shows_past();
+        let Some(pane) = self.shown_run() else {
+            self.say("no run to fork from: run an experiment, or open a past run from Findings (4)", true);
+            return;
+        };
+        let dir = pane.dir.clone();
+        let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else {
+            self.say("select the subtask to fork first", true);
+            return;
+        };
+        let (agent, uri, is_root) = (node.agent.clone(), node.uri, node.parent.is_none());
+        let refusal = if self.running && live_shown {
+            "the run is still working: fork its tasks once it has ended".to_owned()
+        } else if self.running {
+            "a run is working: fork once it has ended (one run at a time)".to_owned()
+        } else if is_root {
+            format!("{agent} is the root, the whole run: select a subtask to fork (r runs the experiment again)")
+        } else if let Some(run) = dir {
+            self.say(format!("forking {agent} ({uri}): its original setup, {FORK_REPETITIONS} times…"), false);
+            self.running = true;
+            commands.push(Command::Fork { run, uri });
+            return;
+        } else {
+            "this run has no folder to fork from".to_owned()
+        };
+        self.say(refusal, true);
+    }
+
     /// The experiment `r` runs: the one shown, else the last started, else the selected one.
     fn rerun_target(&self) -> Option<String> {
-        self.shown_run()
-            .and_then(|p| p.view.info.as_ref().map(|i| i.experiment.clone()))
+        self.shown_matrix()
+            .map(|m| m.experiment.clone())
+            .or_else(|| self.shown_run().and_then(|p| p.view.info.as_ref().map(|i| i.experiment.clone())))
             .or_else(|| self.last_experiment.clone())
             .or_else(|| self.experiments.get(self.experiment_selected).map(|e| e.name.clone()))
     }
@@ -809,7 +1075,12 @@ impl App {
             }
             KeyCode::Enter | KeyCode::Char('o') => {
                 if let Some(run) = self.findings.get(self.finding_selected) {
-                    commands.push(Command::OpenPastRun { dir: run.dir.clone() });
+                    let dir = run.dir.clone();
+                    commands.push(if run.matrix.is_some() {
+                        Command::OpenPastMatrix { dir }
+                    } else {
+                        Command::OpenPastRun { dir }
+                    });
                 }
             }
             KeyCode::Char('e') | KeyCode::Char('n') if self.notes.as_ref().is_some_and(|n| n.loaded) => {
@@ -863,7 +1134,7 @@ impl App {
 
     /// Mouse: a click selects a row or a list item; the wheel scrolls what is under it.
     pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
-        let areas = layout::areas(self.size, self.screen, self.flash.is_some());
+        let areas = self.areas(self.size);
         let at = Position::new(mouse.column, mouse.row);
         let height = self.transcript_height();
         match (self.screen, mouse.kind) {
@@ -899,20 +1170,23 @@ impl App {
     }
 
     fn transcript_height(&self) -> usize {
-        layout::areas(self.size, Screen::Run, self.flash.is_some()).detail.height.saturating_sub(2) as usize
+        self.areas_of(self.size, Screen::Run).detail.height.saturating_sub(2) as usize
     }
 
     fn tree_height(&self) -> usize {
-        layout::areas(self.size, Screen::Run, self.flash.is_some()).list.height.saturating_sub(2) as usize
+        self.areas_of(self.size, Screen::Run).list.height.saturating_sub(2) as usize
     }
 
     /// Settles everything that depends on the frame's size, so drawing only reads.
     pub fn prepare_frame(&mut self, size: Rect) {
         self.size = size;
-        let Areas { list, detail, .. } = layout::areas(size, Screen::Run, self.flash.is_some());
+        let Areas { list, detail, .. } = self.areas_of(size, Screen::Run);
         let tree_height = list.height.saturating_sub(2) as usize;
         let width = detail.width.saturating_sub(2);
-        for pane in [self.live.as_mut(), self.past.as_mut()].into_iter().flatten() {
+        // Of a matrix, only the shown trial: the others are wrapped when stepped onto.
+        let trial = self.matrix.as_mut().and_then(MatrixPane::shown_pane_mut);
+        let past_trial = self.past_matrix.as_mut().and_then(MatrixPane::shown_pane_mut);
+        for pane in [self.live.as_mut(), self.past.as_mut(), trial, past_trial].into_iter().flatten() {
             pane.view.refresh();
             if pane.selected.is_none() {
                 pane.selected = pane.view.nodes().first().map(|n| n.uri);
@@ -943,6 +1217,25 @@ impl App {
                 pane.streaming_key = Some(key);
             }
         }
+    }
+}
+
+/// What is said when a matrix's findings are complete.
+fn matrix_closed(matrix: &MatrixPane, root: &Path) -> String {
+    let recorded = matrix.records.len();
+    let total = matrix.info.trials;
+    let report = matrix
+        .dir
+        .as_ref()
+        .map(|dir| format!("; report in {}", dir.strip_prefix(root).unwrap_or(dir).join("report.md").display()))
+        .unwrap_or_default();
+    match matrix.end {
+        Some(end) if end.cancelled => {
+            format!("matrix cancelled, finished trials kept: {recorded} of {total} recorded{report}")
+        }
+        Some(end) if end.complete => format!("matrix completed: {recorded} of {total} trials recorded{report}"),
+        Some(_) => format!("matrix ended: {recorded} of {total} trials recorded{report}"),
+        None => "the matrix ended before any trial ran".to_owned(),
     }
 }
 
@@ -996,4 +1289,160 @@ fn buffer_text(editor: &TextArea<'_>) -> String {
     let mut text = editor.lines().join("\n");
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> Vec<Event> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/fixtures/smoke-events.jsonl");
+        crate::findings::read_events(&path).unwrap().0
+    }
+
+    fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
+        app.handle_key(KeyEvent::from(code))
+    }
+
+    fn error_said(app: &App) -> String {
+        match &app.flash {
+            Some((text, true)) => text.clone(),
+            other => panic!("no error said: {other:?}"),
+        }
+    }
+
+    /// A live smoke run on the Run screen, its first `events` applied, recorded in `/w/run`.
+    fn live(events: &[Event]) -> App {
+        let mut app = App::new(PathBuf::from("/w"));
+        app.handle_report(Report::RunStarting { experiment: "smoke".into() });
+        app.handle_report(Report::RunFolder { dir: "/w/run".into() });
+        for event in events {
+            app.handle_report(Report::RunEvent(event.clone()));
+        }
+        app.prepare_frame(Rect::new(0, 0, 120, 40));
+        app
+    }
+
+    #[test]
+    fn fork_is_refused_while_the_run_works_and_on_the_root() {
+        let events = recorded();
+        let mut app = live(&events[..events.len() / 2]);
+        key(&mut app, KeyCode::Down);
+        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+        assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
+
+        let mut app = live(&events);
+        app.handle_report(Report::RunClosed);
+        assert!(key(&mut app, KeyCode::Char('F')).is_empty(), "the root is selected at first");
+        assert!(error_said(&app).contains("is the root"), "{:?}", app.flash);
+        assert!(!app.running);
+
+        key(&mut app, KeyCode::Down);
+        let child = app.shown_run().and_then(|p| p.selected).unwrap();
+        assert_eq!(key(&mut app, KeyCode::Char('F')), vec![Command::Fork { run: "/w/run".into(), uri: child }]);
+        assert!(app.running, "no other run starts while the fork does");
+        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+        assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
+        app.handle_report(Report::ForkRefused { error: "cannot fork: no".into() });
+        assert!(!app.running);
+        assert_eq!(error_said(&app), "cannot fork: no");
+    }
+
+    #[test]
+    fn a_past_run_forks_while_nothing_runs_and_without_a_run_there_is_nothing_to_fork() {
+        let mut app = App::new(PathBuf::from("/w"));
+        app.screen = Screen::Run;
+        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
+        assert!(error_said(&app).contains("no run to fork from"));
+        app.handle_report(Report::PastRun { dir: "/w/findings/old".into(), events: recorded(), warning: None });
+        app.prepare_frame(Rect::new(0, 0, 120, 40));
+        key(&mut app, KeyCode::Down);
+        let commands = key(&mut app, KeyCode::Char('F'));
+        assert!(
+            matches!(&commands[..], [Command::Fork { run, .. }] if run == Path::new("/w/findings/old")),
+            "{commands:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_run_keeps_its_error_on_screen() {
+        let mut app = live(&[]);
+        app.handle_report(Report::RunRefused { error: "no such model".into() });
+        app.handle_report(Report::RunClosed);
+        assert_eq!(error_said(&app), "no such model");
+    }
+
+    /// A past matrix's plan (two variants of one task, twice) and the records of its trials.
+    fn past_matrix() -> (MatrixFile, Vec<TrialRecord>) {
+        let trials: Vec<crate::experiment::plan::TrialSpec> = (0..4u32)
+            .map(|index| {
+                let variant = ["a", "b"][index as usize % 2];
+                let repetition = index / 2 + 1;
+                serde_json::from_value(serde_json::json!({
+                    "index": index, "pair": index / 2, "key": format!("{variant}/t/{repetition}"),
+                    "variant": variant, "task_id": "t", "repetition": repetition, "seed": 1,
+                    "folder": format!("trials/{variant}--t--r{repetition}"),
+                }))
+                .unwrap()
+            })
+            .collect();
+        let records = trials
+            .iter()
+            .map(|t| {
+                serde_json::from_value(serde_json::json!({
+                    "index": t.index, "key": t.key, "variant": t.variant, "task_id": "t",
+                    "repetition": t.repetition, "seed": 1, "status": "completed", "pass": true, "score": 1.0,
+                    "checks": [], "input_tokens": 10, "output_tokens": 1, "cost": null, "wall_ms": 1,
+                    "subtasks": 0, "depth": 0, "tool_errors": 0, "limit_hits": 0, "turns": 1, "answer": null,
+                    "error": null, "folder": t.folder,
+                }))
+                .unwrap()
+            })
+            .collect();
+        let info = MatrixInfo {
+            experiment: "m".into(),
+            variants: vec!["a".into(), "b".into()],
+            baseline: "a".into(),
+            tasks: vec!["t".into()],
+            repetitions: 2,
+            trials: 4,
+            checks: vec![],
+        };
+        let matrix = MatrixFile {
+            format: 1,
+            run_id: "m".into(),
+            experiment_file: "experiments/m.toml".into(),
+            info,
+            shard: None,
+            trials,
+            troupe_version: "0".into(),
+        };
+        (matrix, records)
+    }
+
+    #[test]
+    fn a_past_matrix_takes_only_the_trial_events_it_asked_for() {
+        let mut app = App::new(PathBuf::from("/w"));
+        let (matrix, records) = past_matrix();
+        let dir = PathBuf::from("/w/findings/m");
+        let commands = app.handle_report(Report::PastMatrix { dir: dir.clone(), matrix, records });
+        let trial = dir.join("trials/a--t--r1");
+        assert_eq!(commands, vec![Command::LoadTrial { key: "a/t/1".into(), dir: trial.clone() }]);
+        assert_eq!(app.screen, Screen::Run);
+        let waiting = |app: &App| app.past_matrix.as_ref().is_some_and(|m| m.awaits("a/t/1", &trial));
+        // The same key in another folder (another matrix of the same experiment) is not its trial.
+        let other = PathBuf::from("/w/findings/other/trials/a--t--r1");
+        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: other, events: Err("gone".into()) });
+        assert!(waiting(&app));
+        assert_eq!(app.flash, None, "nobody asked for it, so nothing is said");
+        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: trial.clone(), events: Ok(recorded()) });
+        assert!(!waiting(&app));
+        assert!(app.shown_run().is_some_and(|pane| !pane.view.nodes().is_empty()));
+        // A past matrix cannot be cancelled, and Esc goes back.
+        assert!(key(&mut app, KeyCode::Char('c')).is_empty());
+        assert!(error_said(&app).contains("past matrix"));
+        assert_eq!(key(&mut app, KeyCode::Char('r')), vec![Command::StartRun { experiment: "m".into() }]);
+        key(&mut app, KeyCode::Esc);
+        assert!(app.past_matrix.is_none() && app.shown_matrix().is_none());
+    }
 }

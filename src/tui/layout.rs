@@ -12,6 +12,8 @@ pub struct Areas {
     pub tabs: Rect,
     /// The run header (Run) or a title line.
     pub header: Rect,
+    /// A matrix's comparison across the top of the body (Run, for a matrix); empty otherwise.
+    pub panel: Rect,
     /// The tree (Run) or the list of files, experiments, runs.
     pub list: Rect,
     /// The transcript (Run), the editor (Agents, Findings' notes) or the details.
@@ -26,6 +28,12 @@ pub struct Areas {
 
 /// The regions of `screen` at `size`; `message` gives a line to a message.
 pub fn areas(size: Rect, screen: Screen, message: bool) -> Areas {
+    areas_with_panel(size, screen, message, 0)
+}
+
+/// [`areas`], with `panel` rows across the top of the Run screen's body for a matrix's
+/// comparison (the tree and transcript get what is left, at least three rows).
+pub fn areas_with_panel(size: Rect, screen: Screen, message: bool, panel: u16) -> Areas {
     let [tabs, header, body, message, hints] = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
@@ -36,6 +44,15 @@ pub fn areas(size: Rect, screen: Screen, message: bool) -> Areas {
             Constraint::Length(1),
         ])
         .areas(size);
+    let (panel, body) = if screen == Screen::Run && panel > 0 {
+        let [panel, rest] = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Length(panel.min(body.height.saturating_sub(3))), Constraint::Min(3)])
+            .areas(body);
+        (panel, rest)
+    } else {
+        (Rect::new(body.x, body.y, body.width, 0), body)
+    };
     let wide = size.width >= 120;
     let (list_share, panel_height) = match screen {
         Screen::Run => (if wide { 50 } else { 55 }, 0),
@@ -51,5 +68,5 @@ pub fn areas(size: Rect, screen: Screen, message: bool) -> Areas {
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(3), Constraint::Length(panel_height)])
         .areas(right);
-    Areas { tabs, header, list, detail, footer_panel, message, hints }
+    Areas { tabs, header, panel, list, detail, footer_panel, message, hints }
 }

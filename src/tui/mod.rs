@@ -1,9 +1,13 @@
 //! The workbench: the terminal app `troupe` opens. This module is its shell: it owns the
 //! terminal, the input, the live run and the file work, and drives the pure parts.
 //!
-//! Code map: [`tree`] is the run view model (pure, reduces events); [`transcript`] wraps a
+//! Code map: [`tree`] is the run view model (pure, reduces events); [`matrix`] is a matrix
+//! run's (progress, per-variant comparison, one trial's run at a time); [`transcript`] wraps a
 //! task's conversation into lines; [`app`] holds the screens' state and turns keys into
 //! [`app::Command`]s; [`layout`] places regions; [`render`] and [`highlight`] draw.
+//!
+//! An experiment of one trial runs as a single run pumped here; one of several trials (and a
+//! fork's re-runs) runs through the matrix runner, whose updates are forwarded as reports.
 //!
 //! Invariants: the shell never blocks on model, run or file work: runs are pumped by their own
 //! task and files are read, written and validated on blocking threads that report back. A
@@ -14,6 +18,7 @@
 pub mod app;
 pub mod highlight;
 pub mod layout;
+pub mod matrix;
 pub mod render;
 pub mod transcript;
 pub mod tree;
@@ -28,14 +33,20 @@ use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEve
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Severity, check_agent_text, load_workbench};
+use crate::config::{ExperimentSpec, Severity, Workbench, check_agent_text, load_workbench};
+use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, write_fork_report};
+use crate::experiment::plan::{plan, trial_setup, variants};
+use crate::experiment::runner::{MatrixOptions, run_matrix, run_matrix_spec};
+use crate::experiment::store;
 use crate::findings;
 use crate::launch;
-use crate::protocol::Op;
+use crate::protocol::{Op, TaskId};
 use crate::runtime::{Clock, SystemClock};
 
 use app::{AgentFileText, App, Command, ExperimentItem, Report};
+use matrix::ForkOrigin;
 
 /// The shortest time between two frames: 60 a second at most, so a token delta is on screen
 /// well within 33 ms while a burst of thousands costs one draw.
@@ -95,9 +106,24 @@ pub async fn run(options: Options) -> Result<Exit, TuiError> {
     Ok(exit)
 }
 
-/// The live run's pump: ops go in, events come out as reports.
+/// The live run's pump: ops go in, events come out as reports. A matrix takes no ops: its
+/// token cancels it (running trials stop, finished ones are kept).
 struct LiveRun {
     ops: mpsc::UnboundedSender<Op>,
+    cancel: CancellationToken,
+}
+
+impl LiveRun {
+    fn new() -> (Self, mpsc::UnboundedReceiver<Op>) {
+        let (ops, receiver) = mpsc::unbounded_channel();
+        (LiveRun { ops, cancel: CancellationToken::new() }, receiver)
+    }
+
+    /// Cancels the run, whichever kind it turned out to be.
+    fn cancel_all(&self) {
+        let _ = self.ops.send(Op::CancelRun); // the run may have just ended, or be a matrix
+        self.cancel.cancel();
+    }
 }
 
 struct Shell {
@@ -186,11 +212,11 @@ impl Shell {
     /// SIGINT, SIGTERM or a lost terminal: cancel the run, let its findings be written, leave.
     async fn shut_down(&mut self) -> Exit {
         if let Some(live) = &self.live {
-            let _ = live.ops.send(Op::CancelRun); // the run may have just ended
+            live.cancel_all();
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.live.is_some() {
                 match tokio::time::timeout_at(deadline, self.reports.recv()).await {
-                    Ok(Some(Report::RunClosed)) | Ok(None) | Err(_) => break,
+                    Ok(Some(Report::RunClosed | Report::ForkRefused { .. })) | Ok(None) | Err(_) => break,
                     Ok(Some(_)) => {}
                 }
             }
@@ -223,7 +249,7 @@ impl Shell {
     }
 
     fn handle_report(&mut self, report: Report) {
-        if matches!(report, Report::RunClosed) {
+        if matches!(report, Report::RunClosed | Report::ForkRefused { .. }) {
             self.live = None;
         }
         let saved_agent =
@@ -246,9 +272,7 @@ impl Shell {
                 }
             }
             Command::CancelRun => match &self.live {
-                Some(live) => {
-                    let _ = live.ops.send(Op::CancelRun); // the run may have just ended
-                }
+                Some(live) => live.cancel_all(),
                 None if self.app.quitting => self.quit = true,
                 None => {}
             },
@@ -271,10 +295,28 @@ impl Shell {
                     Err(err) => Report::Status(format!("cannot open the run: {err}")),
                 });
             }
+            Command::OpenPastMatrix { dir } => {
+                blocking(reports, move || {
+                    let read = store::read_matrix(&dir).and_then(|matrix| Ok((matrix, store::read_records(&dir)?)));
+                    match read {
+                        Ok((matrix, records)) => Report::PastMatrix { dir, matrix, records },
+                        Err(err) => Report::Status(format!("cannot open the matrix: {err}")),
+                    }
+                });
+            }
             Command::LoadNotes { dir } => {
                 blocking(reports, move || {
                     let text = std::fs::read_to_string(app::notes_path(&dir)).unwrap_or_default();
                     Report::Notes { dir, text }
+                });
+            }
+            Command::Fork { run, uri } => self.start_fork(run, uri),
+            Command::LoadTrial { key, dir } => {
+                blocking(reports, move || {
+                    let events = findings::read_events(&dir.join("events.jsonl"))
+                        .map(|(events, _)| events)
+                        .map_err(|err| err.to_string());
+                    Report::TrialEvents { key, dir, events }
                 });
             }
             Command::Quit => {
@@ -295,16 +337,17 @@ impl Shell {
         if self.live.is_some() {
             return;
         }
-        let (ops_tx, mut ops) = mpsc::unbounded_channel::<Op>();
-        self.live = Some(LiveRun { ops: ops_tx });
+        let (live, mut ops) = LiveRun::new();
+        let cancel = live.cancel.clone();
+        self.live = Some(live);
         let reports = self.reports_tx.clone();
         let root = self.app.root.clone();
         let clock = self.clock.clone();
         let engines = self.engines.clone();
         let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
-            match launch_run(root, experiment, clock, engines, reports.clone()).await {
-                Ok(mut launched) => {
+            match launch_run(root, experiment.clone(), clock.clone(), engines.clone(), reports.clone()).await {
+                Ok(Started::Single(mut launched)) => {
                     let _ = reports.send(Report::RunFolder { dir: launched.dir().to_path_buf() });
                     let mut ops_open = true;
                     loop {
@@ -323,6 +366,13 @@ impl Shell {
                         let _ = reports.send(Report::Status(format!("writing the findings failed: {err}")));
                     }
                 }
+                Ok(Started::Matrix(setup)) => {
+                    let (workbench, spec) = *setup;
+                    let info = plan(&spec).info;
+                    let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: None });
+                    let target = MatrixTarget::Experiment(experiment);
+                    pump_matrix(workbench, spec, target, engines, clock, reports.clone(), cancel).await;
+                }
                 Err(error) => {
                     let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
                 }
@@ -330,35 +380,217 @@ impl Shell {
             let _ = reports.send(Report::RunClosed);
         });
     }
+
+    /// Forks `uri` of the finished run in `run` and runs the fork's matrix like any other.
+    fn start_fork(&mut self, run: PathBuf, uri: TaskId) {
+        if self.live.is_some() {
+            // The app counts the fork as started: it must hear that it did not.
+            let error = "a run is still closing; fork again in a moment".to_owned();
+            let _ = self.reports_tx.send(Report::ForkRefused { error }); // the receiver is ours
+            return;
+        }
+        let (live, _ops) = LiveRun::new(); // a matrix takes no ops
+        let cancel = live.cancel.clone();
+        self.live = Some(live);
+        let reports = self.reports_tx.clone();
+        let root = self.app.root.clone();
+        let clock = self.clock.clone();
+        let engines = self.engines.clone();
+        tokio::spawn(async move {
+            let request =
+                ForkRequest { run, uri: uri.to_string(), agent: None, model: None, repetitions: app::FORK_REPETITIONS };
+            let planned = tokio::task::spawn_blocking(move || {
+                let workbench = load(&root)?;
+                plan_fork(&workbench, &request).map_err(|err| format!("cannot fork: {err}"))
+            })
+            .await
+            .map_err(|join| format!("forking failed: {join}"))
+            .and_then(|planned| planned);
+            let forked = match planned {
+                Ok(forked) if !cancel.is_cancelled() => forked,
+                Ok(_) => {
+                    let _ = reports.send(Report::ForkRefused { error: "the fork was cancelled".to_owned() });
+                    return;
+                }
+                Err(error) => {
+                    let _ = reports.send(Report::ForkRefused { error }); // the shell may be quitting
+                    return;
+                }
+            };
+            let ForkPlan { workbench, spec, original, from_snapshot } = forked;
+            let fork = ForkOrigin {
+                run: original.run.clone(),
+                uri,
+                agent: original.agent.clone(),
+                model: original.model.clone(),
+            };
+            let info = plan(&spec).info;
+            let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: Some(fork) });
+            if !from_snapshot {
+                let _ = reports.send(Report::Status(
+                    "the run's config snapshot could not be loaded, so the current files are used".to_owned(),
+                ));
+            }
+            let target = MatrixTarget::Fork(Box::new(original));
+            pump_matrix(workbench, spec, target, engines, clock, reports.clone(), cancel).await;
+            let _ = reports.send(Report::RunClosed);
+        });
+    }
 }
 
-/// Loads the workbench as it is on disk and starts `experiment`, exactly as `troupe run` does.
-/// Loading and readying the model (maybe fetching it) is blocking work, done off the workers.
+/// How a live run started: one trial pumped by the shell, or a matrix for the runner.
+enum Started {
+    Single(launch::Launched),
+    Matrix(Box<(Workbench, ExperimentSpec)>),
+}
+
+/// What [`launch_run`] readies off the workers: a single run to launch, or a matrix's setup.
+enum Prepared {
+    Single(Box<launch::Prepared>),
+    Matrix(Box<(Workbench, ExperimentSpec)>),
+}
+
+/// What a matrix is of.
+enum MatrixTarget {
+    /// An experiment of the workbench, by the name it was started with.
+    Experiment(String),
+    /// A fork's re-runs; its report is written when they end.
+    Fork(Box<Original>),
+}
+
+/// Loads the workbench as it is on disk and starts `experiment`, exactly as `troupe run` does:
+/// one of several trials is handed back to run as a matrix. Loading and readying the model
+/// (maybe fetching it) is blocking work, done off the workers.
 async fn launch_run(
     root: PathBuf,
     experiment: String,
     clock: Arc<dyn Clock>,
     engines: crate::model::EnginePool,
     reports: mpsc::UnboundedSender<Report>,
-) -> Result<launch::Launched, String> {
+) -> Result<Started, String> {
     let prepare_clock = clock.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        let loaded = load_workbench(&root);
-        let Some(workbench) = loaded.workbench else {
-            let errors: Vec<String> =
-                loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect();
-            return Err(format!("the workbench has errors; `troupe check` shows them all: {}", errors.join("; ")));
-        };
+        let workbench = load(&root)?;
+        // An unknown experiment goes the single way, whose error names the known ones.
+        if let Ok(spec) = launch::find_experiment(&workbench, &experiment)
+            && !plan(spec).is_single()
+        {
+            let spec = spec.clone();
+            return Ok(Prepared::Matrix(Box::new((workbench, spec))));
+        }
         let now = prepare_clock.now();
         let mut status = |line: &str| {
             let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
         };
         launch::prepare_in(&workbench, &experiment, now, launch::run_salt(now), &mut status, &engines)
+            .map(|prepared| Prepared::Single(Box::new(prepared)))
             .map_err(|e| e.to_string())
     })
     .await
     .map_err(|join| format!("starting the run failed: {join}"))??;
-    launch::launch(prepared, clock).map_err(|err| err.to_string())
+    match prepared {
+        Prepared::Single(prepared) => {
+            launch::launch(*prepared, clock).map(Started::Single).map_err(|err| err.to_string())
+        }
+        Prepared::Matrix(matrix) => Ok(Started::Matrix(matrix)),
+    }
+}
+
+/// The workbench as it is on disk, or why it cannot run.
+fn load(root: &Path) -> Result<Workbench, String> {
+    let loaded = load_workbench(root);
+    loaded.workbench.ok_or_else(|| {
+        let errors: Vec<String> =
+            loaded.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect();
+        format!("the workbench has errors; `troupe check` shows them all: {}", errors.join("; "))
+    })
+}
+
+/// Runs a matrix through the runner, forwarding its updates as reports, and reports how it
+/// ended ([`Report::MatrixFinished`], or [`Report::RunRefused`] with the runner's error). The
+/// caller sends [`Report::RunClosed`] after.
+async fn pump_matrix(
+    workbench: Workbench,
+    spec: ExperimentSpec,
+    target: MatrixTarget,
+    engines: crate::model::EnginePool,
+    clock: Arc<dyn Clock>,
+    reports: mpsc::UnboundedSender<Report>,
+    cancel: CancellationToken,
+) {
+    // The runner readies every variant's models before its first trial, on the thread it runs
+    // on; done here first, off the workers, that check finds them loaded (the pool keeps them).
+    let ready = {
+        let (workbench, spec, engines, reports) = (workbench.clone(), spec.clone(), engines.clone(), reports.clone());
+        tokio::task::spawn_blocking(move || ready_models(&workbench, &spec, &engines, &reports))
+            .await
+            .map_err(|join| format!("starting the matrix failed: {join}"))
+            .and_then(|ready| ready)
+    };
+    if let Err(error) = ready {
+        let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
+        return;
+    }
+    if cancel.is_cancelled() {
+        return;
+    }
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let options = MatrixOptions { shard: None, concurrency: None, forward_events: true };
+    let run = async {
+        match &target {
+            MatrixTarget::Experiment(name) => {
+                run_matrix(&workbench, name, options, engines, clock, updates_tx, cancel).await
+            }
+            MatrixTarget::Fork(_) => {
+                run_matrix_spec(&workbench, spec, options, engines, clock, updates_tx, cancel).await
+            }
+        }
+    };
+    // Ends when the runner drops its last sender, that is once every trial has reported.
+    let forward = async {
+        while let Some(update) = updates.recv().await {
+            let _ = reports.send(Report::Matrix(update)); // the shell may be quitting
+        }
+    };
+    let (outcome, ()) = tokio::join!(run, forward);
+    match outcome {
+        Ok(outcome) => {
+            if let MatrixTarget::Fork(original) = &target
+                && let Err(err) = write_fork_report(&outcome, original)
+            {
+                let _ = reports.send(Report::Status(format!("writing the fork's report failed: {err}")));
+            }
+            let _ = reports.send(Report::MatrixFinished {
+                summary: outcome.summary,
+                complete: outcome.complete,
+                cancelled: outcome.cancelled,
+            });
+        }
+        Err(err) => {
+            let _ = reports.send(Report::RunRefused { error: err.to_string() });
+        }
+    }
+}
+
+/// Readies the models every variant of `spec` reaches, as the runner's preflight does, and
+/// says why one cannot run.
+fn ready_models(
+    workbench: &Workbench,
+    spec: &ExperimentSpec,
+    engines: &crate::model::EnginePool,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Result<(), String> {
+    // Without a task the runner says what is wrong.
+    let Some(task) = spec.tasks.first() else { return Ok(()) };
+    let mut status = |line: &str| {
+        let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
+    };
+    for variant in variants(spec) {
+        let (workbench, spec) = trial_setup(workbench, spec, &variant, task);
+        launch::prepare_spec(&workbench, &spec, 0, 0, &mut status, engines, &launch::RunOptions::default())
+            .map_err(|err| err.to_string())?;
+    }
+    Ok(())
 }
 
 /// Runs `work` on a blocking thread and reports its outcome.

@@ -6,24 +6,26 @@
 
 use ratatui::Frame;
 use ratatui::buffer::Buffer;
-use ratatui::layout::{Alignment, Rect};
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::widgets::{Bar, BarChart, Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
 use crate::config::Severity;
+use crate::experiment::record::Metric;
 use crate::findings::PastOutcome;
 use crate::protocol::{Millis, TaskKind, TaskStatus, Usage};
 
 use super::app::{App, Focus, Prompt, RunPane, Screen};
 use super::highlight;
-use super::layout::{self, Areas};
+use super::layout::Areas;
+use super::matrix::MatrixPane;
 use super::transcript::LineKind;
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 pub fn draw(frame: &mut Frame, app: &App) {
-    let areas = layout::areas(frame.area(), app.screen, app.flash.is_some());
+    let areas = app.areas(frame.area());
     draw_tabs(frame, app, areas.tabs);
     match app.screen {
         Screen::Run => draw_run(frame, app, &areas),
@@ -60,6 +62,12 @@ fn draw_hints(frame: &mut Frame, app: &App, area: Rect) {
     let hints = match (app.screen, app.editing()) {
         (Screen::Agents, true) => "Esc list · Ctrl-S save · Ctrl-Z undo · Ctrl-C quit",
         (Screen::Findings, true) => "Esc list (saves) · notes save by themselves · Ctrl-C quit",
+        (Screen::Run, _) if app.past_matrix.is_some() && app.past.is_none() => {
+            "? keys · < > trials · ↑↓ select · ←→ fold · w/e next working/failed · [ ] scroll · Esc back · r run"
+        }
+        (Screen::Run, _) if app.shown_matrix().is_some() => {
+            "? keys · < > trials · ↑↓ select · ←→ fold · c cancel all · w/e next working/failed · [ ] scroll · f follow · r run"
+        }
         (Screen::Run, _) => {
             // `? keys` first: a narrow terminal cuts the end of the line.
             "? keys · ↑↓ select · ←→ fold · c cancel · w/e next working/failed · [ ] scroll · f follow · r run"
@@ -124,6 +132,10 @@ fn usage_text(usage: &Usage) -> String {
 }
 
 fn draw_run(frame: &mut Frame, app: &App, areas: &Areas) {
+    if let Some(matrix) = app.shown_matrix() {
+        draw_matrix(frame, app, matrix, areas);
+        return;
+    }
     let Some(pane) = app.shown_run() else {
         let text = Text::from(vec![
             Line::from("No run yet."),
@@ -165,8 +177,170 @@ fn draw_run(frame: &mut Frame, app: &App, areas: &Areas) {
         view.cost().map_or_else(|| "n/a".to_owned(), dollars),
     )));
     frame.render_widget(Line::from(header), areas.header);
-    draw_tree(frame, pane, now, areas.list);
+    draw_tree(frame, pane, now, areas.list, format!(" tasks ({}) ", view.nodes().len()));
     draw_transcript(frame, pane, areas.detail);
+}
+
+/// A matrix: its progress in the header, the per-variant comparison in the panel, and the
+/// shown trial's tree and transcript below.
+fn draw_matrix(frame: &mut Frame, app: &App, matrix: &MatrixPane, areas: &Areas) {
+    // Opened from Findings: ended before this session, whatever runs now.
+    let past = app.past_matrix.is_some();
+    let mut header = vec![];
+    if past {
+        header.push(Span::styled("past ", Style::new().fg(Color::Magenta).bold()));
+    }
+    match &matrix.fork {
+        Some(fork) => header.push(Span::styled(
+            format!("fork of {} {} ", fork.agent, fork.uri),
+            Style::new().fg(Color::Magenta).bold(),
+        )),
+        None => header.push(Span::styled("matrix ", Style::new().fg(Color::Cyan).bold())),
+    }
+    header.push(Span::styled(matrix.experiment.clone(), Style::new().bold()));
+    header.push(Span::raw(" · "));
+    let line = matrix.progress.line(app.now, (app.now / 100) as usize);
+    let working = app.running && !past && matrix.end.is_none() && matrix.error.is_none();
+    if working {
+        header.push(Span::styled(line, Style::new().fg(Color::Cyan)));
+        if let Some(concurrency) = matrix.concurrency {
+            header.push(Span::raw(format!(" · {concurrency} at a time")));
+        }
+    } else {
+        // Ended: no spinner, and no time left to estimate.
+        let (status, style) = match (matrix.end, &matrix.error) {
+            (_, Some(_)) => ("failed", run_status_style("failed")),
+            (Some(end), None) if end.cancelled => ("cancelled", run_status_style("cancelled")),
+            (Some(end), None) if end.complete => ("completed", run_status_style("completed")),
+            // Its folder cannot tell killed from cancelled: the word the Findings list uses.
+            (Some(_), None) if past => ("unfinished", run_status_style("unfinished")),
+            _ => ("ended", run_status_style("ended")),
+        };
+        // The progress line without its spinner, what is running and the time left.
+        let counts = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest);
+        let mut counts: Vec<&str> =
+            counts.split(" · ").filter(|part| !part.ends_with(" running") && !part.starts_with("ETA ")).collect();
+        let stopped = matrix.stopped();
+        let stopped = format!("{stopped} stopped, not recorded");
+        if matrix.stopped() > 0 {
+            counts.push(&stopped);
+        }
+        header.push(Span::styled(status, style));
+        header.push(Span::raw(format!(" {}", counts.join(" · "))));
+    }
+    frame.render_widget(Line::from(header), areas.header);
+    draw_comparison(frame, matrix, areas.panel);
+
+    let Some(slot) = matrix.shown_slot() else {
+        let text = if working { "No trial has started yet: readying the models…" } else { "No trial ran." };
+        frame.render_widget(Paragraph::new(text).block(Block::bordered().title(" trials ")), areas.list);
+        frame.render_widget(Block::bordered().title(" transcript "), areas.detail);
+        return;
+    };
+    let title = format!(" trial {}/{} {} {} ", matrix.shown + 1, matrix.trials.len(), slot.spec.key, slot.verdict());
+    let placeholder = match &slot.pane {
+        None if slot.loading => Some(format!("reading {}/events.jsonl…", slot.dir.display())),
+        None => Some(format!(
+            "{} (its run is in {})",
+            slot.load_error.as_deref().unwrap_or("not in memory"),
+            slot.dir.display()
+        )),
+        Some(pane) if pane.view.nodes().is_empty() => Some(match &slot.record {
+            Some(record) => format!("it did not run: {}", record.error.as_deref().unwrap_or(&record.status)),
+            None => "starting…".to_owned(),
+        }),
+        Some(_) => None,
+    };
+    match (&slot.pane, placeholder) {
+        (Some(pane), None) => {
+            let view = &pane.view;
+            let now =
+                if view.is_finished() || !app.running || past { view.last_ts().unwrap_or(app.now) } else { app.now };
+            draw_tree(frame, pane, now, areas.list, format!("{title}· tasks ({}) ", view.nodes().len()));
+            draw_transcript(frame, pane, areas.detail);
+        }
+        (_, placeholder) => {
+            let text = placeholder.unwrap_or_default();
+            frame.render_widget(
+                Paragraph::new(text).wrap(Wrap { trim: false }).block(Block::bordered().title(title)),
+                areas.list,
+            );
+            frame.render_widget(Block::bordered().title(" transcript "), areas.detail);
+        }
+    }
+}
+
+/// Per variant: passed of trials, pass rate with its Wilson 95 % interval and mean tokens as a
+/// table, and the pass rates as a bar chart beside it.
+fn draw_comparison(frame: &mut Frame, matrix: &MatrixPane, area: Rect) {
+    if area.height == 0 {
+        return;
+    }
+    let variants = &matrix.summary.variants;
+    let name_width = variants.iter().map(|v| v.variant.chars().count()).max().unwrap_or(0).clamp(7, 24);
+    // (heading, width, right-aligned) after the name, each after two spaces.
+    const COLUMNS: [(&str, usize, bool); 4] =
+        [("passed", 7, true), ("rate", 5, true), ("95 % CI", 10, false), ("mean tokens", 11, true)];
+    let full = name_width + COLUMNS.iter().map(|(_, width, _)| width + 2).sum::<usize>();
+    // The table as wide as its columns, leaving the chart room for its bars; a column that does
+    // not fit is left out whole rather than cut (a cut number reads as another number).
+    let table_width = (full as u16 + 2).min(area.width.saturating_sub(24));
+    let inner = table_width.saturating_sub(2) as usize;
+    let mut shown = 0;
+    let mut used = name_width;
+    for (_, width, _) in COLUMNS {
+        if used + width + 2 > inner {
+            break;
+        }
+        used += width + 2;
+        shown += 1;
+    }
+    let row = |cells: [String; 4]| -> String {
+        let mut out = String::new();
+        for ((_, width, right), cell) in COLUMNS.iter().zip(cells).take(shown) {
+            if *right {
+                out.push_str(&format!("  {cell:>width$}"));
+            } else {
+                out.push_str(&format!("  {cell:<width$}"));
+            }
+        }
+        out
+    };
+    let headings = COLUMNS.map(|(heading, ..)| heading.to_owned());
+    let mut lines = vec![Line::styled(format!("{:<name_width$}{}", "variant", row(headings)), Style::new().dim())];
+    for variant in variants {
+        let rate = variant.pass_rate.map_or_else(|| "–".to_owned(), |r| format!("{:.0} %", r * 100.0));
+        let interval = variant
+            .pass_interval
+            .map_or_else(|| "–".to_owned(), |b| format!("{:.0}–{:.0} %", b.low * 100.0, b.high * 100.0));
+        let mean = variant.metric(Metric::Tokens).map_or_else(|| "–".to_owned(), |m| tokens(m.mean.round() as u64));
+        let name: String = variant.variant.chars().take(name_width).collect();
+        let passed = format!("{}/{}", variant.passed, variant.trials);
+        lines.push(Line::from(vec![
+            Span::styled(format!("{name:<name_width$}"), Style::new().bold()),
+            Span::raw(row([passed, rate, interval, mean])),
+        ]));
+    }
+    let [table, chart] = Layout::horizontal([Constraint::Length(table_width), Constraint::Min(10)]).areas::<2>(area);
+    let title = format!(" variants · baseline {} ", matrix.summary.baseline);
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), table);
+    let bars: Vec<Bar> = variants
+        .iter()
+        .map(|variant| {
+            let percent = variant.pass_rate.map_or(0, |r| (r * 100.0).round() as u64);
+            // ASCII: the chart measures a value's text in bytes.
+            let text = if variant.trials == 0 { "no trials yet".to_owned() } else { format!("{percent} %") };
+            Bar::with_label(Line::from(variant.variant.clone()), percent).text_value(text)
+        })
+        .collect();
+    let chart_widget = BarChart::horizontal(bars)
+        .block(Block::bordered().title(" pass rate "))
+        .max(100)
+        .bar_width(1)
+        .bar_gap(0)
+        .bar_style(Style::new().fg(Color::Green))
+        .value_style(Style::new().fg(Color::Black).bg(Color::Green).bold());
+    frame.render_widget(chart_widget, chart);
 }
 
 fn run_status_style(status: &str) -> Style {
@@ -177,9 +351,9 @@ fn run_status_style(status: &str) -> Style {
     }
 }
 
-fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect) {
+fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect, title: String) {
     let view = &pane.view;
-    let block = Block::bordered().title(format!(" tasks ({}) ", view.nodes().len()));
+    let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let height = inner.height as usize;
@@ -385,11 +559,24 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
             };
             let date = run.started.map(crate::protocol::format_millis).unwrap_or_default();
             let date = date.get(..16).unwrap_or(&date).replace('T', " ");
-            ListItem::new(Line::from(vec![
+            let mut spans = vec![
                 Span::styled(format!("{mark} "), Style::new().fg(color)),
                 Span::raw(format!("{date} ")),
                 Span::styled(run.experiment.clone(), Style::new().bold()),
-                Span::styled(
+            ];
+            match &run.matrix {
+                // Trials recorded of planned in place of the outcome, in the matrix colour of
+                // the Run screen's header, so a matrix stands out from the runs around it.
+                Some(matrix) => {
+                    let counts = if run.outcome == PastOutcome::Unreadable {
+                        "unreadable".to_owned()
+                    } else {
+                        format!("{}/{} · {} passed", matrix.recorded, matrix.planned, matrix.passed)
+                    };
+                    spans.push(Span::styled(format!(" matrix {counts}"), Style::new().fg(Color::Cyan)));
+                    spans.push(Span::styled(format!(" {}t", tokens(run.usage.total_tokens())), Style::new().dim()));
+                }
+                None => spans.push(Span::styled(
                     format!(
                         " {} {}t {}",
                         run.outcome.as_str(),
@@ -397,8 +584,9 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
                         run.elapsed_ms.map(duration).unwrap_or_default()
                     ),
                     Style::new().dim(),
-                ),
-            ]))
+                )),
+            }
+            ListItem::new(Line::from(spans))
         })
         .collect();
     let mut state = ListState::default().with_selected(Some(app.finding_selected));
@@ -439,6 +627,9 @@ fn draw_prompt(frame: &mut Frame, prompt: &Prompt, area: Rect) {
         Prompt::CancelSubtree { agent, descendants, .. } => {
             format!("Cancel {agent} and its {descendants} subtasks?")
         }
+        Prompt::CancelMatrix { running } => {
+            format!("Cancel the matrix? The running trials ({running}) stop; finished trials are kept.")
+        }
         Prompt::SaveInvalid { errors, .. } if *errors > 0 => {
             let noun = if *errors == 1 { "error" } else { "errors" };
             format!("This file has {errors} {noun}. Save it anyway?")
@@ -465,8 +656,11 @@ const HELP: &[(&str, &str)] = &[
     ("Run ← → Enter", "collapse, expand, toggle"),
     ("Run w / e", "jump to the next working / failed task"),
     ("Run c", "cancel the selected task and its subtasks"),
+    ("Run c in a matrix", "cancel the matrix; finished trials are kept"),
     ("Run [ ] K J", "scroll the transcript (stops following); f follows again"),
     ("Run r", "start the experiment again"),
+    ("Run < >", "in a matrix: show the previous / next trial"),
+    ("Run F", "fork the selected subtask of an ended run: 3 re-runs"),
     ("Run Esc", "back from a past run to the live one"),
     ("Agents Enter", "edit; Esc back; Ctrl-S save (asks if invalid)"),
     ("Agents n / d", "new expert from a template / duplicate the selected one"),

@@ -19,13 +19,18 @@ pub fn workbench() -> tempfile::TempDir {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     fs::copy(repo.join("troupe.toml"), dir.path().join("troupe.toml")).unwrap();
     for folder in ["agents", "experiments", "scripts"] {
-        fs::create_dir_all(dir.path().join(folder)).unwrap();
-        for entry in fs::read_dir(repo.join(folder)).unwrap() {
-            let path = entry.unwrap().path();
-            fs::copy(&path, dir.path().join(folder).join(path.file_name().unwrap())).unwrap();
-        }
+        copy_tree(&repo.join(folder), &dir.path().join(folder));
     }
     dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_tree(&path, &target) } else { fs::copy(&path, target).map(|_| ()).unwrap() }
+    }
 }
 
 fn troupe(root: &Path, args: &[&str]) -> Output {
@@ -124,7 +129,7 @@ fn the_shipped_workbench_is_valid() {
     let root = workbench();
     let output = troupe(root.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("7 agents, 3 experiments"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("9 agents, 6 experiments"), "{}", stderr(&output));
 }
 
 #[test]
@@ -236,7 +241,9 @@ fn configuration_problems_exit_2_with_the_reason() {
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("no experiment `nonesuch`")
-            && stderr(&output).contains("known experiments: hello, remote, smoke"),
+            && stderr(&output).contains(
+                "known experiments: experts-vs-inherit, hello, remote, slm-vs-agent, smoke, solo-vs-delegate"
+            ),
         "{}",
         stderr(&output)
     );

@@ -176,7 +176,12 @@ fn two_shards_merged_equal_the_matrix_run_on_one_machine() {
     let second = folder(&troupe(wb.path(), &["run", "m", "--shard", "2/2"]));
     let (a, b) = (records(&first), records(&second));
     assert_eq!((a.len(), b.len()), (6, 6));
-    assert!(a.iter().all(|r| r.index % 2 == 0) && b.iter().all(|r| r.index % 2 == 1));
+    // Two variants: a pair is two neighbouring indexes, and pairs alternate between the shards.
+    assert!(a.iter().all(|r| (r.index / 2) % 2 == 0) && b.iter().all(|r| (r.index / 2) % 2 == 1));
+    for shard in [&first, &second] {
+        let report = fs::read_to_string(shard.join("report.md")).unwrap();
+        assert!(report.contains("p = "), "each shard compares its own pairs: {report}");
+    }
 
     let merged = folder(&troupe(wb.path(), &["merge", first.to_str().unwrap(), second.to_str().unwrap()]));
     // In matrix order (a log is in the order trials finished), without the machine's speed.

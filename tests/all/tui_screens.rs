@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
 use troupe::config::{Diagnostic, Location};
+use troupe::experiment::plan::TrialSpec;
+use troupe::experiment::record::{MatrixInfo, TrialRecord};
+use troupe::experiment::runner::MatrixUpdate;
+use troupe::experiment::store::MatrixFile;
+use troupe::findings::catalog::MatrixBrief;
 use troupe::findings::{PastOutcome, PastRun, read_events};
 use troupe::protocol::{Event, TaskCounts, Usage};
 use troupe::tui::app::{AgentFileText, App, Command, ExperimentItem, Report, Screen};
@@ -182,6 +187,7 @@ fn findings_screen_lists_runs_opens_one_and_edits_notes() {
         elapsed_ms: Some(143),
         tasks: Some(TaskCounts { working: 0, completed: 4, failed: 0, cancelled: 1 }),
         problem: None,
+        matrix: None,
     };
     let opened = key(&mut app, KeyCode::Char('4'));
     assert_eq!(opened, vec![Command::ListFindings]);
@@ -232,4 +238,291 @@ fn a_corrupt_or_foreign_event_stream_is_shown_not_fatal() {
     let drawn = text(&to_buffer(&mut app, 80, 24));
     assert!(drawn.contains("smoke"), "{drawn}");
     assert!(!app.live.as_ref().unwrap().view.problems.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A matrix: three variants of one task, two repetitions each, two trials at a time.
+
+const MATRIX_DIR: &str = "/bench/findings/20261125-130000-trio-c0de";
+
+fn trial(index: u32) -> TrialSpec {
+    let variant = ["inherit", "experts", "solo"][index as usize % 3];
+    let repetition = index / 3 + 1;
+    // From JSON, as `matrix.json` holds trials.
+    serde_json::from_value(serde_json::json!({
+        "index": index, "pair": index / 3, "key": format!("{variant}/t1/{repetition}"), "variant": variant,
+        "task_id": "t1", "repetition": repetition, "seed": 7,
+        "folder": format!("trials/{variant}--t1--r{repetition}"),
+    }))
+    .unwrap()
+}
+
+fn trial_record(spec: &TrialSpec, status: &str, pass: bool, tokens: u64, error: Option<&str>) -> TrialRecord {
+    serde_json::from_value(serde_json::json!({
+        "index": spec.index, "key": spec.key, "variant": spec.variant, "task_id": spec.task_id,
+        "repetition": spec.repetition, "seed": spec.seed, "status": status, "pass": pass,
+        "score": if pass { 1.0 } else { 0.0 }, "checks": [], "input_tokens": tokens - tokens / 8,
+        "output_tokens": tokens / 8, "cost": null, "wall_ms": 140, "subtasks": 4, "depth": 2, "tool_errors": 0,
+        "limit_hits": 0, "turns": 9, "answer": null, "error": error, "folder": spec.folder,
+    }))
+    .unwrap()
+}
+
+/// Feeds trial `index` its `events` (as the runner forwards them) after it starts.
+fn run_trial(app: &mut App, index: u32, events: &[Event]) {
+    let spec = trial(index);
+    let dir = PathBuf::from(MATRIX_DIR).join(&spec.folder);
+    app.handle_report(Report::Matrix(MatrixUpdate::TrialStarted { trial: spec.clone(), dir }));
+    for event in events {
+        app.handle_report(Report::Matrix(MatrixUpdate::Event { key: spec.key.clone(), event: event.clone() }));
+    }
+}
+
+fn finish_trial(app: &mut App, record: TrialRecord) {
+    app.now += 2_000;
+    app.handle_report(Report::Matrix(MatrixUpdate::TrialFinished { record }));
+}
+
+/// Five of six trials started: four finished (one could not run), the newest mid-run.
+fn matrix_app() -> App {
+    let events = recorded();
+    let cut = events.len() / 2;
+    let mut app = app_with(&[]);
+    app.handle_report(Report::RunStarting { experiment: "trio".into() });
+    app.handle_report(Report::MatrixStarting {
+        experiment: "trio".into(),
+        info: MatrixInfo {
+            experiment: "trio".into(),
+            variants: vec!["inherit".into(), "experts".into(), "solo".into()],
+            baseline: "inherit".into(),
+            tasks: vec!["t1".into()],
+            repetitions: 2,
+            trials: 6,
+            checks: vec![],
+        },
+        fork: None,
+    });
+    app.now = events[0].ts;
+    app.handle_report(Report::Matrix(MatrixUpdate::Planned {
+        dir: MATRIX_DIR.into(),
+        total: 6,
+        to_run: 6,
+        recorded: 0,
+        concurrency: 2,
+    }));
+    run_trial(&mut app, 0, &events);
+    finish_trial(&mut app, trial_record(&trial(0), "completed", true, 3_040, None));
+    run_trial(&mut app, 1, &events);
+    finish_trial(&mut app, trial_record(&trial(1), "completed", false, 4_100, None));
+    run_trial(&mut app, 2, &[]);
+    finish_trial(&mut app, trial_record(&trial(2), "error", false, 0, Some("model `big` needs OPENAI_API_KEY")));
+    run_trial(&mut app, 3, &events);
+    finish_trial(&mut app, trial_record(&trial(3), "completed", true, 2_980, None));
+    run_trial(&mut app, 4, &events[..cut]);
+    app.now += 500;
+    app
+}
+
+#[test]
+fn a_matrix_run_shows_progress_the_variants_compared_and_the_newest_trial() {
+    let mut app = matrix_app();
+    assert_eq!(app.screen, Screen::Run);
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("matrix_mid_120x40", drawn);
+    assert!(drawn.contains("trial 5/5 experts/t1/2 running"), "the newest trial is shown\n{drawn}");
+    insta::assert_snapshot!("matrix_mid_80x24", text(&to_buffer(&mut app, 80, 24)));
+    // A trial that could not run says why.
+    for _ in 0..2 {
+        key(&mut app, KeyCode::Char('<'));
+    }
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    assert!(drawn.contains("trial 3/5 solo/t1/1 error"), "{drawn}");
+    assert!(drawn.contains("OPENAI_API_KEY"), "{drawn}");
+    // `c` cancels the whole matrix, after asking.
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::CancelRun]);
+}
+
+#[test]
+fn trial_keys_step_through_the_trials_trees() {
+    let mut app = matrix_app();
+    let shown = |app: &mut App| {
+        let drawn = text(&to_buffer(app, 120, 40));
+        let title = drawn.lines().find(|l| l.contains(" trial ")).unwrap_or_default().to_owned();
+        (title, drawn)
+    };
+    let (newest, drawn) = shown(&mut app);
+    assert!(newest.contains("trial 5/5 experts/t1/2 running"), "{newest}");
+    assert!(drawn.contains(" working"), "the newest trial is mid-run\n{drawn}");
+    assert!(key(&mut app, KeyCode::Char('<')).is_empty(), "its view is in memory: nothing to read back");
+    let (before, drawn) = shown(&mut app);
+    assert!(before.contains("trial 4/5 inherit/t1/2 pass"), "{before}");
+    assert!(before.contains("tasks (5)"), "{before}");
+    assert!(drawn.contains("smoke · completed") || drawn.contains("completed"), "{drawn}");
+    assert_ne!(newest, before);
+    // Stepping back stops following: a trial that starts now is not jumped to…
+    run_trial(&mut app, 5, &[]);
+    assert!(shown(&mut app).0.contains("trial 4/6 inherit/t1/2"));
+    // …until the newest is reached again.
+    key(&mut app, KeyCode::Char('>'));
+    key(&mut app, KeyCode::Char('>'));
+    assert!(shown(&mut app).0.contains("trial 6/6 solo/t1/2 running"), "{}", shown(&mut app).0);
+    assert!(key(&mut app, KeyCode::Char('>')).is_empty());
+    assert_eq!(app.flash.as_ref().map(|f| f.0.as_str()), Some("this is the newest trial"));
+    // Selection and folding act on the shown trial's tree.
+    key(&mut app, KeyCode::Char('<'));
+    key(&mut app, KeyCode::Down);
+    let (title, drawn) = shown(&mut app);
+    assert!(title.contains("experts/t1/2"), "{title}");
+    assert!(drawn.contains("┌ researcher · subtask://"), "{drawn}");
+}
+
+#[test]
+fn a_finished_matrix_keeps_its_comparison_and_forks_a_trial_task() {
+    let mut app = matrix_app();
+    let events = recorded();
+    // The newest trial ends; the last one is cancelled with the matrix.
+    for event in &events[events.len() / 2..] {
+        app.handle_report(Report::Matrix(MatrixUpdate::Event { key: trial(4).key, event: event.clone() }));
+    }
+    finish_trial(&mut app, trial_record(&trial(4), "completed", true, 3_500, None));
+    let summary = troupe::experiment::summary::summarize(
+        &MatrixInfo {
+            experiment: "trio".into(),
+            variants: vec!["inherit".into(), "experts".into(), "solo".into()],
+            baseline: "inherit".into(),
+            tasks: vec!["t1".into()],
+            repetitions: 2,
+            trials: 6,
+            checks: vec![],
+        },
+        &app.matrix.as_ref().unwrap().records,
+    );
+    assert_eq!(summary, app.matrix.as_ref().unwrap().summary, "the same figures the runner writes");
+    app.handle_report(Report::MatrixFinished { summary, complete: false, cancelled: true });
+    app.handle_report(Report::RunClosed);
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("matrix_cancelled_120x40", drawn);
+    // The trial's folder is the run a subtask is forked from.
+    key(&mut app, KeyCode::Down);
+    let commands = key(&mut app, KeyCode::Char('F'));
+    let folder = PathBuf::from(MATRIX_DIR).join("trials/experts--t1--r2");
+    assert!(matches!(&commands[..], [Command::Fork { run, .. }] if *run == folder), "{commands:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same matrix from an earlier session: listed in Findings, opened from there.
+
+fn trio_info() -> MatrixInfo {
+    MatrixInfo {
+        experiment: "trio".into(),
+        variants: vec!["inherit".into(), "experts".into(), "solo".into()],
+        baseline: "inherit".into(),
+        tasks: vec!["t1".into()],
+        repetitions: 2,
+        trials: 6,
+        checks: vec![],
+    }
+}
+
+/// Its `matrix.json` and its six records, as the shell reads them from its folder.
+fn past_trio() -> (MatrixFile, Vec<TrialRecord>) {
+    let matrix = MatrixFile {
+        format: 1,
+        run_id: "20261125-130000-trio-c0de".into(),
+        experiment_file: "experiments/trio.toml".into(),
+        info: trio_info(),
+        shard: None,
+        trials: (0..6).map(trial).collect(),
+        troupe_version: "0.1.0".into(),
+    };
+    let records = vec![
+        trial_record(&trial(0), "completed", true, 3_040, None),
+        trial_record(&trial(1), "completed", false, 4_100, None),
+        trial_record(&trial(2), "error", false, 0, Some("model `big` needs OPENAI_API_KEY")),
+        trial_record(&trial(3), "completed", true, 2_980, None),
+        trial_record(&trial(4), "completed", true, 3_500, None),
+        trial_record(&trial(5), "completed", false, 900, None),
+    ];
+    (matrix, records)
+}
+
+#[test]
+fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() {
+    let mut app = app_with(&[]);
+    key(&mut app, KeyCode::Char('4'));
+    let (matrix, records) = past_trio();
+    let dir = PathBuf::from(MATRIX_DIR);
+    // What the catalog lists for the folder.
+    let matrix_row = PastRun {
+        id: "20261125-130000-trio-c0de".into(),
+        dir: dir.clone(),
+        started: Some(1_795_611_600_000), // its id's time, 2026-11-25 13:00
+        experiment: "trio".into(),
+        root_agent: String::new(),
+        task: "1 task × 3 variants × 2 repetitions".into(),
+        outcome: PastOutcome::Completed,
+        usage: Usage {
+            input_tokens: records.iter().map(|r| r.input_tokens).sum(),
+            output_tokens: records.iter().map(|r| r.output_tokens).sum(),
+            model_calls: records.iter().map(|r| r.turns).sum(),
+        },
+        elapsed_ms: None,
+        tasks: None,
+        problem: None,
+        matrix: Some(MatrixBrief { planned: 6, recorded: 6, passed: 3, variants: trio_info().variants }),
+    };
+    let run_row = PastRun {
+        id: "20261125-123815-smoke-b3c8".into(),
+        dir: PathBuf::from("/bench/findings/20261125-123815-smoke-b3c8"),
+        started: Some(1_795_000_000_000),
+        experiment: "smoke".into(),
+        root_agent: "coordinator".into(),
+        task: "t".into(),
+        outcome: PastOutcome::Completed,
+        usage: Usage { input_tokens: 2_670, output_tokens: 370, model_calls: 9 },
+        elapsed_ms: Some(143),
+        tasks: Some(TaskCounts { working: 0, completed: 4, failed: 0, cancelled: 1 }),
+        problem: None,
+        matrix: None,
+    };
+    let loads = app.handle_report(Report::Findings(vec![matrix_row, run_row]));
+    assert_eq!(loads, vec![Command::LoadNotes { dir: dir.clone() }], "a matrix's notes are its folder's");
+    app.handle_report(Report::Notes { dir: dir.clone(), text: "# trio\n".into() });
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("findings_matrix_120x40", drawn);
+    assert!(drawn.contains("trio matrix 6/6 · 3 passed"), "{drawn}");
+    // Its notes are written to the matrix folder's notes.md.
+    key(&mut app, KeyCode::Char('e'));
+    key(&mut app, KeyCode::Char('!'));
+    let saved = key(&mut app, KeyCode::Esc);
+    assert!(
+        matches!(&saved[..], [Command::Save { path, text }] if *path == dir.join("notes.md") && text.contains("!")),
+        "{saved:?}"
+    );
+
+    let opened = key(&mut app, KeyCode::Enter);
+    assert_eq!(opened, vec![Command::OpenPastMatrix { dir: dir.clone() }]);
+    let loads = app.handle_report(Report::PastMatrix { dir: dir.clone(), matrix, records });
+    let first = dir.join("trials/inherit--t1--r1");
+    assert_eq!(loads, vec![Command::LoadTrial { key: "inherit/t1/1".into(), dir: first.clone() }]);
+    assert_eq!(app.screen, Screen::Run);
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    assert!(drawn.contains("│reading") && drawn.contains("t1--r1/events.jsonl…"), "read back when shown\n{drawn}");
+    app.handle_report(Report::TrialEvents { key: "inherit/t1/1".into(), dir: first, events: Ok(recorded()) });
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("matrix_past_120x40", drawn);
+    assert!(drawn.contains("past matrix trio · completed 6/6 trials · 3 passed (50 %) · 1 could not run"), "{drawn}");
+    assert!(drawn.contains("inherit      2/2  100 %"), "the comparison from the records\n{drawn}");
+    assert!(drawn.contains("trial 1/6 inherit/t1/1 pass · tasks (5)"), "{drawn}");
+    // Each trial's tree is read back from its own folder when stepped onto.
+    assert_eq!(
+        key(&mut app, KeyCode::Char('>')),
+        vec![Command::LoadTrial { key: "experts/t1/1".into(), dir: dir.join("trials/experts--t1--r1") }]
+    );
+    assert!(text(&to_buffer(&mut app, 120, 40)).contains("trial 2/6 experts/t1/1 FAIL"));
+    // Esc closes it, as it does a past run: the Run screen had no run of its own.
+    key(&mut app, KeyCode::Esc);
+    assert!(app.past_matrix.is_none());
+    assert!(text(&to_buffer(&mut app, 120, 40)).contains("No run yet."));
 }
