@@ -8,7 +8,8 @@
 //! - [`runtime`]: the pure agent state machine and subtask registry, the built-in tools, and
 //!   the async driver that runs them against models.
 //! - [`model`]: the [`model::Model`] trait and its providers.
-//! - [`memory`]: memory that learns across sessions; for now the sentence embedder (MiniLM).
+//! - [`memory`]: memory that learns across sessions: the sentence embedder (MiniLM) and the
+//!   store of lessons and episodes (SQLite, exact vector search).
 //! - [`experiment`]: matrices of trials; for now the statistics their reports use.
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
 //! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
