@@ -308,10 +308,7 @@ pub fn write_fork_report(
     outcome: &super::runner::MatrixOutcome,
     original: &Original,
 ) -> Result<(), super::runner::MatrixError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| super::runner::MatrixError::Findings(findings::FindingsError::Io { action, path, source })
-    };
+    let io = findings::FindingsError::io;
     let json = serde_json::json!({
         "source_run": original.run,
         "uri": original.uri,
@@ -336,5 +333,6 @@ pub fn write_fork_report(
         Some((title, rest)) if title.starts_with("# ") => format!("{title}\n\n{section}{rest}"),
         _ => format!("{section}{report}"),
     };
-    crate::fsutil::write_atomic(&path, report.as_bytes()).map_err(io("write", &path))
+    crate::fsutil::write_atomic(&path, report.as_bytes()).map_err(io("write", &path))?;
+    Ok(())
 }

@@ -159,11 +159,7 @@ pub async fn run_matrix_spec(
         return Err(findings::FindingsError::AlreadyExists { path: dir }.into());
     }
     if !plan.is_single() {
-        std::fs::create_dir_all(&dir).map_err(|source| findings::FindingsError::Io {
-            action: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(findings::FindingsError::io("create", &dir))?;
         findings::snapshot_config(&dir, &workbench.root, &workbench.files(), &launch::redactor(workbench, &spec))?;
         findings::write_notes_stub(&dir)?;
     }
@@ -233,11 +229,8 @@ pub async fn resume_matrix(
     for trial in &to_run {
         let folder = dir.join(&trial.folder);
         if trial.folder.starts_with("trials/") && folder.exists() {
-            std::fs::remove_dir_all(&folder).map_err(|source| findings::FindingsError::Io {
-                action: "clear the unfinished trial folder",
-                path: folder.clone(),
-                source,
-            })?;
+            std::fs::remove_dir_all(&folder)
+                .map_err(findings::FindingsError::io("clear the unfinished trial folder", &folder))?;
         }
     }
     let options = MatrixOptions { shard, ..options };
@@ -581,11 +574,7 @@ pub fn merge(
     if config.is_dir() {
         copy_dir(&config, &dir.join(findings::CONFIG_DIR))?;
     }
-    std::fs::create_dir_all(&dir).map_err(|source| findings::FindingsError::Io {
-        action: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(findings::FindingsError::io("create", &dir))?;
     findings::write_notes_stub(&dir)?;
     let matrix = MatrixFile { run_id, shard: None, ..base };
     store::write_matrix(&dir, &matrix)?;
@@ -602,10 +591,7 @@ pub fn merge(
 
 /// Copies a folder tree (a trial's run folder, a config snapshot).
 fn copy_dir(from: &Path, to: &Path) -> Result<(), MatrixError> {
-    let failed = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| MatrixError::Findings(findings::FindingsError::Io { action, path, source })
-    };
+    let failed = findings::FindingsError::io;
     std::fs::create_dir_all(to).map_err(failed("create", to))?;
     for entry in std::fs::read_dir(from).map_err(failed("read", from))? {
         let entry = entry.map_err(failed("read", from))?;

@@ -75,6 +75,26 @@ pub struct MatrixBrief {
     pub variants: Vec<String>,
 }
 
+impl PastRun {
+    /// The row of `dir` before anything in it is read: named after the folder, unreadable.
+    fn unread(dir: &Path) -> PastRun {
+        PastRun {
+            id: dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
+            dir: dir.to_owned(),
+            started: None,
+            experiment: String::new(),
+            root_agent: String::new(),
+            task: String::new(),
+            outcome: PastOutcome::Unreadable,
+            usage: Usage::default(),
+            elapsed_ms: None,
+            tasks: None,
+            problem: None,
+            matrix: None,
+        }
+    }
+}
+
 /// How a past run ended, as far as its log tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PastOutcome {
@@ -194,20 +214,7 @@ impl Tail {
 
 fn read_run(dir: &Path) -> PastRun {
     let path = dir.join(EVENTS_FILE);
-    let mut run = PastRun {
-        id: dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
-        dir: dir.to_owned(),
-        started: None,
-        experiment: String::new(),
-        root_agent: String::new(),
-        task: String::new(),
-        outcome: PastOutcome::Unreadable,
-        usage: Usage::default(),
-        elapsed_ms: None,
-        tasks: None,
-        problem: None,
-        matrix: None,
-    };
+    let mut run = PastRun::unread(dir);
     let (file, len) = match open_log(&path) {
         Ok(opened) => opened,
         Err(problem) => {
@@ -258,24 +265,10 @@ fn read_run(dir: &Path) -> PastRun {
 
 /// A matrix folder's row: its plan from `matrix.json`, its counts and usage from `trials.jsonl`.
 fn read_matrix(dir: &Path) -> PastRun {
-    let id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut run = PastRun::unread(dir);
     // The run id begins with the start time; a renamed folder falls back on when `matrix.json`
     // was last written (its start, or its last resume).
-    let started = started_from_id(&id).or_else(|| modified_millis(&dir.join(MATRIX_FILE)));
-    let mut run = PastRun {
-        id,
-        dir: dir.to_owned(),
-        started,
-        experiment: String::new(),
-        root_agent: String::new(),
-        task: String::new(),
-        outcome: PastOutcome::Unreadable,
-        usage: Usage::default(),
-        elapsed_ms: None,
-        tasks: None,
-        problem: None,
-        matrix: None,
-    };
+    run.started = started_from_id(&run.id).or_else(|| modified_millis(&dir.join(MATRIX_FILE)));
     let mut brief = MatrixBrief { planned: 0, recorded: 0, passed: 0, variants: Vec::new() };
     let mut problems = Vec::new();
     // A store error may end with a hint on a line of its own; a row's problem is one line.

@@ -70,7 +70,8 @@ pub enum FindingsError {
 }
 
 impl FindingsError {
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FindingsError {
+    /// Maps an I/O error to [`FindingsError::Io`] naming `path` and what was being done.
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FindingsError {
         let path = path.to_owned();
         move |source| FindingsError::Io { action, path, source }
     }
