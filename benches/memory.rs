@@ -8,6 +8,11 @@
 //! measures embedding (one text at a time, and batched) and recall including the query's
 //! embedding.
 //!
+//! Then the same figures for the PostgreSQL store (pgvector, exact search in the server) on a
+//! throwaway local server with PostgreSQL's default durability (`fsync` on), started as the
+//! store's tests start theirs (the `pgserver` wheel, fetched with pip into troupe's cache when
+//! missing); skipped, saying why, when it cannot be started.
+//!
 //! Run with `cargo bench --bench memory`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,6 +21,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use troupe::memory::embedder::{DIMENSIONS, Embedder, EmbedderFiles};
+use troupe::memory::postgres::PostgresStore;
+use troupe::memory::postgres::server::{Durability, LocalServer};
 use troupe::memory::search::{Matrix, exact_top_k};
 use troupe::memory::sqlite::SqliteStore;
 use troupe::memory::store::{Author, Filter, ItemKind, MemoryStore, NewItem, Provenance, Query, Scope, ScopeFilter};
@@ -92,7 +99,7 @@ fn query(vector: &[f32], filter: Filter) -> Query<'_> {
     Query { vector, embedder: EMBEDDER, k: 10, filter, min_score: -1.0 }
 }
 
-fn time_searches(store: &SqliteStore, rng: &mut Rng, filter: &Filter) -> (f64, f64) {
+fn time_searches(store: &dyn MemoryStore, rng: &mut Rng, filter: &Filter) -> (f64, f64) {
     let mut samples = Vec::with_capacity(QUERIES);
     for _ in 0..QUERIES {
         let q = rng.unit();
@@ -192,6 +199,71 @@ fn main() {
 
     kernels(&mut rng);
     embedder(&path);
+    postgres();
+}
+
+/// Insert rates, recall at 10,000 and 100,000 items, and bytes per item, for the PostgreSQL store.
+fn postgres() {
+    let cache = match troupe::model::files::cache_dir() {
+        Ok(models) => models.with_file_name("postgres"),
+        Err(e) => return println!("postgres: skipped ({e})"),
+    };
+    let server = match LocalServer::start(&cache, Durability::Full) {
+        Ok(server) => server,
+        Err(e) => return println!("postgres: skipped ({e})"),
+    };
+    println!("postgres: local server (PostgreSQL 16, pgvector 0.6) started in {:.2?}", server.started_in());
+    let store = PostgresStore::connect(&server.create_database().unwrap()).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+
+    let mut samples = Vec::with_capacity(SINGLE_ADDS);
+    let started = Instant::now();
+    for i in 0..SINGLE_ADDS {
+        let item = item(i, rng.unit());
+        let one = Instant::now();
+        store.add(item).unwrap();
+        samples.push(one.elapsed());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(&mut samples);
+    println!(
+        "postgres: add, one durable commit each: {SINGLE_ADDS} items in {seconds:.2} s = {:.0} items/s (p50 {p50:.2} ms, p99 {p99:.2} ms)",
+        SINGLE_ADDS as f64 / seconds
+    );
+
+    let mut added = SINGLE_ADDS;
+    let mut bulk_time = Duration::ZERO;
+    let mut bulk_items = 0;
+    for size in SIZES {
+        while added < size {
+            let items: Vec<NewItem> = (added..(added + BATCH).min(size)).map(|i| item(i, rng.unit())).collect();
+            let n = items.len();
+            let started = Instant::now();
+            store.add_many(items).unwrap();
+            bulk_time += started.elapsed();
+            bulk_items += n;
+            added += n;
+        }
+        println!(
+            "postgres: add_many, batches of {BATCH}: {:.0} items/s so far ({bulk_items} items in {:.2} s)",
+            bulk_items as f64 / bulk_time.as_secs_f64(),
+            bulk_time.as_secs_f64()
+        );
+        let (p50, p99) = time_searches(&store, &mut rng, &Filter::default());
+        println!("postgres: {size} items: recall top-10, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        let visible =
+            Filter { kind: Some(ItemKind::Lesson), author: None, scope: ScopeFilter::VisibleTo("expert-2".into()) };
+        let (p50, p99) = time_searches(&store, &mut rng, &visible);
+        println!(
+            "postgres: {size} items: recall top-10 of an expert's visible lessons, p50 {p50:.2} ms, p99 {p99:.2} ms"
+        );
+        let stats = store.stats().unwrap();
+        println!(
+            "postgres: {size} items: pg_total_relation_size {:.1} MB = {:.0} bytes per item",
+            stats.bytes as f64 / 1e6,
+            stats.bytes as f64 / stats.items as f64
+        );
+    }
 }
 
 /// The two scans on 100,000 rows, random and clustered, away from SQLite.

@@ -142,6 +142,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         prices: Default::default(),
         routing: None,
         seed: None,
+        memory: None,
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

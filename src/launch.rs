@@ -14,11 +14,12 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::config::{ExperimentSpec, ModelSpec, ProviderKind, Workbench};
+use crate::config::{ExperimentSpec, MemoryMode, ModelSpec, ProviderKind, Workbench};
 use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
+use crate::memory::recall::RunRecall;
 use crate::model::{EnginePool, LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
 use crate::protocol::{Event, Millis, Op, Price};
-use crate::runtime::{Clock, RunConfig, RunHandle, RunSummary, StartError, spawn_run};
+use crate::runtime::{Clock, RunConfig, RunHandle, RunMemory, RunSummary, StartError, spawn_run};
 
 /// The alias `call_slm` uses unless a call names another.
 pub const SLM_ALIAS: &str = "slm";
@@ -95,7 +96,9 @@ pub fn prepare_in(
     pool: &EnginePool,
 ) -> Result<Prepared, LaunchError> {
     let spec = find_experiment(workbench, experiment)?;
-    prepare_spec(workbench, spec, now, salt, status, pool, &RunOptions::default())
+    let memory = run_memory(workbench, spec.memory.unwrap_or_default(), status);
+    let options = RunOptions { memory, ..RunOptions::default() };
+    prepare_spec(workbench, spec, now, salt, status, pool, &options)
 }
 
 /// The experiment named (or whose file is) `experiment`.
@@ -108,7 +111,7 @@ pub fn find_experiment<'w>(workbench: &'w Workbench, experiment: &str) -> Result
 }
 
 /// How a run differs when it is one trial of a matrix.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// The run folder; `findings/<run id>` when `None`.
     pub dir: Option<PathBuf>,
@@ -118,6 +121,24 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// A trial of a matrix: the matrix folder holds the config snapshot and the notes.
     pub trial: bool,
+    /// Long-term memory for the run; `None` runs without (`--memory off`).
+    pub memory: Option<Arc<RunRecall>>,
+}
+
+/// The workbench's memory for runs in `mode`, or `None` when it is off. A store that cannot be
+/// opened (corrupt, locked, from a newer troupe) is reported through `status` and the run goes
+/// on without memory: a lesson store is advice, and a run must not be lost to it.
+pub fn run_memory(workbench: &Workbench, mode: MemoryMode, status: &mut dyn FnMut(&str)) -> Option<Arc<RunRecall>> {
+    if mode == MemoryMode::Off {
+        return None;
+    }
+    match crate::memory::service::Memory::open(&workbench.settings.memory, &workbench.root) {
+        Ok(memory) => Some(Arc::new(RunRecall::new(Arc::new(memory), mode))),
+        Err(err) => {
+            status(&format!("warning: running without memory: {err}"));
+            None
+        }
+    }
 }
 
 /// Whether running `spec` can reach the embedded model (which serves one request at a time).
@@ -157,6 +178,7 @@ pub fn prepare_spec(
         "troupe_version": env!("CARGO_PKG_VERSION"),
         // What makes the embedded model's output repeatable: experts without a `seed` use 0.
         "sampling": { "default_seed": options.seed.unwrap_or(0), "default_temperature": 0.0 },
+        "memory": options.memory.as_ref().map_or("off", |m| m.mode().as_str()),
         "limits": {
             "max_depth": limits.max_depth,
             "max_children_per_agent": limits.max_children_per_agent,
@@ -194,6 +216,7 @@ pub fn prepare_spec(
             prices: prices(&aliases),
             routing: workbench.settings.routing.clone(),
             seed: options.seed,
+            memory: options.memory.clone().map(|m| m as Arc<dyn RunMemory>),
         },
         redactor: redactor_of(&aliases),
         snapshot: workbench.files(),

@@ -24,7 +24,8 @@ pub fn format_millis(ms: Millis) -> String {
 }
 
 /// Names of the built-in tools, in the order they are offered to models.
-pub const BUILTIN_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+pub const BUILTIN_TOOLS: [&str; 7] =
+    ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks", "remember", "recall"];
 
 /// `text` cut to `max` characters, with `…` when something was cut. For messages that quote
 /// what a user or a model wrote.
@@ -463,6 +464,14 @@ pub enum EventBody {
         alias: String,
         reason: String,
     },
+    /// Lessons from long-term memory added to an agent's system prompt as it started (an
+    /// empty list is not emitted); `error` when recalling failed and the agent started without.
+    MemoryRecalled {
+        uri: TaskId,
+        lessons: Vec<RecalledLesson>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A limit stopped something. `limit` is the `troupe.toml` key.
     LimitHit {
         uri: TaskId,
@@ -501,11 +510,21 @@ impl EventBody {
             EventBody::ToolResult { .. } => "tool_result",
             EventBody::Usage { .. } => "usage",
             EventBody::Routed { .. } => "routed",
+            EventBody::MemoryRecalled { .. } => "memory_recalled",
             EventBody::LimitHit { .. } => "limit_hit",
             EventBody::ChildrenOnFinish { .. } => "children_on_finish",
             EventBody::RunFinished { .. } => "run_finished",
         }
     }
+}
+
+/// A lesson from long-term memory recalled for an agent, with its similarity to the task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecalledLesson {
+    /// The memory item's id (`troupe memory show <id>`).
+    pub id: i64,
+    pub score: f32,
+    pub text: String,
 }
 
 /// Commands from a view (the CLI, the TUI, MCP) to the runtime.

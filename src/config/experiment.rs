@@ -28,6 +28,7 @@ const EXPERIMENT_SCHEMA: Schema = &[
     ("dataset", "dataset = \"tasks.jsonl\""),
     ("repetitions", "repetitions = 5"),
     ("concurrency", "concurrency = 4"),
+    ("memory", "memory = \"frozen\""),
     ("baseline", "baseline = \"inherit\""),
     ("variants", "[[variants]] followed by name = \"experts\""),
     ("checks", "[[checks]] followed by type = \"contains\""),
@@ -93,6 +94,7 @@ impl ExperimentDraft {
                 baseline: None,
                 checks: Vec::new(),
                 concurrency: None,
+                memory: None,
                 models: BTreeMap::new(),
                 limits: LimitsPatch::default(),
                 dataset: None,
@@ -143,6 +145,7 @@ impl ExperimentDraft {
         spec.repetitions =
             table.uint(&mut cx, "repetitions", true, MAX_REPETITIONS).and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
         spec.concurrency = table.u32(&mut cx, "concurrency", true);
+        spec.memory = table.choice(&mut cx, "memory", &super::types::MemoryMode::ALL).map(|m| m.value);
         if let Some(models) = table.get("models") {
             let (specs, aliases) = read_models(&mut cx, models, &dirs);
             spec.models = specs;

@@ -1,5 +1,6 @@
-//! `troupe.toml`: model aliases, limits, and the names of declared MCP servers; plus the
-//! `[models.<alias>]` and `[limits]` readers that experiments share.
+//! `troupe.toml`: model aliases, limits, routing, the memory's settings, and the names of
+//! declared MCP servers; plus the `[models.<alias>]` and `[limits]` readers that experiments
+//! share.
 //!
 //! Invariant: a [`ModelSpec`] is only produced from a table that had no error, and its `script`
 //! is absolute and existed when read; an alias whose table had errors is still recorded in
@@ -13,7 +14,10 @@ use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
 use super::reader::{Cx, Located, Schema, Source, Table};
-use super::types::{Classify, Difficulty, Limits, LimitsPatch, ModelSpec, ProviderKind, RouteRule, Routing, Settings};
+use super::types::{
+    Classify, Difficulty, Limits, LimitsPatch, MemoryBackend, MemorySettings, ModelSpec, ProviderKind, RouteRule,
+    Routing, Settings,
+};
 use crate::protocol::OnFinish;
 
 pub(crate) const ON_FINISH: [(&str, OnFinish); 2] =
@@ -74,6 +78,22 @@ pub(crate) const LIMITS_SCHEMA: Schema = &[
     ("on_finish", "on_finish = \"cancel_children\""),
 ];
 
+const MEMORY_SCHEMA: Schema = &[
+    ("path", "path = \".troupe/memory.sqlite\""),
+    ("k", "k = 3"),
+    ("min_score", "min_score = 0.3"),
+    ("merge_threshold", "merge_threshold = 0.95"),
+    ("backend", "backend = \"sqlite\""),
+    ("url_env", "url_env = \"TROUPE_MEMORY_URL\""),
+];
+
+/// The memory's backends by name; whether each needs `url_env`.
+const MEMORY_BACKENDS: [(&str, bool); 2] = [("sqlite", false), ("postgres", true)];
+
+/// Below this a merge would fold related-but-different lessons into one (MiniLM puts them at
+/// 0.4–0.8), losing what a person wrote; the range keeps `merge_threshold` a duplicate test.
+const MIN_MERGE_THRESHOLD: f64 = 0.5;
+
 const API_KEY_HINT: &str = "put the key in an environment variable and name the variable here";
 
 /// What `troupe.toml` declares, as far as it could be read.
@@ -92,8 +112,12 @@ pub(crate) struct SettingsDraft {
 
 impl SettingsDraft {
     fn defaults(path: Option<PathBuf>) -> Self {
+        // Without troupe.toml the store's path stays relative to the workbench (see
+        // `MemorySettings::store_path`); with it, it is under troupe.toml's folder.
+        let folder = path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        let memory = MemorySettings::in_folder(folder);
         SettingsDraft {
-            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default(), routing: None },
+            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default(), routing: None, memory },
             aliases: BTreeSet::new(),
             mcp_servers: BTreeSet::new(),
             complete: true,
@@ -136,6 +160,9 @@ impl SettingsDraft {
         }
         if let Some(patch) = top.get("limits").and_then(|v| read_limits(&mut cx, v)) {
             draft.settings.limits = Limits::default().patched(&patch);
+        }
+        if let Some(memory) = top.get("memory").and_then(|v| read_memory(&mut cx, v, &dirs)) {
+            draft.settings.memory = memory;
         }
         draft.mcp_servers = mcp_servers(top.get("mcp"));
         draft.diags = cx.diags;
@@ -416,4 +443,61 @@ pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Opti
         max_cost: table.number(cx, "max_cost", 0.0, 1e9),
         on_finish: table.choice(cx, "on_finish", &ON_FINISH).map(|c| c.value),
     })
+}
+
+/// `[memory]`: the keys present over the defaults. `None` (reported) when it has an error, so
+/// the defaults stand and the workbench does not load.
+fn read_memory(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<MemorySettings> {
+    let errors_before = cx.diags.len();
+    let table = Table::nested(cx, "memory", value, "[memory] followed by k = 3", MEMORY_SCHEMA)?;
+    table.check_unknown(cx);
+    let mut memory = MemorySettings::in_folder(&dirs.abs);
+    if let Some(path) = table.string(cx, "path") {
+        if path.value.trim().is_empty() {
+            cx.push(
+                Diagnostic::error(path.at.clone(), "`path` must name the memory's file, found an empty string")
+                    .with_hint("for example: path = \".troupe/memory.sqlite\" (relative to the folder of this file)"),
+            );
+        } else {
+            memory.path = dirs.abs.join(&path.value);
+        }
+    }
+    if let Some(k) = table.u32(cx, "k", true) {
+        memory.k = k;
+    }
+    if let Some(min_score) = table.f32(cx, "min_score", -1.0, 1.0) {
+        memory.min_score = min_score;
+    }
+    if let Some(threshold) = table.f32(cx, "merge_threshold", MIN_MERGE_THRESHOLD, 1.0) {
+        memory.merge_threshold = threshold;
+    }
+    let needs_url = table.choice(cx, "backend", &MEMORY_BACKENDS).map(|b| b.value);
+    let url_env = table.string(cx, "url_env");
+    let bad_var = |v: &&Located<String>| !is_env_var_name(&v.value) || looks_like_key(&v.value);
+    if let Some(var) = url_env.as_ref().filter(bad_var) {
+        // Never echo the value: a database URL carries its password.
+        cx.push(
+            Diagnostic::error(
+                var.at.clone(),
+                "`url_env` must be the name of an environment variable holding the database URL, not the URL itself",
+            )
+            .with_hint("put the URL in an environment variable and name the variable here"),
+        );
+    }
+    match (needs_url, url_env) {
+        (Some(true), Some(var)) => memory.backend = MemoryBackend::Postgres { url_env: var.value },
+        (Some(true), None) if table.get("url_env").is_none() => table.missing_with_hint(
+            cx,
+            "url_env",
+            "backend \"postgres\" reads its URL from an environment variable, for example: url_env = \"TROUPE_MEMORY_URL\""
+                .to_owned(),
+        ),
+        (Some(false) | None, Some(var)) => cx.push(
+            Diagnostic::warning(var.at.clone(), "`url_env` is ignored: backend is `sqlite`")
+                .with_hint("only backend = \"postgres\" reads a URL"),
+        ),
+        _ => {}
+    }
+    let had_errors = cx.diags.iter().skip(errors_before).any(Diagnostic::is_error);
+    (!had_errors).then_some(memory)
 }

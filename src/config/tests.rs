@@ -141,7 +141,7 @@ fn diagnostics_are_exact() {
             ],
             vec![
                 "<root>/agents/writer.toml:2:22: error: unknown tool `call_agnet`\n  = hint: did you mean `call_agent`?",
-                "<root>/agents/writer.toml:2:36: error: unknown tool `browse`\n  = hint: built-in tools: call_agent, call_slm, get_task_status, cancel_task, list_tasks; MCP tools are written `mcp:<server>/<tool>`",
+                "<root>/agents/writer.toml:2:36: error: unknown tool `browse`\n  = hint: built-in tools: call_agent, call_slm, get_task_status, cancel_task, list_tasks, remember, recall; MCP tools are written `mcp:<server>/<tool>`",
             ],
         ),
         (
@@ -149,7 +149,7 @@ fn diagnostics_are_exact() {
             vec![
                 (
                     "troupe.toml",
-                    "[mcp.servers.time]\ncommand = \"uvx\"\n[memory]\nanything = 1\n[models.small]\nprovider = \"local\"\n",
+                    "[mcp.servers.time]\ncommand = \"uvx\"\n[memory]\nk = 2\n[models.small]\nprovider = \"local\"\n",
                 ),
                 ("agents/writer.toml", "model = \"small\"\ntools = [\"mcp:time/*\", \"mcp:tmie/now\", \"mcp:x\"]\n"),
             ],
@@ -431,6 +431,7 @@ Be careful."""
             baseline: None,
             checks: vec![],
             concurrency: None,
+            memory: None,
             models: BTreeMap::new(),
             limits: LimitsPatch::default(),
             dataset: None,
@@ -586,4 +587,109 @@ fn locations_count_characters() {
         (first.location.path.clone(), first.location.line, first.location.col),
         (dir.path().join("agents/poet.toml"), 1, 21)
     );
+}
+
+#[test]
+fn memory_settings_default_to_a_store_in_the_workbench() {
+    let dir = write(&[("troupe.toml", MODELS)]);
+    let wb = load_workbench(dir.path()).workbench.unwrap();
+    let expected = MemorySettings {
+        path: dir.path().join(".troupe/memory.sqlite"),
+        k: 3,
+        min_score: 0.3,
+        merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
+        backend: MemoryBackend::Sqlite,
+    };
+    assert_eq!(wb.settings.memory, expected);
+    assert_eq!(wb.settings.memory.store_path(&wb.root), dir.path().join(".troupe/memory.sqlite"));
+
+    // Without troupe.toml the path stays relative to the workbench, which resolves it.
+    let empty = tempfile::tempdir().unwrap();
+    let wb = load_workbench(empty.path()).workbench.unwrap();
+    assert_eq!(wb.settings.memory.path, Path::new(".troupe/memory.sqlite"));
+    assert_eq!(wb.settings.memory.store_path(&wb.root), empty.path().join(".troupe/memory.sqlite"));
+}
+
+#[test]
+fn memory_settings_are_read_with_paths_relative_to_troupe_toml() {
+    let text =
+        "[memory]\npath = \"state/mem.sqlite\"\nk = 5\nmin_score = 0\nmerge_threshold = 0.9\nbackend = \"sqlite\"\n";
+    let dir = write(&[("troupe.toml", text)]);
+    let loaded = load_workbench(dir.path());
+    assert_eq!(loaded.diagnostics, vec![]);
+    let memory = loaded.workbench.unwrap().settings.memory;
+    assert_eq!(
+        memory,
+        MemorySettings {
+            path: dir.path().join("state/mem.sqlite"),
+            k: 5,
+            min_score: 0.0,
+            merge_threshold: 0.9,
+            backend: MemoryBackend::Sqlite,
+        }
+    );
+
+    let absolute = write(&[("troupe.toml", "[memory]\npath = \"/var/lib/troupe/memory.sqlite\"\n")]);
+    let memory = load_workbench(absolute.path()).workbench.unwrap().settings.memory;
+    assert_eq!(memory.store_path(absolute.path()), Path::new("/var/lib/troupe/memory.sqlite"));
+
+    let postgres = write(&[("troupe.toml", "[memory]\nbackend = \"postgres\"\nurl_env = \"TROUPE_MEMORY_URL\"\n")]);
+    let memory = load_workbench(postgres.path()).workbench.unwrap().settings.memory;
+    assert_eq!(memory.backend, MemoryBackend::Postgres { url_env: "TROUPE_MEMORY_URL".into() });
+}
+
+#[test]
+fn memory_settings_are_checked() {
+    let cases: Vec<Case> = vec![
+        (
+            "types and ranges",
+            vec![(
+                "troupe.toml",
+                "[memory]\nk = 0\nmin_score = \"high\"\nmerge_threshold = 0.2\npath = \"\"\nbackend = \"postgress\"\n",
+            )],
+            vec![
+                "<root>/troupe.toml:2:5: error: `k` must be a positive integer, found 0\n  = hint: for example: k = 3",
+                "<root>/troupe.toml:3:13: error: `min_score` must be a number from -1 to 1, found a string\n  = hint: for example: min_score = 0.3",
+                "<root>/troupe.toml:4:19: error: `merge_threshold` must be a number from 0.5 to 1, found 0.2\n  = hint: for example: merge_threshold = 0.95",
+                "<root>/troupe.toml:5:8: error: `path` must name the memory's file, found an empty string\n  = hint: for example: path = \".troupe/memory.sqlite\" (relative to the folder of this file)",
+                "<root>/troupe.toml:6:11: error: `backend` must be one of `sqlite`, `postgres`, found `postgress`\n  = hint: did you mean `postgres`?",
+            ],
+        ),
+        (
+            "unknown key",
+            vec![("troupe.toml", "[memory]\nmin_scor = 0.5\n")],
+            vec!["<root>/troupe.toml:2:1: error: unknown key `min_scor`\n  = hint: did you mean `min_score`?"],
+        ),
+        (
+            "not a table",
+            vec![("troupe.toml", "memory = 3\n")],
+            vec![
+                "<root>/troupe.toml:1:10: error: `memory` must be a table, found an integer\n  = hint: for example: [memory] followed by k = 3",
+            ],
+        ),
+        (
+            "postgres needs the name of a variable, never the URL",
+            vec![("troupe.toml", "[memory]\nbackend = \"postgres\"\n")],
+            vec![
+                "<root>/troupe.toml:1:1: error: missing required key `url_env`\n  = hint: backend \"postgres\" reads its URL from an environment variable, for example: url_env = \"TROUPE_MEMORY_URL\"",
+            ],
+        ),
+        (
+            "a URL in url_env is not echoed",
+            vec![("troupe.toml", "[memory]\nbackend = \"postgres\"\nurl_env = \"postgres://u:secret@db/troupe\"\n")],
+            vec![
+                "<root>/troupe.toml:3:11: error: `url_env` must be the name of an environment variable holding the database URL, not the URL itself\n  = hint: put the URL in an environment variable and name the variable here",
+            ],
+        ),
+        (
+            "url_env without postgres",
+            vec![("troupe.toml", "[memory]\nurl_env = \"DB\"\n")],
+            vec![
+                "<root>/troupe.toml:2:11: warning: `url_env` is ignored: backend is `sqlite`\n  = hint: only backend = \"postgres\" reads a URL",
+            ],
+        ),
+    ];
+    for (name, files, expected) in cases {
+        assert_eq!(diagnostics(&files), expected, "case: {name}");
+    }
 }

@@ -6,7 +6,7 @@
 //! [`Workbench`]. Paths are absolute.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::protocol::{OnFinish, ToolChoice};
 
@@ -41,6 +41,68 @@ pub struct Settings {
     pub limits: Limits,
     /// `[routing]`: how `model = "auto"` picks an alias per subtask.
     pub routing: Option<Routing>,
+    /// `[memory]`: where the workbench's memory is kept and how it is searched.
+    pub memory: MemorySettings,
+}
+
+/// `[memory]` in `troupe.toml`, after defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemorySettings {
+    /// The SQLite store (`path`). Absolute, except in a workbench without `troupe.toml`, where
+    /// it is `.troupe/memory.sqlite` relative to the workbench: [`MemorySettings::store_path`]
+    /// resolves both.
+    pub path: PathBuf,
+    /// Items a search returns (`k`).
+    pub k: u32,
+    /// The lowest cosine a recalled item may score (`min_score`), in [-1, 1].
+    pub min_score: f32,
+    /// The cosine at or above which a new item merges into an existing one (`merge_threshold`).
+    pub merge_threshold: f32,
+    pub backend: MemoryBackend,
+}
+
+/// Where the memory is kept (`backend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemoryBackend {
+    /// One SQLite file per workbench (the default).
+    Sqlite,
+    /// PostgreSQL with pgvector, shared by a team, reached at the URL in the environment
+    /// variable `url_env` (the URL holds a password, so it never sits in a file).
+    Postgres { url_env: String },
+}
+
+impl MemoryBackend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemoryBackend::Sqlite => "sqlite",
+            MemoryBackend::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+impl MemorySettings {
+    /// Items a search returns when `[memory]` does not say.
+    pub const DEFAULT_K: u32 = 3;
+    /// The lowest score a recalled item may have when `[memory]` does not say: MiniLM scores
+    /// unrelated sentences below about 0.1 and related ones above 0.4.
+    pub const DEFAULT_MIN_SCORE: f32 = 0.3;
+
+    /// The defaults for the workbench in `folder` (the folder of `troupe.toml`): the store is
+    /// `<folder>/.troupe/memory.sqlite`.
+    pub fn in_folder(folder: &Path) -> Self {
+        MemorySettings {
+            path: crate::memory::sqlite::default_path(folder),
+            k: Self::DEFAULT_K,
+            min_score: Self::DEFAULT_MIN_SCORE,
+            merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
+            backend: MemoryBackend::Sqlite,
+        }
+    }
+
+    /// The store's file for the workbench at `root`: `path` when absolute, else under `root`.
+    pub fn store_path(&self, root: &Path) -> PathBuf {
+        root.join(&self.path)
+    }
 }
 
 /// The model alias an expert writes to be routed per subtask.
@@ -357,6 +419,8 @@ pub struct ExperimentSpec {
     pub checks: Vec<CheckSpec>,
     /// Trials run at once (`concurrency`); `None` lets troupe choose.
     pub concurrency: Option<u32>,
+    /// `memory = "on" | "off" | "frozen"` (default on).
+    pub memory: Option<MemoryMode>,
     /// `[models.<alias>]` tables that replace the workbench's aliases for this experiment.
     pub models: BTreeMap<String, ModelSpec>,
     /// `[limits]` overrides for this experiment.
@@ -401,6 +465,43 @@ pub struct VariantSpec {
     pub limits: LimitsPatch,
     /// `[variants.agents.<name>]`: fields of experts replaced for this variant.
     pub agents: BTreeMap<String, AgentPatch>,
+    /// `memory = "on" | "off" | "frozen"` for this variant's trials.
+    pub memory: Option<MemoryMode>,
+}
+
+/// Whether a run uses long-term memory: `on` recalls lessons and keeps what it learns, `off`
+/// neither, `frozen` recalls but never writes (to compare runs against a fixed memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MemoryMode {
+    #[default]
+    On,
+    Off,
+    Frozen,
+}
+
+impl MemoryMode {
+    pub const ALL: [(&'static str, MemoryMode); 3] =
+        [("on", MemoryMode::On), ("off", MemoryMode::Off), ("frozen", MemoryMode::Frozen)];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryMode::On => "on",
+            MemoryMode::Off => "off",
+            MemoryMode::Frozen => "frozen",
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        MemoryMode::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| format!("`{text}` is not a memory mode: use on, off or frozen"))
+    }
 }
 
 /// The fields of an expert a variant may replace; `None` keeps the expert's own.

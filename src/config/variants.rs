@@ -23,6 +23,7 @@ const VARIANT_SCHEMA: Schema = &[
     ("models", "[variants.models.small]"),
     ("limits", "[variants.limits]"),
     ("agents", "[variants.agents.researcher] followed by model = \"big\""),
+    ("memory", "memory = \"off\""),
 ];
 
 /// The expert fields a variant may replace.
@@ -101,6 +102,7 @@ pub(crate) fn read_variants(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs:
         if let Some(patch) = table.get("limits").and_then(|v| read_limits(cx, v)) {
             variant.limits = patch;
         }
+        variant.memory = table.choice(cx, "memory", &super::types::MemoryMode::ALL).map(|m| m.value);
         if let Some(agents) = table.get("agents") {
             variant.agents = read_patches(cx, agents, &context, &mut references);
         }

@@ -22,6 +22,8 @@ pub struct Measured {
     pub tool_errors: u64,
     pub limit_hits: u64,
     pub turns: u64,
+    /// Ids of the memory lessons recalled for any of its agents, without repeats.
+    pub recalled: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,13 @@ impl Meter {
             }
             EventBody::ToolResult { is_error: true, .. } => m.tool_errors += 1,
             EventBody::LimitHit { .. } => m.limit_hits += 1,
+            EventBody::MemoryRecalled { lessons, .. } => {
+                for lesson in lessons {
+                    if !m.recalled.contains(&lesson.id) {
+                        m.recalled.push(lesson.id);
+                    }
+                }
+            }
             EventBody::Usage { uri, input_tokens, output_tokens, .. } => {
                 m.turns += 1;
                 self.usage.input_tokens += input_tokens;

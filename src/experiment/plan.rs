@@ -219,6 +219,7 @@ mod tests {
             baseline: None,
             checks: Vec::new(),
             concurrency: None,
+            memory: None,
             models: BTreeMap::new(),
             limits: LimitsPatch::default(),
             dataset: None,

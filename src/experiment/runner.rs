@@ -8,7 +8,7 @@
 //! `--resume` runs it again; a matrix folder is only ever appended to, except the folder of an
 //! unrecorded trial, which `--resume` clears before running that trial again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +21,10 @@ use super::plan::{Plan, Shard, TrialSpec, plan, trial_setup, variants};
 use super::record::{MatrixInfo, TrialRecord};
 use super::store::{self, MatrixFile, StoreError, TrialLog};
 use super::summary::Summary;
-use crate::config::{ExperimentSpec, Workbench};
+use crate::config::{ExperimentSpec, MemoryMode, VariantSpec, Workbench};
 use crate::findings;
 use crate::launch::{self, LaunchError, RunOptions};
+use crate::memory::recall::RunRecall;
 use crate::model::EnginePool;
 use crate::protocol::{Event, Op, RunStatus};
 use crate::runtime::Clock;
@@ -41,6 +42,8 @@ pub struct MatrixOptions {
     pub concurrency: Option<u32>,
     /// Forward every trial's events as [`MatrixUpdate::Event`] (the workbench shows them).
     pub forward_events: bool,
+    /// Overrides the experiment's and the variants' `memory` (`--memory`).
+    pub memory: Option<MemoryMode>,
 }
 
 /// What a view hears while a matrix runs.
@@ -124,6 +127,30 @@ struct Shared {
     cancel: CancellationToken,
     /// What the findings hide: records quote answers, and answers may quote a key.
     redactor: findings::Redactor,
+    /// `--memory`, over the variants' and the experiment's `memory`.
+    memory_override: Option<MemoryMode>,
+    /// The workbench's memory, opened once per mode for all the trials (its embedder loads once).
+    memories: Mutex<HashMap<MemoryMode, Option<Arc<RunRecall>>>>,
+}
+
+impl Shared {
+    /// The memory a trial of `variant` runs with.
+    fn memory_for(&self, variant: &VariantSpec) -> Option<Arc<RunRecall>> {
+        let mode = self.memory_override.or(variant.memory).or(self.spec.memory).unwrap_or_default();
+        let mut memories = match self.memories.lock() {
+            Ok(memories) => memories,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        memories
+            .entry(mode)
+            .or_insert_with(|| {
+                let updates = self.updates.clone();
+                launch::run_memory(&self.workbench, mode, &mut |line| {
+                    let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
+                })
+            })
+            .clone()
+    }
 }
 
 /// Runs `experiment`'s matrix (this shard's share of it) in a new folder under `findings/`.
@@ -329,6 +356,8 @@ async fn run_trials(
         forward_events: options.forward_events,
         cancel: cancel.clone(),
         redactor: launch::redactor(workbench, &spec),
+        memory_override: options.memory,
+        memories: Mutex::new(HashMap::new()),
     });
     let permits = Arc::new(Semaphore::new(usize::try_from(concurrency.max(1)).unwrap_or(1)));
     let mut running = tokio::task::JoinSet::new();
@@ -425,7 +454,9 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         }),
         seed: Some(trial.seed),
         trial: !shared.single,
+        memory: shared.memory_for(&variant),
     };
+    let memory = options.memory.clone();
     let now = shared.clock.now();
     let prepared = {
         let updates = shared.updates.clone();
@@ -486,6 +517,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     record.error = record.error.or(measured.error);
     record.answer.clone_from(&measured.answer);
     record.checks = run_checks(&spec.checks, measured.answer.as_deref(), &task, &models).await;
+    let recalled = measured.recalled.clone();
     let completed = measured.status == Some(RunStatus::Completed);
     if record.checks.is_empty() {
         record.pass = completed;
@@ -494,6 +526,15 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         let passed = record.checks.iter().filter(|c| c.pass).count();
         record.pass = passed == record.checks.len();
         record.score = passed as f64 / record.checks.len() as f64;
+    }
+    // How the lessons it was given fared: what tells useful lessons from noise later.
+    if let Some(memory) = memory.filter(|m| m.mode() == MemoryMode::On && !recalled.is_empty()) {
+        let (pass, at) = (record.pass, i64::try_from(shared.clock.now()).unwrap_or(i64::MAX));
+        let used = tokio::task::spawn_blocking(move || memory.memory().store().record_use(&recalled, pass, at)).await;
+        if let Ok(Err(err)) = used {
+            let _ =
+                shared.updates.send(MatrixUpdate::Status(format!("could not record which lessons were used: {err}")));
+        }
     }
     Some(finish_record(shared, record))
 }

@@ -170,6 +170,14 @@ impl Redactor {
             EventBody::Routed { uri, alias, reason } => {
                 EventBody::Routed { uri: *uri, alias: self.text(alias), reason: self.text(reason) }
             }
+            EventBody::MemoryRecalled { uri, lessons, error } => EventBody::MemoryRecalled {
+                uri: *uri,
+                lessons: lessons
+                    .iter()
+                    .map(|l| crate::protocol::RecalledLesson { id: l.id, score: l.score, text: self.text(&l.text) })
+                    .collect(),
+                error: self.opt(error),
+            },
             EventBody::LimitHit { uri, limit, value, message } => {
                 EventBody::LimitHit { uri: *uri, limit: self.text(limit), value: *value, message: self.text(message) }
             }

@@ -117,6 +117,34 @@ pub fn render_report(events: &[Event]) -> String {
         }
     }
 
+    // Which lessons each agent was given: what a comparison of memory on and off must see.
+    let recalled: Vec<(&super::view::TaskView<'_>, &Event)> = view
+        .tasks
+        .iter()
+        .flat_map(|task| task.events.iter().map(move |e| (task, *e)))
+        .filter(|(_, e)| matches!(e.body, EventBody::MemoryRecalled { .. }))
+        .collect();
+    if !recalled.is_empty() {
+        out.push_str("\n## Lessons recalled from memory\n\n");
+        for (task, event) in recalled {
+            if let EventBody::MemoryRecalled { uri, lessons, error } = &event.body {
+                if let Some(error) = error {
+                    let _ = writeln!(out, "- {uri} ({}): not recalled: {}", task.agent, cell(error, 300));
+                }
+                for lesson in lessons {
+                    let _ = writeln!(
+                        out,
+                        "- {uri} ({}): #{} ({:.2}) {}",
+                        task.agent,
+                        lesson.id,
+                        lesson.score,
+                        cell(&lesson.text, 200)
+                    );
+                }
+            }
+        }
+    }
+
     out.push_str("\n## Task tree\n\n");
     if view.tasks.is_empty() {
         out.push_str("No tasks.\n");

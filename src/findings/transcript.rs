@@ -167,6 +167,18 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
         EventBody::LimitHit { limit, value, message, .. } => {
             let _ = writeln!(out, "**Limit hit:** `{limit}` = {value}: {message}\n");
         }
+        EventBody::MemoryRecalled { lessons, error, .. } => {
+            if let Some(error) = error {
+                let _ = writeln!(out, "_Memory could not be recalled: {error}_\n");
+            }
+            if !lessons.is_empty() {
+                out.push_str("**Recalled from memory** (appended to the system prompt):\n\n");
+                for lesson in lessons {
+                    let _ = writeln!(out, "- #{} ({:.2}): {}", lesson.id, lesson.score, lesson.text.replace('\n', " "));
+                }
+                out.push('\n');
+            }
+        }
         EventBody::ChildrenOnFinish { policy, children, .. } => {
             let list: Vec<String> = children
                 .iter()

@@ -208,6 +208,7 @@ impl<'e> RunView<'e> {
             EventBody::Message { uri, .. }
             | EventBody::ToolCall { uri, .. }
             | EventBody::ToolResult { uri, .. }
+            | EventBody::MemoryRecalled { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => self.task_mut(*uri).events.push(event),
             EventBody::MessageDelta { .. } => {}
             EventBody::Usage { uri, task_total, run_total, .. } => {

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
+use super::memory::RunMemory;
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::routing::{self, Route};
 use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
@@ -67,6 +68,8 @@ pub struct RunConfig {
     pub routing: Option<Routing>,
     /// The sampling seed of every model call whose expert sets none: a matrix trial's seed.
     pub seed: Option<u64>,
+    /// Long-term memory: lessons recalled into each agent's system prompt as it starts.
+    pub memory: Option<Arc<dyn RunMemory>>,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -165,6 +168,8 @@ struct Shared {
     prices: BTreeMap<String, Price>,
     routing: Option<Routing>,
     seed: Option<u64>,
+    memory: Option<Arc<dyn RunMemory>>,
+    run_id: String,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Event>,
     state: Mutex<State>,
@@ -192,6 +197,8 @@ pub fn spawn_run(
         prices: config.prices.clone(),
         routing: config.routing.clone(),
         seed: config.seed,
+        memory: config.memory.clone(),
+        run_id: config.run_id.clone(),
         clock,
         events,
         state: Mutex::new(State {
@@ -366,6 +373,7 @@ impl Shared {
             | EventBody::ToolResult { uri, .. }
             | EventBody::LimitHit { uri, .. }
             | EventBody::Routed { uri, .. }
+            | EventBody::MemoryRecalled { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => {
                 state.registry.status(*uri).map_or(true, TaskStatus::is_terminal)
             }
@@ -726,10 +734,34 @@ impl Shared {
         Some(Arc::from(alias.as_str()))
     }
 
+    /// The expert's system prompt, with the lessons memory recalls for this task appended in a
+    /// marked block (and a `memory_recalled` event saying which). Recalling never fails the
+    /// agent: an error is reported in the event and the agent starts with its own prompt.
+    async fn recall(&self, id: TaskId, profile: &Profile, task: &str) -> String {
+        let mut prompt = profile.spec.system_prompt.clone();
+        let Some(memory) = self.memory.clone() else { return prompt };
+        self.set_status_message(id, "recalling lessons".into());
+        let (expert, task) = (profile.name.to_string(), task.to_owned());
+        let (lessons, error) = match tokio::task::spawn_blocking(move || memory.recall(&expert, &task)).await {
+            Ok(Ok(lessons)) => (lessons, None),
+            Ok(Err(error)) => (Vec::new(), Some(error)),
+            Err(error) => (Vec::new(), Some(format!("recalling stopped: {error}"))),
+        };
+        if lessons.is_empty() && error.is_none() {
+            return prompt;
+        }
+        if !lessons.is_empty() {
+            prompt.push_str(&crate::runtime::memory::memory_block(&lessons));
+        }
+        self.emit_now(EventBody::MemoryRecalled { uri: id, lessons, error });
+        prompt
+    }
+
     async fn run_agent(self: &Arc<Self>, id: TaskId, profile: Arc<Profile>, task: String, cancel: &CancellationToken) {
         let Some(model) = self.resolve_model(id, &profile, &task, cancel).await else { return };
+        let system_prompt = self.recall(id, &profile, &task).await;
         let mut machine = AgentMachine::new(AgentSetup {
-            system_prompt: profile.spec.system_prompt.clone(),
+            system_prompt,
             task,
             tool_names: profile.tool_names.clone(),
             max_turns: profile.max_turns,
@@ -1036,6 +1068,24 @@ impl Shared {
                 self.cancel_subtree(id, &format!("cancelled by {caller}"));
                 let resource = self.lock().registry.resource(id).map_err(|e| e.to_string())?;
                 serde_json::to_value(resource).map_err(|e| e.to_string())
+            }
+            BuiltinCall::Remember { text, expert_scope } => {
+                let memory = self.memory.clone().ok_or("memory is off for this run: nothing was kept")?;
+                let expert = profile.name.to_string();
+                let provenance = crate::runtime::memory::Provenance { run_id: self.run_id.clone(), seq: None };
+                let kept =
+                    tokio::task::spawn_blocking(move || memory.remember(&expert, &text, expert_scope, provenance))
+                        .await
+                        .map_err(|e| format!("remembering stopped: {e}"))??;
+                Ok(json!({"id": kept.id, "merged": kept.merged, "truncated": kept.truncated}))
+            }
+            BuiltinCall::Recall { query, k } => {
+                let memory = self.memory.clone().ok_or("memory is off for this run: there is nothing to recall")?;
+                let expert = profile.name.to_string();
+                let lessons = tokio::task::spawn_blocking(move || memory.search(&expert, &query, k))
+                    .await
+                    .map_err(|e| format!("recalling stopped: {e}"))??;
+                Ok(json!({"lessons": lessons}))
             }
             BuiltinCall::ListTasks => {
                 let state = self.lock();

@@ -10,8 +10,10 @@
 
 pub mod agent;
 pub mod driver;
+pub mod memory;
 pub mod registry;
 pub mod routing;
 pub mod tools;
 
 pub use driver::{Clock, RunConfig, RunHandle, RunSummary, StartError, SystemClock, spawn_run};
+pub use memory::{Recalled, RunMemory};

@@ -111,6 +111,26 @@ pub fn builtin_spec(name: &str, context: &ToolContext) -> Option<ToolSpec> {
             "List the subtasks you have started, with their status.".to_owned(),
             object(&[], &[]),
         ),
+        "remember" => (
+            "Keep a lesson for later runs: one short, general sentence worth knowing next time (not a fact about this task alone). Returns its id.".to_owned(),
+            object(
+                &[
+                    ("text", json!({"type": "string", "minLength": 1, "maxLength": 1000, "description": "The lesson, in one or two sentences."})),
+                    ("scope", json!({"type": "string", "enum": ["global", "expert"], "description": "global: every expert may recall it; expert: only experts with your name."})),
+                ],
+                &["text"],
+            ),
+        ),
+        "recall" => (
+            "Search the lessons kept from earlier runs. Returns the most similar ones with their ids and scores.".to_owned(),
+            object(
+                &[
+                    ("query", json!({"type": "string", "minLength": 1, "maxLength": 1000, "description": "What you want to know."})),
+                    ("k", json!({"type": "integer", "minimum": 1, "maximum": 20, "description": "How many lessons at most (default 5)."})),
+                ],
+                &["query"],
+            ),
+        ),
         _ => return None,
     };
     Some(ToolSpec { name: name.to_owned(), description, parameters })
@@ -132,11 +152,34 @@ fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
 /// A built-in call with its arguments checked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BuiltinCall {
-    CallAgent { task: String, agent: Option<String>, model: Option<String> },
-    CallSlm { prompt: String, system: Option<String>, max_tokens: Option<u32>, model: Option<String> },
-    GetTaskStatus { uri: String, wait_seconds: f64 },
-    CancelTask { uri: String },
+    CallAgent {
+        task: String,
+        agent: Option<String>,
+        model: Option<String>,
+    },
+    CallSlm {
+        prompt: String,
+        system: Option<String>,
+        max_tokens: Option<u32>,
+        model: Option<String>,
+    },
+    GetTaskStatus {
+        uri: String,
+        wait_seconds: f64,
+    },
+    CancelTask {
+        uri: String,
+    },
     ListTasks,
+    /// `expert_scope`: only experts of the caller's name may recall it.
+    Remember {
+        text: String,
+        expert_scope: bool,
+    },
+    Recall {
+        query: String,
+        k: usize,
+    },
 }
 
 /// Checks a call's arguments against the tool's schema. The error names the argument and says
@@ -161,6 +204,18 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         },
         "cancel_task" => BuiltinCall::CancelTask { uri: args.required_text("uri")? },
         "list_tasks" => BuiltinCall::ListTasks,
+        "remember" => BuiltinCall::Remember {
+            text: args.required_text("text")?,
+            expert_scope: match args.optional_text("scope")?.as_deref() {
+                None | Some("global") => false,
+                Some("expert") => true,
+                Some(other) => return Err(format!("`scope` must be \"global\" or \"expert\", not \"{other}\"")),
+            },
+        },
+        "recall" => BuiltinCall::Recall {
+            query: args.required_text("query")?,
+            k: args.optional_number("k")?.map_or(5, |k| k.clamp(1.0, 20.0) as usize),
+        },
         other => return Err(format!("`{other}` is not a built-in tool")),
     };
     args.reject_unknown(match name {
@@ -168,6 +223,8 @@ pub fn parse_builtin(name: &str, arguments: &Value) -> Result<BuiltinCall, Strin
         "call_slm" => &["prompt", "system", "max_tokens", "model"],
         "get_task_status" => &["uri", "wait_seconds"],
         "cancel_task" => &["uri"],
+        "remember" => &["text", "scope"],
+        "recall" => &["query", "k"],
         _ => &[],
     })?;
     Ok(call)

@@ -20,27 +20,31 @@ use crate::experiment::runner::MatrixUpdate;
 use crate::experiment::store::MatrixFile;
 use crate::experiment::summary::Summary;
 use crate::findings::PastRun;
+use crate::memory::service::{Edited, Learned};
+use crate::memory::store::{Hit, Item, ItemId};
 use crate::protocol::{Event, Millis, TaskId, TaskStatus};
 
 use super::layout::{self, Areas};
 use super::matrix::{ForkOrigin, MatrixEnd, MatrixPane};
+use super::memory::MemoryPane;
 use super::transcript::{self, Line};
 use super::tree::RunView;
 
 /// Re-runs of a forked subtask's original setup: enough to see whether its outcome repeats.
 pub const FORK_REPETITIONS: u32 = 3;
 
-/// The four screens, in tab order.
+/// The five screens, in tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Screen {
     Run,
     Agents,
     Experiments,
     Findings,
+    Memory,
 }
 
 impl Screen {
-    pub const ALL: [Screen; 4] = [Screen::Run, Screen::Agents, Screen::Experiments, Screen::Findings];
+    pub const ALL: [Screen; 5] = [Screen::Run, Screen::Agents, Screen::Experiments, Screen::Findings, Screen::Memory];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -48,6 +52,7 @@ impl Screen {
             Screen::Agents => "Agents",
             Screen::Experiments => "Experiments",
             Screen::Findings => "Findings",
+            Screen::Memory => "Memory",
         }
     }
 }
@@ -95,6 +100,31 @@ pub enum Command {
     LoadTrial {
         key: String,
         dir: PathBuf,
+    },
+    /// List the memory's lessons, newest first, and report [`Report::MemoryListed`].
+    MemoryList,
+    /// Search the lessons and report [`Report::MemorySearched`].
+    MemorySearch {
+        query: String,
+    },
+    /// Replace a lesson's text (embedding it again) and report [`Report::MemoryEdited`].
+    MemoryEdit {
+        id: ItemId,
+        text: String,
+    },
+    /// Remember a lesson of the user's, for every agent, and report [`Report::MemoryAdded`].
+    MemoryAdd {
+        text: String,
+    },
+    /// Delete a lesson for good and report [`Report::MemoryForgotten`].
+    MemoryForget {
+        id: ItemId,
+    },
+    /// Find the folder of the run `run_id` (a trial's inside its matrix), read its events and
+    /// report [`Report::MemoryRun`].
+    OpenMemoryRun {
+        run_id: String,
+        seq: Option<u64>,
     },
     /// Quit once the live run (if any) has written its findings.
     Quit,
@@ -192,17 +222,59 @@ pub enum Report {
         dir: PathBuf,
         text: String,
     },
+    /// The memory's lessons, newest first, and the store's file; or why they cannot be listed.
+    MemoryListed(Result<(PathBuf, Vec<Item>), String>),
+    /// A search's hits, best first.
+    MemorySearched {
+        query: String,
+        hits: Result<Vec<Hit>, String>,
+    },
+    MemoryEdited {
+        id: ItemId,
+        edited: Result<Edited, String>,
+    },
+    MemoryAdded(Result<Learned, String>),
+    MemoryForgotten {
+        id: ItemId,
+        forgotten: Result<Item, String>,
+    },
+    /// The run a lesson came from: its folder and events (and a warning about them), or why it
+    /// cannot be opened (its folder is gone).
+    MemoryRun {
+        run_id: String,
+        seq: Option<u64>,
+        opened: Result<(PathBuf, Vec<Event>, Option<String>), String>,
+    },
     Status(String),
 }
 
 /// A question the user must answer with `y` or `n` before anything else.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prompt {
-    CancelSubtree { uri: TaskId, agent: String, descendants: usize },
-    CancelMatrix { running: usize },
-    SaveInvalid { path: PathBuf, errors: usize },
+    CancelSubtree {
+        uri: TaskId,
+        agent: String,
+        descendants: usize,
+    },
+    CancelMatrix {
+        running: usize,
+    },
+    SaveInvalid {
+        path: PathBuf,
+        errors: usize,
+    },
     QuitWhileRunning,
-    QuitUnsaved { files: Vec<String> },
+    QuitUnsaved {
+        files: Vec<String>,
+    },
+    /// Delete a memory lesson for good.
+    ForgetLesson {
+        id: ItemId,
+    },
+    /// Close the lesson editor, losing its changes to `what` ("lesson #12").
+    DiscardLesson {
+        what: String,
+    },
 }
 
 /// A run on the Run screen, live or replayed.
@@ -376,6 +448,7 @@ pub struct App {
     pub findings_focus: Focus,
     pub notes: Option<NotesEditor>,
     pub workbench_problems: Vec<String>,
+    pub memory: MemoryPane,
     pub quitting: bool,
     pub size: Rect,
 }
@@ -405,6 +478,7 @@ impl App {
             findings_focus: Focus::List,
             notes: None,
             workbench_problems: Vec::new(),
+            memory: MemoryPane::default(),
             quitting: false,
             size: Rect::new(0, 0, 80, 24),
         }
@@ -456,7 +530,7 @@ impl App {
         self.shown_matrix().map_or(0, |m| (m.summary.variants.len() + 1).clamp(2, 8) as u16 + 2)
     }
 
-    fn say(&mut self, text: impl Into<String>, is_error: bool) {
+    pub(super) fn say(&mut self, text: impl Into<String>, is_error: bool) {
         self.flash = Some((text.into(), is_error));
     }
 
@@ -525,6 +599,10 @@ impl App {
                     }
                 }
                 commands.push(Command::ListFindings);
+                if self.screen == Screen::Memory {
+                    // The run may have recalled lessons (their counts) or learned some.
+                    self.memory_opened(&mut commands);
+                }
                 if self.quitting {
                     commands.push(Command::Quit);
                 }
@@ -651,6 +729,12 @@ impl App {
                     self.notes = Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true });
                 }
             }
+            Report::MemoryListed(listed) => self.memory_listed(listed),
+            Report::MemorySearched { query, hits } => self.memory_searched(query, hits),
+            Report::MemoryEdited { id, edited } => self.memory_edited(id, edited, &mut commands),
+            Report::MemoryAdded(learned) => self.memory_added(learned, &mut commands),
+            Report::MemoryForgotten { id, forgotten } => self.memory_forgotten(id, forgotten, &mut commands),
+            Report::MemoryRun { run_id, seq, opened } => self.memory_run(run_id, seq, opened, &mut commands),
             Report::Status(text) => self.say(text, false),
         }
         commands
@@ -700,8 +784,8 @@ impl App {
             KeyCode::Char('q') => self.ask_quit(&mut commands),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => self.switch(self.screen_offset(1), &mut commands),
-            KeyCode::BackTab => self.switch(self.screen_offset(3), &mut commands),
-            KeyCode::Char(c @ '1'..='4') => {
+            KeyCode::BackTab => self.switch(self.screen_offset(Screen::ALL.len() - 1), &mut commands),
+            KeyCode::Char(c @ '1'..='5') => {
                 let screen = Screen::ALL[(c as u8 - b'1') as usize];
                 self.switch(screen, &mut commands);
             }
@@ -710,6 +794,7 @@ impl App {
                 Screen::Agents => self.agents_key(key, &mut commands),
                 Screen::Experiments => self.experiments_key(key, &mut commands),
                 Screen::Findings => self.findings_key(key, &mut commands),
+                Screen::Memory => self.memory_key(key, &mut commands),
             },
         }
         commands
@@ -720,6 +805,7 @@ impl App {
         match self.screen {
             Screen::Agents => self.agents_focus == Focus::Editor && !self.agents.is_empty(),
             Screen::Findings => self.findings_focus == Focus::Editor && self.notes.as_ref().is_some_and(|n| n.loaded),
+            Screen::Memory => self.memory.takes_text(),
             Screen::Run | Screen::Experiments => false,
         }
     }
@@ -733,11 +819,17 @@ impl App {
         if screen == Screen::Findings && self.screen != Screen::Findings {
             commands.push(Command::ListFindings);
         }
+        if screen == Screen::Memory && self.screen != Screen::Memory {
+            self.memory_opened(commands);
+        }
         self.screen = screen;
     }
 
     fn ask_quit(&mut self, commands: &mut Vec<Command>) {
-        let unsaved: Vec<String> = self.agents.iter().filter(|a| a.is_dirty()).map(AgentEditor::name).collect();
+        let mut unsaved: Vec<String> = self.agents.iter().filter(|a| a.is_dirty()).map(AgentEditor::name).collect();
+        if let Some(editor) = self.memory.editor.as_ref().filter(|e| e.is_dirty()) {
+            unsaved.push(editor.name());
+        }
         if self.running {
             self.prompt = Some(Prompt::QuitWhileRunning);
         } else if !unsaved.is_empty() {
@@ -777,6 +869,9 @@ impl App {
                 self.say("cancelling the run; quitting once its findings are written…", false);
             }
             Prompt::QuitUnsaved { .. } => self.quit(commands),
+            prompt @ (Prompt::ForgetLesson { .. } | Prompt::DiscardLesson { .. }) => {
+                self.memory_answer(prompt, commands)
+            }
         }
     }
 
@@ -1061,6 +1156,7 @@ impl App {
                     notes.dirty_since.get_or_insert(now);
                 }
             }
+            Screen::Memory => self.memory_text_key(key, commands),
             Screen::Run | Screen::Experiments => {}
         }
     }

@@ -18,7 +18,7 @@ pub struct Areas {
     pub list: Rect,
     /// The transcript (Run), the editor (Agents, Findings' notes) or the details.
     pub detail: Rect,
-    /// Diagnostics under the editor (Agents) or a run's summary (Findings).
+    /// Diagnostics under the editor (Agents), or a lesson's fields under its text (Memory).
     pub footer_panel: Rect,
     /// A message (what just happened, or went wrong), above the hints; empty when none.
     pub message: Rect,
@@ -59,6 +59,8 @@ pub fn areas_with_panel(size: Rect, screen: Screen, message: bool, panel: u16) -
         Screen::Agents => (if wide { 22 } else { 28 }, (body.height / 4).clamp(3, 8)),
         Screen::Experiments => (if wide { 35 } else { 40 }, 0),
         Screen::Findings => (if wide { 50 } else { 45 }, 0),
+        // The lessons on one line each; the detail's fields in the panel under its text.
+        Screen::Memory => (if wide { 62 } else { 55 }, (body.height / 2).clamp(4, 9)),
     };
     let [list, right] = Layout::default()
         .direction(Direction::Horizontal)

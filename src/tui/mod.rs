@@ -4,7 +4,8 @@
 //! Code map: [`tree`] is the run view model (pure, reduces events); [`matrix`] is a matrix
 //! run's (progress, per-variant comparison, one trial's run at a time); [`transcript`] wraps a
 //! task's conversation into lines; [`app`] holds the screens' state and turns keys into
-//! [`app::Command`]s; [`layout`] places regions; [`render`] and [`highlight`] draw.
+//! [`app::Command`]s, with the Memory screen's part in [`memory`]; [`layout`] places regions;
+//! [`render`] and [`highlight`] draw.
 //!
 //! An experiment of one trial runs as a single run pumped here; one of several trials (and a
 //! fork's re-runs) runs through the matrix runner, whose updates are forwarded as reports.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod highlight;
 pub mod layout;
 pub mod matrix;
+pub mod memory;
 pub mod render;
 pub mod transcript;
 pub mod tree;
@@ -26,7 +28,7 @@ pub mod tree;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
@@ -42,6 +44,8 @@ use crate::experiment::runner::{MatrixOptions, run_matrix, run_matrix_spec};
 use crate::experiment::store;
 use crate::findings;
 use crate::launch;
+use crate::memory::service::{Memory, ServiceError};
+use crate::memory::store::{Author, Filter, ItemKind, Provenance, Scope};
 use crate::protocol::{Op, TaskId};
 use crate::runtime::{Clock, SystemClock};
 
@@ -135,6 +139,8 @@ struct Shell {
     live: Option<LiveRun>,
     /// The embedded model stays loaded between runs (loading it takes a second or more).
     engines: crate::model::EnginePool,
+    /// The memory, opened on first use and kept, so its embedder loads once.
+    memory: MemorySlot,
     quit: bool,
 }
 
@@ -151,6 +157,7 @@ impl Shell {
             validate_tx,
             live: None,
             engines: crate::model::EnginePool::default(),
+            memory: MemorySlot::default(),
             quit: false,
         };
         shell.app.now = shell.clock.now();
@@ -311,6 +318,53 @@ impl Shell {
                 });
             }
             Command::Fork { run, uri } => self.start_fork(run, uri),
+            Command::MemoryList => {
+                let access = self.memory_access();
+                blocking(reports, move || {
+                    Report::MemoryListed(
+                        access.with(|m| Ok((m.path().to_path_buf(), m.list(&lessons(), memory::LIST_LIMIT)?))),
+                    )
+                });
+            }
+            Command::MemorySearch { query } => {
+                let access = self.memory_access();
+                blocking(reports, move || {
+                    let hits = access.with(|m| m.search(&query, memory::SEARCH_K, lessons()));
+                    Report::MemorySearched { query, hits }
+                });
+            }
+            Command::MemoryEdit { id, text } => {
+                let access = self.memory_access();
+                blocking(reports, move || Report::MemoryEdited { id, edited: access.with(|m| m.edit(id, &text)) });
+            }
+            Command::MemoryAdd { text } => {
+                let access = self.memory_access();
+                blocking(reports, move || {
+                    Report::MemoryAdded(
+                        access.with(|m| m.add(&text, Scope::Global, Author::User, Provenance::default())),
+                    )
+                });
+            }
+            Command::MemoryForget { id } => {
+                let access = self.memory_access();
+                blocking(reports, move || Report::MemoryForgotten { id, forgotten: access.with(|m| m.forget(id)) });
+            }
+            Command::OpenMemoryRun { run_id, seq } => {
+                let findings = self.app.root.join("findings");
+                blocking(reports, move || {
+                    let opened = match run_folder(&findings, &run_id) {
+                        Some(dir) => match findings::read_events(&dir.join(findings::EVENTS_FILE)) {
+                            Ok((events, warning)) => Ok((dir, events, warning)),
+                            Err(err) => Err(format!("cannot open run {run_id}: {err}")),
+                        },
+                        None => Err(format!(
+                            "run {run_id} is no longer in {}: its folder was deleted or moved",
+                            findings.display()
+                        )),
+                    };
+                    Report::MemoryRun { run_id, seq, opened }
+                });
+            }
             Command::LoadTrial { key, dir } => {
                 blocking(reports, move || {
                     let events = findings::read_events(&dir.join("events.jsonl"))
@@ -325,6 +379,11 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// What a memory operation needs to reach the memory from a blocking thread.
+    fn memory_access(&self) -> MemoryAccess {
+        MemoryAccess { slot: self.memory.clone(), root: self.app.root.clone(), reports: self.reports_tx.clone() }
     }
 
     /// Reads the agent files and experiments as they are on disk.
@@ -535,7 +594,7 @@ async fn pump_matrix(
         return;
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
-    let options = MatrixOptions { shard: None, concurrency: None, forward_events: true };
+    let options = MatrixOptions { shard: None, concurrency: None, forward_events: true, memory: None };
     let run = async {
         match &target {
             MatrixTarget::Experiment(name) => {
@@ -591,6 +650,77 @@ fn ready_models(
             .map_err(|err| err.to_string())?;
     }
     Ok(())
+}
+
+/// The memory once opened; `None` before, and after a store error (so the next operation opens
+/// the store again, say once a damaged file was moved aside).
+type MemorySlot = Arc<Mutex<Option<Arc<Memory>>>>;
+
+/// The memory as a blocking thread reaches it.
+struct MemoryAccess {
+    slot: MemorySlot,
+    root: PathBuf,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl MemoryAccess {
+    /// Runs `op` on the memory, opening it first if needed; an error is its message. Opening is
+    /// serialised; operations then run side by side (a listing does not wait for a search that
+    /// loads the embedder).
+    fn with<T>(&self, op: impl FnOnce(&Memory) -> Result<T, ServiceError>) -> Result<T, String> {
+        let memory = self.open()?;
+        op(&memory).map_err(|err| {
+            if matches!(err, ServiceError::Store(_)) {
+                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+            err.to_string()
+        })
+    }
+
+    fn open(&self) -> Result<Arc<Memory>, String> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(memory) = slot.as_ref() {
+            return Ok(memory.clone());
+        }
+        // `[memory]` in troupe.toml says where the store is.
+        let workbench = load(&self.root).map_err(|err| format!("cannot open the memory: {err}"))?;
+        let reports = self.reports.clone();
+        let memory = Memory::open(&workbench.settings.memory, &workbench.root)
+            .map_err(|err| err.to_string())?
+            .with_status(move |line| {
+                let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
+            });
+        let memory = Arc::new(memory);
+        *slot = Some(memory.clone());
+        Ok(memory)
+    }
+}
+
+/// What the Memory screen lists and searches: lessons (episodes are the runs' own record).
+fn lessons() -> Filter {
+    Filter { kind: Some(ItemKind::Lesson), ..Filter::default() }
+}
+
+/// The folder of the run `run_id` under `findings`: `findings/<run_id>`, or for a matrix's trial
+/// (`<matrix>--<variant>--<task>--r<n>`) `findings/<matrix>/trials/<variant>--<task>--r<n>`;
+/// `None` when no such folder holds an event log. An id that is not one plain name is refused.
+fn run_folder(findings: &Path, run_id: &str) -> Option<PathBuf> {
+    let plain = |name: &str| {
+        let mut parts = Path::new(name).components();
+        matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None))
+    };
+    if !plain(run_id) {
+        return None;
+    }
+    let has_log = |dir: &Path| dir.join(findings::EVENTS_FILE).is_file();
+    let dir = findings.join(run_id);
+    if has_log(&dir) {
+        return Some(dir);
+    }
+    run_id.match_indices("--").find_map(|(at, _)| {
+        let dir = findings.join(&run_id[..at]).join("trials").join(&run_id[at + 2..]);
+        has_log(&dir).then_some(dir)
+    })
 }
 
 /// Runs `work` on a blocking thread and reports its outcome.
@@ -698,6 +828,31 @@ impl Signals {
         tokio::select! {
             _ = interrupt => {}
             _ = terminate => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lessons_run_is_found_as_a_run_or_a_matrix_trial_and_nothing_outside_findings() {
+        let root = tempfile::tempdir().unwrap();
+        let findings = root.path().join("findings");
+        let run = findings.join("20261125-123815-smoke-b3c8");
+        let trial = findings.join("20261125-130000-trio-c0de/trials/inherit--t1--r2");
+        for dir in [&run, &trial] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(findings::EVENTS_FILE), "").unwrap();
+        }
+        assert_eq!(run_folder(&findings, "20261125-123815-smoke-b3c8"), Some(run));
+        assert_eq!(run_folder(&findings, "20261125-130000-trio-c0de--inherit--t1--r2"), Some(trial));
+        assert_eq!(run_folder(&findings, "20261125-130000-trio-c0de--solo--t1--r1"), None);
+        assert_eq!(run_folder(&findings, "gone"), None);
+        std::fs::write(root.path().join(findings::EVENTS_FILE), "").unwrap();
+        for outside in ["..", ".", "../findings", "/tmp", ""] {
+            assert_eq!(run_folder(&findings, outside), None, "{outside}");
         }
     }
 }

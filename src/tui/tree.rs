@@ -290,6 +290,17 @@ impl RunView {
                 node.model.clone_from(alias);
                 node.entries.push(Entry::Note { text: format!("routed to {alias}: {reason}"), is_error: false });
             }
+            EventBody::MemoryRecalled { uri, lessons, error } => {
+                let Some(i) = self.find(*uri, event) else { return };
+                let (text, is_error) = match error {
+                    Some(error) => (format!("memory not recalled: {error}"), true),
+                    None => {
+                        let ids: Vec<String> = lessons.iter().map(|l| format!("#{} {:.2}", l.id, l.score)).collect();
+                        (format!("recalled {} lessons: {}", lessons.len(), ids.join(", ")), false)
+                    }
+                };
+                self.nodes[i].entries.push(Entry::Note { text, is_error });
+            }
             EventBody::LimitHit { uri, message, .. } => {
                 let Some(i) = self.find(*uri, event) else { return };
                 self.nodes[i].entries.push(Entry::Note { text: format!("limit: {message}"), is_error: true });

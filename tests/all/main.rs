@@ -4,11 +4,13 @@
 //! - `cli`: the `troupe` binary as a user runs it.
 //! - `local_model`: the embedded model, for real.
 //! - `embedder`: the memory's sentence embedder (all-MiniLM-L6-v2), for real.
+//! - `memory_cli`: `troupe memory …` through the binary, with real embeddings.
 //! - `tui_screens`: the workbench's screens as snapshots, driven by recorded events.
 //! - `model_stream`: reading a model's reply stream (chunks of one kind, the closing error).
 //! - `http_server`: a scripted HTTP server on 127.0.0.1 for the remote providers' tests.
 //! - `remote_openai`, `remote_anthropic`: each provider over real HTTP.
 //! - `remote_run`: a whole run on a remote model and the embedded one.
+//! - `memory_run`: memory across runs: lessons recalled into prompts, forgotten, kept by agents.
 //! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,6 +20,8 @@ mod embedder;
 mod http_server;
 mod local_model;
 mod matrix;
+mod memory_cli;
+mod memory_run;
 mod model_stream;
 mod remote_anthropic;
 mod remote_openai;

@@ -97,6 +97,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         prices: Default::default(),
         routing: None,
         seed: None,
+        memory: None,
     }
 }
 
@@ -1033,4 +1034,154 @@ async fn a_misbehaving_provider_never_hangs_or_crashes_a_run() {
         }
         assert_eq!(run.summary.tasks.working, 0, "{how}");
     }
+}
+
+/// A memory that answers from a fixed list: a test tool standing in for the store, which has
+/// its own tests; here what matters is what the runtime does with lessons.
+struct FixedMemory(Result<Vec<troupe::runtime::Recalled>, String>, std::sync::Mutex<Vec<(String, String)>>);
+
+impl troupe::runtime::RunMemory for FixedMemory {
+    fn recall(&self, expert: &str, task: &str) -> Result<Vec<troupe::runtime::Recalled>, String> {
+        self.1.lock().unwrap().push((expert.to_owned(), task.to_owned()));
+        self.0.clone()
+    }
+
+    fn search(&self, _expert: &str, _query: &str, _k: usize) -> Result<Vec<troupe::runtime::Recalled>, String> {
+        self.0.clone()
+    }
+
+    fn remember(
+        &self,
+        expert: &str,
+        text: &str,
+        _expert_scope: bool,
+        _provenance: troupe::runtime::memory::Provenance,
+    ) -> Result<troupe::runtime::memory::Kept, String> {
+        self.1.lock().unwrap().push((expert.to_owned(), format!("remember: {text}")));
+        Ok(troupe::runtime::memory::Kept { id: 99, merged: false, truncated: false })
+    }
+}
+
+#[tokio::test]
+async fn recalled_lessons_reach_each_agents_system_prompt_and_are_an_event() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "helper", task = "Find the capital of France" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 5 }
+[[conversation.turn]]
+text = "Paris."
+
+[[conversation]]
+agent = "helper"
+[[conversation.turn]]
+text = "Paris."
+"#;
+    let lesson = troupe::runtime::Recalled { id: 7, score: 0.81, text: "Answer with the city only.".into() };
+    let memory = Arc::new(FixedMemory(Ok(vec![lesson.clone()]), Default::default()));
+    let mut config = config(
+        script,
+        vec![expert("boss", &["call_agent", "get_task_status"], &["helper"]), expert("helper", &[], &[])],
+        "boss",
+        "What is the capital of France?",
+        Limits::default(),
+    );
+    config.memory = Some(memory.clone());
+    let run = run(config).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    let asked = memory.1.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            ("boss".to_owned(), "What is the capital of France?".to_owned()),
+            ("helper".to_owned(), "Find the capital of France".to_owned())
+        ],
+        "each agent recalls for its own task"
+    );
+    let recalled: Vec<&EventBody> = run.of_type("memory_recalled");
+    assert_eq!(recalled.len(), 2);
+    let systems: Vec<&String> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Message { role: troupe::protocol::Role::System, content, .. } => Some(content),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(systems.len(), 2);
+    for system in systems {
+        assert!(system.contains("[troupe memory]") && system.contains("- Answer with the city only. (#7)"), "{system}");
+    }
+}
+
+#[tokio::test]
+async fn a_memory_that_fails_is_reported_and_the_agent_still_works() {
+    let script = "[[conversation]]\n[[conversation.turn]]\ntext = \"Forty-two.\"\n";
+    let memory = Arc::new(FixedMemory(Err("the store is locked".into()), Default::default()));
+    let mut config = config(script, vec![expert("solo", &[], &[])], "solo", "Six times seven?", Limits::default());
+    config.memory = Some(memory);
+    let run = run(config).await;
+    assert_eq!(run.summary.result.as_deref(), Some("Forty-two."));
+    match run.of_type("memory_recalled").as_slice() {
+        [EventBody::MemoryRecalled { lessons, error: Some(error), .. }] => {
+            assert!(lessons.is_empty());
+            assert_eq!(error, "the store is locked");
+        }
+        other => panic!("expected one memory_recalled with an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn remember_and_recall_are_tools_and_say_so_when_memory_is_off() {
+    let script = r#"
+[[conversation]]
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "remember"
+arguments = { text = "Quote results word for word.", scope = "expert" }
+[[conversation.turn.call]]
+tool = "recall"
+arguments = { query = "how to report results", k = 2 }
+[[conversation.turn]]
+text = "Done."
+"#;
+    let lesson = troupe::runtime::Recalled { id: 7, score: 0.5, text: "Be brief.".into() };
+    let agents = || vec![expert("solo", &["remember", "recall"], &[])];
+    let memory = Arc::new(FixedMemory(Ok(vec![lesson]), Default::default()));
+    let mut with_memory = config(script, agents(), "solo", "Report.", Limits::default());
+    with_memory.memory = Some(memory.clone());
+    let on = run(with_memory).await;
+    let results: Vec<(String, bool, Value)> = on
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { tool, result, is_error, .. } => Some((tool.clone(), *is_error, result.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results[0].0, "remember");
+    assert_eq!((results[0].1, &results[0].2["id"]), (false, &Value::from(99)));
+    assert_eq!(results[1].2["lessons"][0]["text"], "Be brief.");
+    assert!(
+        memory.1.lock().unwrap().contains(&("solo".to_owned(), "remember: Quote results word for word.".to_owned()))
+    );
+
+    let off = run(config(script, agents(), "solo", "Report.", Limits::default())).await;
+    let errors: Vec<String> = off
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolResult { result, is_error: true, .. } => Some(result.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("memory is off"), "{errors:?}");
+    assert_eq!(off.summary.status, RunStatus::Completed);
 }

@@ -14,6 +14,7 @@ use troupe::experiment::runner::MatrixUpdate;
 use troupe::experiment::store::MatrixFile;
 use troupe::findings::catalog::MatrixBrief;
 use troupe::findings::{PastOutcome, PastRun, read_events};
+use troupe::memory::store::{Author, Hit, Item, ItemKind, Provenance, Scope};
 use troupe::protocol::{Event, TaskCounts, Usage};
 use troupe::tui::app::{AgentFileText, App, Command, ExperimentItem, Report, Screen};
 use troupe::tui::render::to_buffer;
@@ -525,4 +526,112 @@ fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() 
     key(&mut app, KeyCode::Esc);
     assert!(app.past_matrix.is_none());
     assert!(text(&to_buffer(&mut app, 120, 40)).contains("No run yet."));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Memory screen: lessons as the shell lists them from the store, a search, the editor.
+
+/// A lesson as the store holds it; `run` is (run id, event seq, expert).
+fn lesson(id: i64, author: Author, scope: Scope, run: Option<(&str, u64, &str)>, uses: u64, text: &str) -> Item {
+    Item {
+        id,
+        kind: ItemKind::Lesson,
+        author,
+        scope,
+        provenance: Provenance {
+            run_id: run.map(|(run, _, _)| run.to_owned()),
+            seq: run.map(|(_, seq, _)| seq),
+            expert: run.map(|(_, _, expert)| expert.to_owned()),
+        },
+        text: text.to_owned(),
+        data: serde_json::Value::Null,
+        created_ms: 1_795_000_000_000 + id * 3_600_000,
+        last_used_ms: (uses > 0).then_some(1_795_100_000_000 + id * 60_000),
+        uses,
+        successes: uses * 2 / 3,
+        embedding: vec![1.0],
+        embedder: "sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db".into(),
+    }
+}
+
+/// Four lessons, newest first: an agent's from a run, a reflection from a matrix trial, the
+/// user's own, a note's.
+fn lessons() -> Vec<Item> {
+    vec![
+        lesson(
+            14,
+            Author::Agent,
+            Scope::Expert("researcher".into()),
+            Some(("20261125-123815-smoke-b3c8", 42, "researcher")),
+            6,
+            "When a question asks for a number, cite where the number comes from (a file and line, or \
+             the tool result that returned it) before using it in an answer.\nRound only at the end.",
+        ),
+        lesson(
+            12,
+            Author::Reflection,
+            Scope::Global,
+            Some(("20261125-130000-trio-c0de--inherit--t1--r2", 118, "coordinator")),
+            2,
+            "Delegating to an expert pays off only when the subtask is self-contained; otherwise answer directly.",
+        ),
+        lesson(9, Author::User, Scope::Global, None, 0, "Prefer the scripted model for smoke tests."),
+        lesson(
+            4,
+            Author::Notes,
+            Scope::Expert("writer".into()),
+            Some(("20261124-090000-smoke-0001", 7, "writer")),
+            1,
+            "Plain text only: no markdown tables.",
+        ),
+    ]
+}
+
+#[test]
+fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
+    let mut app = app_with(&[]);
+    assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Command::MemoryList]);
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    assert!(drawn.contains("reading the memory…"), "{drawn}");
+    app.handle_report(Report::MemoryListed(Ok(("/bench/.troupe/memory.sqlite".into(), lessons()))));
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("memory_120x40", drawn);
+    assert!(drawn.contains("5 Memory"), "{drawn}");
+    assert!(drawn.contains("by 6 runs, 4 of which passed"), "{drawn}");
+    assert!(drawn.contains("run 20261125-123815-smoke-b3c8"), "{drawn}");
+
+    key(&mut app, KeyCode::Char('/'));
+    for c in "cite numbers".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert!(text(&to_buffer(&mut app, 120, 40)).contains("search: cite numbers█"));
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Command::MemorySearch { query: "cite numbers".into() }]);
+    let found = lessons();
+    let hits = vec![Hit { item: found[0].clone(), score: 0.71 }, Hit { item: found[2].clone(), score: 0.34 }];
+    app.handle_report(Report::MemorySearched { query: "cite numbers".into(), hits: Ok(hits) });
+    let drawn = text(&to_buffer(&mut app, 120, 40));
+    insta::assert_snapshot!("memory_search_120x40", drawn);
+    assert!(drawn.contains("“cite numbers”: 2 lessons, most similar first"), "{drawn}");
+
+    // The hit's text edited; the save fails (no embedder files): the text stays, and why is said.
+    key(&mut app, KeyCode::Char('e'));
+    for c in " Always.".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let save = app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
+    assert!(matches!(&save[..], [Command::MemoryEdit { id: 14, text }] if text.ends_with("at the end. Always.")));
+    app.handle_report(Report::MemoryEdited {
+        id: 14,
+        edited: Err("the memory's embedder: model.safetensors is missing from the model cache".into()),
+    });
+    insta::assert_snapshot!("memory_edit_failed_80x24", text(&to_buffer(&mut app, 80, 24)));
+
+    // A store that cannot be read is a message in the list; the other screens go on.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('y'));
+    key(&mut app, KeyCode::Esc);
+    app.handle_report(Report::MemoryListed(Err("the memory store /bench/.troupe/memory.sqlite is busy".into())));
+    let drawn = text(&to_buffer(&mut app, 80, 24));
+    assert!(drawn.contains("is busy") && drawn.contains("R tries again"), "{drawn}");
+    assert_eq!(key(&mut app, KeyCode::Char('4')), vec![Command::ListFindings]);
 }

@@ -369,21 +369,28 @@ fn killed_mid_burst_keeps_every_acknowledged_item() {
             .spawn()
             .unwrap(),
     );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut reader = BufReader::new(child.0.stdout.take().unwrap());
     let mut acknowledged: Vec<(ItemId, usize)> = Vec::new();
     let parse = |line: &str| -> Option<(ItemId, usize)> {
         let mut parts = line.strip_prefix("stored ")?.split(' ');
         Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     };
     while acknowledged.len() < 300 {
-        let line = lines.next().expect("the child stopped writing before it was killed").unwrap();
-        acknowledged.extend(parse(&line));
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).unwrap();
+        assert!(read > 0, "the child stopped writing before it was killed");
+        acknowledged.extend(parse(line.trim_end()));
     }
     // SIGKILL, in the middle of the burst: no destructor, no checkpoint, no flush.
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    // Lines the child wrote before dying are still in the pipe.
-    acknowledged.extend(lines.map_while(Result::ok).filter_map(|l| parse(&l)));
+    // Lines the child wrote before dying are still in the pipe (and in the reader's buffer).
+    // Only whole lines count: a line without its newline was never acknowledged.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    let whole = rest.rfind('\n').map_or("", |end| &rest[..end]);
+    acknowledged.extend(whole.lines().filter_map(parse));
 
     let store = SqliteStore::open(&path).unwrap();
     for (id, i) in &acknowledged {

@@ -1,0 +1,165 @@
+//! Memory across sessions, through the real binary: a lesson kept in one process is recalled
+//! into the system prompt of the next `troupe run` (what the model was sent is in the run's
+//! `events.jsonl`), forgetting removes it, `--memory off` and `frozen` do what they say, and a
+//! lesson an agent keeps with `remember` reaches the next run. Real embeddings (MiniLM through
+//! troupe's own cache), scripted chat models; the tests hold the model lock.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use troupe::findings::read_events;
+use troupe::protocol::{EventBody, Role};
+
+const BIN: &str = env!("CARGO_BIN_EXE_troupe");
+
+fn workbench() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        ("troupe.toml", "[models.m]\nprovider = \"scripted\"\nscript = \"scripts/s.toml\"\n"),
+        (
+            "agents/guide.toml",
+            "model = \"m\"\ntools = [\"remember\", \"recall\"]\nsystem_prompt = \"You answer travel questions.\"\n",
+        ),
+        (
+            "scripts/s.toml",
+            r#"
+[[conversation]]
+task_contains = "Note this"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "remember"
+arguments = { text = "Travellers to Lisbon should carry cash for the trams." }
+[[conversation.turn]]
+text = "Noted."
+
+[[conversation]]
+repeat = true
+[[conversation.turn]]
+text = "Take the train."
+"#,
+        ),
+        ("experiments/ask.toml", "root = \"guide\"\ntask = \"How should I get around in Lisbon?\"\n"),
+        ("experiments/note.toml", "root = \"guide\"\ntask = \"Note this for later travellers to Lisbon.\"\n"),
+    ];
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn troupe(root: &Path, args: &[&str]) -> Output {
+    let output = Command::new(BIN).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "troupe {args:?}: {:?}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn run_folder(output: &Output) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().last().unwrap())
+}
+
+/// The system prompt the root agent was sent, and the lessons the run recalled.
+fn sent(run: &Path) -> (String, Vec<String>) {
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    let system = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Message { role: Role::System, content, .. } => Some(content.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let recalled = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::MemoryRecalled { lessons, .. } => {
+                Some(lessons.iter().map(|l| l.text.clone()).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    (system, recalled)
+}
+
+#[test]
+fn a_lesson_kept_in_one_process_is_recalled_by_the_next_and_forgetting_removes_it() {
+    let _model = crate::local_model::one_model_at_a_time();
+    let wb = workbench();
+    let root = wb.path();
+    let added = troupe(root, &["memory", "add", "In Lisbon, the 28 tram is the best way to get around the old town."]);
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added #"), "{added:?}");
+    troupe(root, &["memory", "add", "Bake sourdough at 240 degrees for forty minutes."]);
+
+    let run = run_folder(&troupe(root, &["run", "ask"]));
+    let (system, recalled) = sent(&run);
+    assert_eq!(
+        recalled,
+        ["In Lisbon, the 28 tram is the best way to get around the old town."],
+        "the related lesson only"
+    );
+    assert!(system.starts_with("You answer travel questions."), "{system}");
+    assert!(system.contains("[troupe memory]") && system.contains("28 tram"), "{system}");
+    assert!(!system.contains("sourdough"), "an unrelated lesson stays out: {system}");
+    let transcript = fs::read_to_string(run.join("transcript.md")).unwrap();
+    assert!(transcript.contains("Recalled from memory"), "the transcript shows the block");
+    let report = fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("## Lessons recalled from memory") && report.contains("28 tram"), "{report}");
+    let run_json = fs::read_to_string(run.join("config/run.json")).unwrap();
+    assert!(run_json.contains("\"memory\": \"on\""), "{run_json}");
+
+    // The lesson's record counts the run that used it.
+    let listed = String::from_utf8_lossy(&troupe(root, &["memory", "list", "--json"]).stdout).into_owned();
+    let tram: serde_json::Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["text"].as_str().unwrap().contains("tram"))
+        .unwrap();
+    assert_eq!(tram["uses"], 1, "{tram}");
+
+    // --memory off: nothing recalled; frozen: recalled.
+    let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask", "--memory", "off"])));
+    assert!(recalled.is_empty() && !system.contains("[troupe memory]"), "{system}");
+    let (_, recalled) = sent(&run_folder(&troupe(root, &["run", "ask", "--memory", "frozen"])));
+    assert_eq!(recalled.len(), 1);
+
+    let id = tram["id"].as_i64().unwrap().to_string();
+    troupe(root, &["memory", "forget", &id]);
+    let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask"])));
+    assert!(recalled.is_empty() && !system.contains("tram"), "forgotten means gone from the next prompt: {system}");
+}
+
+#[test]
+fn a_lesson_an_agent_remembers_reaches_the_next_run_unless_memory_is_frozen() {
+    let _model = crate::local_model::one_model_at_a_time();
+    let wb = workbench();
+    let root = wb.path();
+
+    // Frozen: the agent's `remember` is refused and nothing is kept.
+    let frozen = run_folder(&troupe(root, &["run", "note", "--memory", "frozen"]));
+    let (events, _) = read_events(&frozen.join("events.jsonl")).unwrap();
+    let refused = events.iter().any(|e| {
+        matches!(&e.body, EventBody::ToolResult { tool, is_error: true, result, .. } if tool == "remember" && result.to_string().contains("frozen"))
+    });
+    assert!(refused, "remember under --memory frozen is a tool error");
+    assert!(String::from_utf8_lossy(&troupe(root, &["memory", "list"]).stdout).trim().is_empty());
+
+    let noted = run_folder(&troupe(root, &["run", "note"]));
+    let listed = String::from_utf8_lossy(&troupe(root, &["memory", "list", "--json"]).stdout).into_owned();
+    let item: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(item["author"], "agent");
+    assert_eq!(item["text"], "Travellers to Lisbon should carry cash for the trams.");
+    let run_id = noted.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(item["provenance"]["run_id"], run_id.as_str(), "{item}");
+    assert_eq!(item["provenance"]["expert"], "guide", "{item}");
+
+    let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask"])));
+    assert_eq!(recalled, ["Travellers to Lisbon should carry cash for the trams."]);
+    assert!(system.contains("carry cash"), "{system}");
+}
