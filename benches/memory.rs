@@ -121,40 +121,10 @@ fn main() {
     let store = SqliteStore::open(&path).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
-    // Durable adds, one commit (and fsync) each.
-    let mut samples = Vec::with_capacity(SINGLE_ADDS);
-    let started = Instant::now();
-    for i in 0..SINGLE_ADDS {
-        let item = item(i, rng.unit());
-        let one = Instant::now();
-        store.add(item).unwrap();
-        samples.push(one.elapsed());
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let (p50, p99) = percentiles(&mut samples);
-    println!(
-        "add, one durable commit each: {SINGLE_ADDS} items in {seconds:.2} s = {:.0} items/s (p50 {p50:.2} ms, p99 {p99:.2} ms)",
-        SINGLE_ADDS as f64 / seconds
-    );
-
-    let mut added = SINGLE_ADDS;
-    let mut bulk_time = Duration::ZERO;
-    let mut bulk_items = 0;
+    let mut bulk = Bulk::after_single_adds("", &store, &mut rng);
     for size in SIZES {
-        while added < size {
-            let items: Vec<NewItem> = (added..(added + BATCH).min(size)).map(|i| item(i, rng.unit())).collect();
-            let n = items.len();
-            let started = Instant::now();
-            store.add_many(items).unwrap();
-            bulk_time += started.elapsed();
-            bulk_items += n;
-            added += n;
-        }
-        println!(
-            "add_many, batches of {BATCH}: {:.0} items/s so far ({bulk_items} items in {:.2} s)",
-            bulk_items as f64 / bulk_time.as_secs_f64(),
-            bulk_time.as_secs_f64()
-        );
+        bulk.fill("", &store, &mut rng, size);
+        let mut added = bulk.added;
 
         // The first search after the other connection below wrote, or after opening, loads every vector.
         let fresh = SqliteStore::open(&path).unwrap();
@@ -185,6 +155,7 @@ fn main() {
         let started = Instant::now();
         fresh.search(&query(&q, Filter::default())).unwrap();
         println!("{size} items: first search after its own write {:.2} ms", started.elapsed().as_secs_f64() * 1e3);
+        bulk.added = added;
     }
 
     let items = store.stats().unwrap().items;
@@ -202,6 +173,54 @@ fn main() {
     postgres();
 }
 
+/// Items added so far, and the time and count of the batched adds among them.
+struct Bulk {
+    added: usize,
+    time: Duration,
+    items: usize,
+}
+
+impl Bulk {
+    /// Durable adds, one commit (and fsync) each: their rate and latency, printed.
+    fn after_single_adds(label: &str, store: &dyn MemoryStore, rng: &mut Rng) -> Bulk {
+        let mut samples = Vec::with_capacity(SINGLE_ADDS);
+        let started = Instant::now();
+        for i in 0..SINGLE_ADDS {
+            let item = item(i, rng.unit());
+            let one = Instant::now();
+            store.add(item).unwrap();
+            samples.push(one.elapsed());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let (p50, p99) = percentiles(&mut samples);
+        println!(
+            "{label}add, one durable commit each: {SINGLE_ADDS} items in {seconds:.2} s = {:.0} items/s (p50 {p50:.2} ms, p99 {p99:.2} ms)",
+            SINGLE_ADDS as f64 / seconds
+        );
+        Bulk { added: SINGLE_ADDS, time: Duration::ZERO, items: 0 }
+    }
+
+    /// Adds batches until the store holds `size` items; prints the batched rate so far.
+    fn fill(&mut self, label: &str, store: &dyn MemoryStore, rng: &mut Rng, size: usize) {
+        while self.added < size {
+            let items: Vec<NewItem> =
+                (self.added..(self.added + BATCH).min(size)).map(|i| item(i, rng.unit())).collect();
+            let n = items.len();
+            let started = Instant::now();
+            store.add_many(items).unwrap();
+            self.time += started.elapsed();
+            self.items += n;
+            self.added += n;
+        }
+        println!(
+            "{label}add_many, batches of {BATCH}: {:.0} items/s so far ({} items in {:.2} s)",
+            self.items as f64 / self.time.as_secs_f64(),
+            self.items,
+            self.time.as_secs_f64()
+        );
+    }
+}
+
 /// Insert rates, recall at 10,000 and 100,000 items, and bytes per item, for the PostgreSQL store.
 fn postgres() {
     let cache = match troupe::model::files::cache_dir() {
@@ -216,39 +235,9 @@ fn postgres() {
     let store = PostgresStore::connect(&server.create_database().unwrap()).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
-    let mut samples = Vec::with_capacity(SINGLE_ADDS);
-    let started = Instant::now();
-    for i in 0..SINGLE_ADDS {
-        let item = item(i, rng.unit());
-        let one = Instant::now();
-        store.add(item).unwrap();
-        samples.push(one.elapsed());
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let (p50, p99) = percentiles(&mut samples);
-    println!(
-        "postgres: add, one durable commit each: {SINGLE_ADDS} items in {seconds:.2} s = {:.0} items/s (p50 {p50:.2} ms, p99 {p99:.2} ms)",
-        SINGLE_ADDS as f64 / seconds
-    );
-
-    let mut added = SINGLE_ADDS;
-    let mut bulk_time = Duration::ZERO;
-    let mut bulk_items = 0;
+    let mut bulk = Bulk::after_single_adds("postgres: ", &store, &mut rng);
     for size in SIZES {
-        while added < size {
-            let items: Vec<NewItem> = (added..(added + BATCH).min(size)).map(|i| item(i, rng.unit())).collect();
-            let n = items.len();
-            let started = Instant::now();
-            store.add_many(items).unwrap();
-            bulk_time += started.elapsed();
-            bulk_items += n;
-            added += n;
-        }
-        println!(
-            "postgres: add_many, batches of {BATCH}: {:.0} items/s so far ({bulk_items} items in {:.2} s)",
-            bulk_items as f64 / bulk_time.as_secs_f64(),
-            bulk_time.as_secs_f64()
-        );
+        bulk.fill("postgres: ", &store, &mut rng, size);
         let (p50, p99) = time_searches(&store, &mut rng, &Filter::default());
         println!("postgres: {size} items: recall top-10, p50 {p50:.2} ms, p99 {p99:.2} ms");
         let visible =
