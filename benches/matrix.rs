@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use troupe::config::{Workbench, load_workbench};
 use troupe::experiment::record::TrialRecord;
-use troupe::experiment::runner::{MatrixOptions, MatrixUpdate, run_matrix};
+use troupe::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, run_matrix};
 use troupe::experiment::{charts, report, store, summary};
 use troupe::model::EnginePool;
 use troupe::runtime::{Clock, SystemClock};
@@ -163,10 +163,14 @@ fn run(runtime: &tokio::runtime::Runtime, workbench: &Workbench, experiment: &st
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let options = MatrixOptions { concurrency: Some(concurrency), ..MatrixOptions::default() };
         let started = Instant::now();
-        let outcome =
-            run_matrix(workbench, experiment, options, EnginePool::default(), clock, tx, CancellationToken::new())
-                .await
-                .unwrap_or_else(|err| panic!("{experiment}: {err}"));
+        let outcome = run_matrix(
+            workbench,
+            experiment,
+            options,
+            MatrixEnv { pool: EnginePool::default(), clock, updates: tx, cancel: CancellationToken::new() },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{experiment}: {err}"));
         let seconds = started.elapsed().as_secs_f64();
         let (finished, statuses) = drain.await.unwrap();
         assert!(outcome.complete && !outcome.cancelled, "{experiment}: incomplete; {statuses:?}");

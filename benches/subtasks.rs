@@ -87,26 +87,12 @@ impl Model for InstantModel {
 
 fn agent(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
     AgentSpec {
-        name: name.into(),
-        description: String::new(),
-        model: "instant".into(),
-        difficulty: None,
-        choose_model: false,
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
-        seed: None,
         max_turns: Some(3),
-        max_children: None,
-        max_wall_seconds: None,
         on_finish: Some(OnFinish::WaitForChildren),
-        tool_choice: Default::default(),
-        tool_plan: Vec::new(),
         tools: tools.iter().map(|s| s.to_string()).collect(),
         experts: experts.iter().map(|s| s.to_string()).collect(),
-        self_copies: true,
         system_prompt: "You are a benchmark.".into(),
-        path: "bench".into(),
+        ..AgentSpec::new(name, "instant", "bench")
     }
 }
 

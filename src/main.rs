@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use troupe::config::{Workbench, load_workbench, render_diagnostics};
 use troupe::experiment::fork::{ForkPlan, ForkRequest, plan_fork};
-use troupe::experiment::runner::{MatrixOptions, MatrixUpdate, resume_matrix, run_matrix, run_matrix_spec};
+use troupe::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, resume_matrix, run_matrix, run_matrix_spec};
 use troupe::findings::Redactor;
 use troupe::launch;
 use troupe::model::EnginePool;
@@ -300,13 +300,13 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
     let matrix = {
         let (clock, cancel) = (clock.clone(), cancel.clone());
         tokio::spawn(async move {
-            let pool = EnginePool::default();
+            let env = MatrixEnv { pool: EnginePool::default(), clock, updates: tx, cancel };
             match target {
-                Target::Experiment(name) => run_matrix(&workbench, &name, options, pool, clock, tx, cancel).await,
-                Target::Resume(dir) => resume_matrix(&workbench, &dir, options, pool, clock, tx, cancel).await,
+                Target::Experiment(name) => run_matrix(&workbench, &name, options, env).await,
+                Target::Resume(dir) => resume_matrix(&workbench, &dir, options, env).await,
                 Target::Spec(fork) => {
                     let ForkPlan { workbench, spec, original, .. } = *fork;
-                    let outcome = run_matrix_spec(&workbench, spec, options, pool, clock, tx, cancel).await?;
+                    let outcome = run_matrix_spec(&workbench, spec, options, env).await?;
                     troupe::experiment::fork::write_fork_report(&outcome, &original)?;
                     Ok(outcome)
                 }

@@ -7,7 +7,7 @@
 //! is checked here; every name it uses that another file defines (agents, model aliases) is
 //! recorded as a [`Reference`] and checked by [`workbench`](super::workbench).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use toml::Spanned;
@@ -17,7 +17,7 @@ use super::agent::read_name;
 use super::diagnostic::Diagnostic;
 use super::reader::{Cx, Located, Schema, Source, Table, start_of, type_name};
 use super::settings::{Dirs, read_limits, read_models};
-use super::types::{ExperimentSpec, LimitsPatch, Location, TaskSpec};
+use super::types::{ExperimentSpec, Location, TaskSpec};
 
 const EXPERIMENT_SCHEMA: Schema = &[
     ("name", "name = \"smoke\""),
@@ -84,22 +84,7 @@ impl ExperimentDraft {
     fn empty(shown: &Path, abs: &Path) -> Self {
         let stem = shown.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         ExperimentDraft {
-            spec: ExperimentSpec {
-                name: stem,
-                description: String::new(),
-                root: String::new(),
-                tasks: Vec::new(),
-                repetitions: 1,
-                variants: Vec::new(),
-                baseline: None,
-                checks: Vec::new(),
-                concurrency: None,
-                memory: None,
-                models: BTreeMap::new(),
-                limits: LimitsPatch::default(),
-                dataset: None,
-                path: abs.to_path_buf(),
-            },
+            spec: ExperimentSpec::new(stem, String::new(), Vec::new(), abs),
             name_at: start_of(shown),
             root_at: None,
             aliases: BTreeSet::new(),

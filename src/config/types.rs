@@ -399,6 +399,35 @@ pub struct AgentSpec {
     pub path: PathBuf,
 }
 
+impl AgentSpec {
+    /// An expert on `model` with every optional setting left out, as a file with only `model`
+    /// would read: no tools, copies of itself allowed.
+    pub fn new(name: impl Into<String>, model: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        AgentSpec {
+            name: name.into(),
+            description: String::new(),
+            model: model.into(),
+            difficulty: None,
+            choose_model: false,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            seed: None,
+            max_turns: None,
+            max_children: None,
+            max_wall_seconds: None,
+            on_finish: None,
+            tool_choice: ToolChoice::Auto,
+            tool_plan: Vec::new(),
+            tools: Vec::new(),
+            experts: Vec::new(),
+            self_copies: true,
+            system_prompt: String::new(),
+            path: path.into(),
+        }
+    }
+}
+
 /// One experiment, `experiments/<name>.toml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExperimentSpec {
@@ -432,6 +461,31 @@ pub struct ExperimentSpec {
 }
 
 impl ExperimentSpec {
+    /// An experiment of `root` on `tasks`, once each, with nothing else set.
+    pub fn new(
+        name: impl Into<String>,
+        root: impl Into<String>,
+        tasks: Vec<TaskSpec>,
+        path: impl Into<PathBuf>,
+    ) -> Self {
+        ExperimentSpec {
+            name: name.into(),
+            description: String::new(),
+            root: root.into(),
+            tasks,
+            repetitions: 1,
+            variants: Vec::new(),
+            baseline: None,
+            checks: Vec::new(),
+            concurrency: None,
+            memory: None,
+            models: BTreeMap::new(),
+            limits: LimitsPatch::default(),
+            dataset: None,
+            path: path.into(),
+        }
+    }
+
     /// The first task's input: what a single run asks.
     pub fn first_task(&self) -> &str {
         self.tasks.first().map_or("", |t| t.input.as_str())

@@ -10,9 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{
-    AgentPatch, AgentSpec, ExperimentSpec, LimitsPatch, TaskSpec, VariantSpec, Workbench, load_workbench,
-};
+use crate::config::{AgentPatch, AgentSpec, ExperimentSpec, TaskSpec, VariantSpec, Workbench, load_workbench};
 use crate::findings::{self, CONFIG_DIR};
 use crate::protocol::{EventBody, Role, TaskId, TaskKind, TaskStatus, Usage};
 
@@ -98,26 +96,11 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
             let system = slm_system(&events, &original.uri).unwrap_or_default();
             let name = "slm-fork".to_owned();
             let spec = AgentSpec {
-                name: name.clone(),
                 description: format!("call_slm on {}", original.model),
-                model: original.model.clone(),
-                difficulty: None,
-                choose_model: false,
-                temperature: None,
-                top_p: None,
-                max_tokens: None,
-                seed: None,
                 max_turns: Some(1),
-                max_children: None,
-                max_wall_seconds: None,
-                on_finish: None,
-                tool_choice: crate::protocol::ToolChoice::Auto,
-                tool_plan: Vec::new(),
-                tools: Vec::new(),
-                experts: Vec::new(),
                 self_copies: false,
                 system_prompt: system,
-                path: request.run.join("events.jsonl"),
+                ..AgentSpec::new(name.clone(), original.model.clone(), request.run.join("events.jsonl"))
             };
             workbench.agents.insert(name.clone(), spec);
             name
@@ -159,21 +142,18 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
         .and_then(|name| workbench.experiments.get(name))
         .map(|e| e.models.clone())
         .unwrap_or_default();
+    let task = TaskSpec { id: "subtask".to_owned(), input: original.task.clone(), expected: None };
     let spec = ExperimentSpec {
-        name: format!("{}-fork", experiment.as_deref().unwrap_or("run")),
         description: format!("{} of {} re-run", original.uri, request.run.display()),
-        root,
-        tasks: vec![TaskSpec { id: "subtask".to_owned(), input: original.task.clone(), expected: None }],
         repetitions: request.repetitions.max(1),
         variants,
-        baseline: None,
-        checks: Vec::new(),
-        concurrency: None,
-        memory: None,
         models,
-        limits: LimitsPatch::default(),
-        dataset: None,
-        path: request.run.join("events.jsonl"),
+        ..ExperimentSpec::new(
+            format!("{}-fork", experiment.as_deref().unwrap_or("run")),
+            root,
+            vec![task],
+            request.run.join("events.jsonl"),
+        )
     };
     Ok(ForkPlan { workbench, spec, original, from_snapshot })
 }

@@ -202,28 +202,17 @@ fn merge_limits(base: &LimitsPatch, over: &LimitsPatch) -> LimitsPatch {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use super::*;
 
     fn spec(variants: &[&str], tasks: usize, repetitions: u32) -> ExperimentSpec {
+        let tasks =
+            (1..=tasks).map(|i| TaskSpec { id: format!("t{i}"), input: format!("task {i}"), expected: None }).collect();
         ExperimentSpec {
-            name: "e".into(),
-            description: String::new(),
-            root: "host".into(),
-            tasks: (1..=tasks)
-                .map(|i| TaskSpec { id: format!("t{i}"), input: format!("task {i}"), expected: None })
-                .collect(),
             repetitions,
             variants: variants.iter().map(|n| VariantSpec { name: (*n).into(), ..VariantSpec::default() }).collect(),
-            baseline: None,
-            checks: Vec::new(),
-            concurrency: None,
-            memory: None,
-            models: BTreeMap::new(),
-            limits: LimitsPatch::default(),
-            dataset: None,
-            path: "/e.toml".into(),
+            ..ExperimentSpec::new("e", "host", tasks, "/e.toml")
         }
     }
 

@@ -46,6 +46,16 @@ pub struct MatrixOptions {
     pub memory: Option<MemoryMode>,
 }
 
+/// What a matrix runs with and reports to, the same for every entry point.
+pub struct MatrixEnv {
+    /// The embedded model, loaded once for every trial (and kept by the workbench across runs).
+    pub pool: EnginePool,
+    pub clock: Arc<dyn Clock>,
+    pub updates: mpsc::UnboundedSender<MatrixUpdate>,
+    /// Cancels the running trials (not recorded, so `--resume` runs them again).
+    pub cancel: CancellationToken,
+}
+
 /// What a view hears while a matrix runs.
 #[derive(Clone, Debug)]
 pub enum MatrixUpdate {
@@ -158,13 +168,10 @@ pub async fn run_matrix(
     workbench: &Workbench,
     experiment: &str,
     options: MatrixOptions,
-    pool: EnginePool,
-    clock: Arc<dyn Clock>,
-    updates: mpsc::UnboundedSender<MatrixUpdate>,
-    cancel: CancellationToken,
+    env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
     let spec = launch::find_experiment(workbench, experiment)?.clone();
-    run_matrix_spec(workbench, spec, options, pool, clock, updates, cancel).await
+    run_matrix_spec(workbench, spec, options, env).await
 }
 
 /// [`run_matrix`] for an experiment that is not in the workbench's files (a fork's).
@@ -172,14 +179,11 @@ pub async fn run_matrix_spec(
     workbench: &Workbench,
     spec: ExperimentSpec,
     options: MatrixOptions,
-    pool: EnginePool,
-    clock: Arc<dyn Clock>,
-    updates: mpsc::UnboundedSender<MatrixUpdate>,
-    cancel: CancellationToken,
+    env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
     let plan = plan(&spec);
-    preflight(workbench, &spec, &pool, &updates)?;
-    let now = clock.now();
+    preflight(workbench, &spec, &env).await?;
+    let now = env.clock.now();
     let run_id = findings::new_run_id(&spec.name, now, launch::run_salt(now));
     let dir = workbench.root.join("findings").join(&run_id);
     if dir.exists() {
@@ -201,7 +205,7 @@ pub async fn run_matrix_spec(
     };
     let to_run: Vec<TrialSpec> =
         plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t))).cloned().collect();
-    run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, pool, clock, updates, cancel).await
+    run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, env).await
 }
 
 /// Finishes the matrix in `dir`: runs the trials of its share that `trials.jsonl` does not hold.
@@ -210,10 +214,7 @@ pub async fn resume_matrix(
     workbench: &Workbench,
     dir: &Path,
     options: MatrixOptions,
-    pool: EnginePool,
-    clock: Arc<dyn Clock>,
-    updates: mpsc::UnboundedSender<MatrixUpdate>,
-    cancel: CancellationToken,
+    env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
     let matrix = store::read_matrix(dir)?;
     let spec = launch::find_experiment(workbench, &matrix.info.experiment)?.clone();
@@ -242,7 +243,7 @@ pub async fn resume_matrix(
             dir.display()
         )));
     }
-    preflight(workbench, &spec, &pool, &updates)?;
+    preflight(workbench, &spec, &env).await?;
     let recorded = store::read_records(dir)?;
     let done: BTreeSet<&str> = recorded.iter().map(|r| r.key.as_str()).collect();
     let shard = options.shard.or(matrix.shard);
@@ -261,49 +262,35 @@ pub async fn resume_matrix(
         }
     }
     let options = MatrixOptions { shard, ..options };
-    run_trials(
-        workbench,
-        spec,
-        plan,
-        matrix,
-        dir.to_path_buf(),
-        to_run,
-        recorded,
-        &options,
-        pool,
-        clock,
-        updates,
-        cancel,
-    )
-    .await
+    run_trials(workbench, spec, plan, matrix, dir.to_path_buf(), to_run, recorded, &options, env).await
 }
 
 /// Every variant must be able to start (models buildable, keys set) before any trial runs: a
-/// missing API key is a configuration error, not a column of failed trials.
-fn preflight(
-    workbench: &Workbench,
-    spec: &ExperimentSpec,
-    pool: &EnginePool,
-    updates: &mpsc::UnboundedSender<MatrixUpdate>,
-) -> Result<(), MatrixError> {
-    let Some(task) = spec.tasks.first() else {
+/// missing API key is a configuration error, not a column of failed trials. Readying may fetch
+/// and load the embedded model, so it runs on a blocking thread, never on the async workers.
+async fn preflight(workbench: &Workbench, spec: &ExperimentSpec, env: &MatrixEnv) -> Result<(), MatrixError> {
+    let Some(task) = spec.tasks.first().cloned() else {
         return Err(MatrixError::Refused(format!("experiment `{}` has no tasks", spec.name)));
     };
-    let mut status = |line: &str| {
-        let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
-    };
-    for variant in variants(spec) {
-        let (workbench, spec) = trial_setup(workbench, spec, &variant, task);
-        launch::prepare_spec(&workbench, &spec, 0, 0, &mut status, pool, &RunOptions::default())?;
-    }
-    Ok(())
+    let (workbench, spec, pool, updates) = (workbench.clone(), spec.clone(), env.pool.clone(), env.updates.clone());
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut status = |line: &str| {
+            let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
+        };
+        for variant in variants(&spec) {
+            let (workbench, spec) = trial_setup(&workbench, &spec, &variant, &task);
+            launch::prepare_spec(&workbench, &spec, 0, 0, &mut status, &pool, &RunOptions::default())?;
+        }
+        Ok::<(), MatrixError>(())
+    });
+    ready.await.map_err(|err| MatrixError::Refused(format!("readying the models stopped: {err}")))?
 }
 
 fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the plan's parts, each from a different source per entry point
 async fn run_trials(
     workbench: &Workbench,
     spec: ExperimentSpec,
@@ -313,11 +300,9 @@ async fn run_trials(
     to_run: Vec<TrialSpec>,
     recorded: Vec<TrialRecord>,
     options: &MatrixOptions,
-    pool: EnginePool,
-    clock: Arc<dyn Clock>,
-    updates: mpsc::UnboundedSender<MatrixUpdate>,
-    cancel: CancellationToken,
+    env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
+    let MatrixEnv { pool, clock, updates, cancel } = env;
     let single = plan.is_single();
     let concurrency = options.concurrency.or(spec.concurrency).unwrap_or_else(|| {
         let local = variants(&spec).iter().any(|variant| {

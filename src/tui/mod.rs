@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExperimentSpec, Severity, Workbench, check_agent_text, load_workbench};
 use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, write_fork_report};
-use crate::experiment::plan::{plan, trial_setup, variants};
-use crate::experiment::runner::{MatrixOptions, run_matrix, run_matrix_spec};
+use crate::experiment::plan::plan;
+use crate::experiment::runner::{MatrixEnv, MatrixOptions, run_matrix, run_matrix_spec};
 use crate::experiment::store;
 use crate::findings;
 use crate::launch;
@@ -577,32 +577,13 @@ async fn pump_matrix(
     reports: mpsc::UnboundedSender<Report>,
     cancel: CancellationToken,
 ) {
-    // The runner readies every variant's models before its first trial, on the thread it runs
-    // on; done here first, off the workers, that check finds them loaded (the pool keeps them).
-    let ready = {
-        let (workbench, spec, engines, reports) = (workbench.clone(), spec.clone(), engines.clone(), reports.clone());
-        tokio::task::spawn_blocking(move || ready_models(&workbench, &spec, &engines, &reports))
-            .await
-            .map_err(|join| format!("starting the matrix failed: {join}"))
-            .and_then(|ready| ready)
-    };
-    if let Err(error) = ready {
-        let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
-        return;
-    }
-    if cancel.is_cancelled() {
-        return;
-    }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let options = MatrixOptions { shard: None, concurrency: None, forward_events: true, memory: None };
+    let env = MatrixEnv { pool: engines, clock, updates: updates_tx, cancel };
     let run = async {
         match &target {
-            MatrixTarget::Experiment(name) => {
-                run_matrix(&workbench, name, options, engines, clock, updates_tx, cancel).await
-            }
-            MatrixTarget::Fork(_) => {
-                run_matrix_spec(&workbench, spec, options, engines, clock, updates_tx, cancel).await
-            }
+            MatrixTarget::Experiment(name) => run_matrix(&workbench, name, options, env).await,
+            MatrixTarget::Fork(_) => run_matrix_spec(&workbench, spec, options, env).await,
         }
     };
     // Ends when the runner drops its last sender, that is once every trial has reported.
@@ -629,27 +610,6 @@ async fn pump_matrix(
             let _ = reports.send(Report::RunRefused { error: err.to_string() });
         }
     }
-}
-
-/// Readies the models every variant of `spec` reaches, as the runner's preflight does, and
-/// says why one cannot run.
-fn ready_models(
-    workbench: &Workbench,
-    spec: &ExperimentSpec,
-    engines: &crate::model::EnginePool,
-    reports: &mpsc::UnboundedSender<Report>,
-) -> Result<(), String> {
-    // Without a task the runner says what is wrong.
-    let Some(task) = spec.tasks.first() else { return Ok(()) };
-    let mut status = |line: &str| {
-        let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
-    };
-    for variant in variants(spec) {
-        let (workbench, spec) = trial_setup(workbench, spec, &variant, task);
-        launch::prepare_spec(&workbench, &spec, 0, 0, &mut status, engines, &launch::RunOptions::default())
-            .map_err(|err| err.to_string())?;
-    }
-    Ok(())
 }
 
 /// The memory once opened; `None` before, and after a store error (so the next operation opens

@@ -17,26 +17,11 @@ use troupe::runtime::{RunConfig, RunSummary, SystemClock, spawn_run};
 
 pub fn expert(name: &str, tools: &[&str], experts: &[&str]) -> AgentSpec {
     AgentSpec {
-        name: name.into(),
         description: format!("the {name}"),
-        model: "m".into(),
-        difficulty: None,
-        choose_model: false,
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
-        seed: None,
-        max_turns: None,
-        max_children: None,
-        max_wall_seconds: None,
-        on_finish: None,
-        tool_choice: Default::default(),
-        tool_plan: Vec::new(),
         tools: tools.iter().map(|s| s.to_string()).collect(),
         experts: experts.iter().map(|s| s.to_string()).collect(),
-        self_copies: true,
         system_prompt: format!("You are the {name}."),
-        path: format!("/agents/{name}.toml").into(),
+        ..AgentSpec::new(name, "m", format!("/agents/{name}.toml"))
     }
 }
 
