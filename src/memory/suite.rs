@@ -70,6 +70,20 @@ fn lesson(text: &str, embedding: Vec<f32>) -> NewItem {
     }
 }
 
+/// The embedder digest of the backends' own tests' items.
+pub(crate) const BACKEND_EMBEDDER: &str = "sha256:test";
+
+/// A global lesson by the user, as the backends' own tests write them.
+pub(crate) fn user_lesson(text: &str, embedding: Vec<f32>) -> NewItem {
+    NewItem { author: Author::User, created_ms: 1, embedder: BACKEND_EMBEDDER.into(), ..lesson(text, embedding) }
+}
+
+/// The texts of the ten items most similar to `vector`, best first, whatever their score.
+pub(crate) fn found(store: &dyn MemoryStore, vector: &[f32]) -> Vec<String> {
+    let query = Query { vector, embedder: BACKEND_EMBEDDER, k: 10, filter: Filter::default(), min_score: -1.0 };
+    store.search(&query).unwrap().into_iter().map(|h| h.item.text).collect()
+}
+
 fn query(vector: &[f32], k: usize) -> Query<'_> {
     Query { vector, embedder: EMBEDDER, k, filter: Filter::default(), min_score: -1.0 }
 }

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use super::server::{Durability, LocalServer};
 use super::*;
-use crate::memory::suite::store_suite;
+use crate::memory::suite::{self, store_suite};
 
 /// The process's server, started once.
 fn server() -> &'static LocalServer {
@@ -39,25 +39,14 @@ mod contract {
     store_suite!(fresh());
 }
 
-const EMBEDDER: &str = "sha256:test";
+const EMBEDDER: &str = suite::BACKEND_EMBEDDER;
 
 fn lesson(text: &str, embedding: Vec<f32>) -> NewItem {
-    NewItem {
-        kind: ItemKind::Lesson,
-        author: Author::User,
-        scope: Scope::Global,
-        provenance: Provenance::default(),
-        text: text.into(),
-        data: serde_json::Value::Null,
-        created_ms: 1,
-        embedding,
-        embedder: EMBEDDER.into(),
-    }
+    suite::user_lesson(text, embedding)
 }
 
-fn search(store: &PostgresStore, vector: &[f32]) -> Vec<String> {
-    let query = Query { vector, embedder: EMBEDDER, k: 10, filter: Filter::default(), min_score: -1.0 };
-    store.search(&query).unwrap().into_iter().map(|h| h.item.text).collect()
+fn search(store: &dyn MemoryStore, vector: &[f32]) -> Vec<String> {
+    suite::found(store, vector)
 }
 
 #[test]

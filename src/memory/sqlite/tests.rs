@@ -3,7 +3,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use super::*;
-use crate::memory::suite::store_suite;
+use crate::memory::suite::{self, store_suite};
 
 /// A fresh store in its own temporary workbench, as troupe lays it out.
 fn fresh() -> (tempfile::TempDir, SqliteStore) {
@@ -18,7 +18,7 @@ mod contract {
     store_suite!(fresh());
 }
 
-const EMBEDDER: &str = "sha256:test";
+const EMBEDDER: &str = suite::BACKEND_EMBEDDER;
 
 /// A unit vector in the plane of the first two axes, at `angle` radians from the first.
 fn unit(angle: f32) -> Vec<f32> {
@@ -26,22 +26,11 @@ fn unit(angle: f32) -> Vec<f32> {
 }
 
 fn lesson(text: &str, embedding: Vec<f32>) -> NewItem {
-    NewItem {
-        kind: ItemKind::Lesson,
-        author: Author::User,
-        scope: Scope::Global,
-        provenance: Provenance::default(),
-        text: text.into(),
-        data: serde_json::Value::Null,
-        created_ms: 1,
-        embedding,
-        embedder: EMBEDDER.into(),
-    }
+    suite::user_lesson(text, embedding)
 }
 
-fn search(store: &SqliteStore, vector: &[f32]) -> Vec<String> {
-    let query = Query { vector, embedder: EMBEDDER, k: 10, filter: Filter::default(), min_score: -1.0 };
-    store.search(&query).unwrap().into_iter().map(|h| h.item.text).collect()
+fn search(store: &dyn MemoryStore, vector: &[f32]) -> Vec<String> {
+    suite::found(store, vector)
 }
 
 /// A connection of our own to the file, as another program (or a damaged disk) would see it.
