@@ -76,10 +76,19 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Sorts diagnostics by path, then line, then column; ties keep the order they were found in.
-pub(crate) fn sort_diagnostics(diags: &mut [Diagnostic]) {
+/// Sorts by place and drops repeats: a file several others read (a dataset shared by
+/// experiments) is reported once, not once per reader.
+pub(crate) fn sort_diagnostics(diags: &mut Vec<Diagnostic>) {
     diags.sort_by(|a, b| {
         (&a.location.path, a.location.line, a.location.col).cmp(&(&b.location.path, b.location.line, b.location.col))
     });
+    let mut kept: Vec<Diagnostic> = Vec::with_capacity(diags.len());
+    for diag in diags.drain(..) {
+        if !kept.contains(&diag) {
+            kept.push(diag);
+        }
+    }
+    *diags = kept;
 }
 
 /// The result of [`load_workbench`](super::load_workbench).

@@ -254,3 +254,13 @@ fn matrix_mistakes_are_diagnosed_where_they_are() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_dataset_shared_by_two_experiments_is_reported_once() {
+    let mut files = with_experiment("root = \"host\"\ndataset = \"t.jsonl\"\n");
+    files.push(("experiments/f.toml", "root = \"host\"\ndataset = \"t.jsonl\"\n"));
+    files.push(("experiments/t.jsonl", "{\"input\": oops}\n"));
+    let got = diagnostics(&files);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("<root>/experiments/t.jsonl:1:11: error: dataset line is not JSON"), "{got:?}");
+}
