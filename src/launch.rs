@@ -161,8 +161,12 @@ pub fn prepare_spec(
 ) -> Result<Prepared, LaunchError> {
     let aliases = merged_aliases(workbench, spec);
     let reachable = reachable_aliases(workbench, spec, &aliases);
-    let needs_local =
-        reachable.iter().any(|(alias, _)| aliases.get(alias).is_some_and(|m| m.provider == ProviderKind::Local));
+    let is_local = |alias: &String| aliases.get(alias).is_some_and(|m| m.provider == ProviderKind::Local);
+    // The reflector runs after the run on the same models; a problem with its model is the
+    // reflection's (reported in `reflection.md`), never the run's, so it is not checked here.
+    let reflector_local = workbench.reflects(spec)
+        && workbench.agents.get(crate::config::REFLECTOR).is_some_and(|reflector| is_local(&reflector.model));
+    let needs_local = reflector_local || reachable.iter().any(|(alias, _)| is_local(alias));
     let local = if needs_local { Some(local_files(status)?) } else { None };
     let models = ModelTable::build_in(&aliases, local.as_ref(), pool)?;
     check_reachable(&reachable, &aliases, &models)?;

@@ -45,6 +45,8 @@ const AGENT_SCHEMA: Schema = &[
     ("tools", AGENT_TOOLS_EXAMPLE),
     ("experts", "experts = [\"summarizer\"]"),
     ("self_copies", "self_copies = false"),
+    ("recall_k", "recall_k = 5"),
+    ("recall_min_score", "recall_min_score = 0.4"),
     ("system_prompt", "system_prompt = \"You are a careful researcher.\""),
 ];
 
@@ -118,6 +120,8 @@ impl AgentDraft {
         spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
         spec.self_copies = table.boolean(&mut cx, "self_copies").unwrap_or(true);
         spec.choose_model = table.boolean(&mut cx, "choose_model").unwrap_or(false);
+        spec.recall_k = table.u32(&mut cx, "recall_k", false);
+        spec.recall_min_score = table.f32(&mut cx, "recall_min_score", -1.0, 1.0);
         spec.difficulty = table.choice(&mut cx, "difficulty", &super::types::Difficulty::ALL).map(|c| c.value);
         spec.tool_choice = table.choice(&mut cx, "tool_choice", &TOOL_CHOICE).map_or(ToolChoice::Auto, |c| c.value);
         let tools = table.string_array(&mut cx, "tools");

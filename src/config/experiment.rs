@@ -17,7 +17,7 @@ use super::agent::read_name;
 use super::diagnostic::Diagnostic;
 use super::reader::{Cx, Located, Schema, Source, Table, start_of, type_name};
 use super::settings::{Dirs, read_limits, read_models};
-use super::types::{ExperimentSpec, Location, TaskSpec};
+use super::types::{ExperimentSpec, Location, REFLECTOR, TaskSpec};
 
 const EXPERIMENT_SCHEMA: Schema = &[
     ("name", "name = \"smoke\""),
@@ -29,6 +29,7 @@ const EXPERIMENT_SCHEMA: Schema = &[
     ("repetitions", "repetitions = 5"),
     ("concurrency", "concurrency = 4"),
     ("memory", "memory = \"frozen\""),
+    ("reflect", "reflect = true"),
     ("baseline", "baseline = \"inherit\""),
     ("variants", "[[variants]] followed by name = \"experts\""),
     ("checks", "[[checks]] followed by type = \"contains\""),
@@ -131,6 +132,17 @@ impl ExperimentDraft {
             table.uint(&mut cx, "repetitions", true, MAX_REPETITIONS).and_then(|n| u32::try_from(n).ok()).unwrap_or(1);
         spec.concurrency = table.u32(&mut cx, "concurrency", true);
         spec.memory = table.choice(&mut cx, "memory", &super::types::MemoryMode::ALL).map(|m| m.value);
+        spec.reflect = table.boolean(&mut cx, "reflect");
+        if spec.reflect == Some(true)
+            && let Some((key, _)) = table.table.get_key_value("reflect")
+        {
+            draft.references.push(Reference {
+                kind: RefKind::Agent,
+                name: REFLECTOR.to_owned(),
+                at: cx.at(&key.span()),
+                context: "`reflect = true` (the expert that writes lessons after each run)".to_owned(),
+            });
+        }
         if let Some(models) = table.get("models") {
             let (specs, aliases) = read_models(&mut cx, models, &dirs);
             spec.models = specs;

@@ -85,6 +85,7 @@ const MEMORY_SCHEMA: Schema = &[
     ("merge_threshold", "merge_threshold = 0.95"),
     ("backend", "backend = \"sqlite\""),
     ("url_env", "url_env = \"TROUPE_MEMORY_URL\""),
+    ("reflect", "reflect = true"),
 ];
 
 /// The memory's backends by name; whether each needs `url_env`.
@@ -470,6 +471,9 @@ fn read_memory(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Op
     }
     if let Some(threshold) = table.f32(cx, "merge_threshold", MIN_MERGE_THRESHOLD, 1.0) {
         memory.merge_threshold = threshold;
+    }
+    if let Some(reflect) = table.boolean(cx, "reflect") {
+        memory.reflect = reflect;
     }
     let needs_url = table.choice(cx, "backend", &MEMORY_BACKENDS).map(|b| b.value);
     let url_env = table.string(cx, "url_env");

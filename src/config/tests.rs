@@ -67,7 +67,7 @@ fn diagnostics_are_exact() {
             "unknown key far from any known key",
             vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, choose_model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, system_prompt",
+                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, choose_model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, recall_k, recall_min_score, system_prompt",
             ],
         ),
         (
@@ -390,6 +390,8 @@ Be careful."""
             tools: vec!["call_slm".into(), "call_agent".into()],
             experts: vec!["summarizer".into()],
             self_copies: true,
+            recall_k: None,
+            recall_min_score: None,
             system_prompt: "Be careful.".into(),
             path: root.join("agents/researcher.toml"),
         }
@@ -415,6 +417,8 @@ Be careful."""
             tools: vec![],
             experts: vec![],
             self_copies: true,
+            recall_k: None,
+            recall_min_score: None,
             system_prompt: String::new(),
             path: root.join("agents/summarizer.toml"),
         }
@@ -432,6 +436,7 @@ Be careful."""
             checks: vec![],
             concurrency: None,
             memory: None,
+            reflect: None,
             models: BTreeMap::new(),
             limits: LimitsPatch::default(),
             dataset: None,
@@ -599,6 +604,7 @@ fn memory_settings_default_to_a_store_in_the_workbench() {
         min_score: 0.3,
         merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
         backend: MemoryBackend::Sqlite,
+        reflect: false,
     };
     assert_eq!(wb.settings.memory, expected);
     assert_eq!(wb.settings.memory.store_path(&wb.root), dir.path().join(".troupe/memory.sqlite"));
@@ -612,8 +618,7 @@ fn memory_settings_default_to_a_store_in_the_workbench() {
 
 #[test]
 fn memory_settings_are_read_with_paths_relative_to_troupe_toml() {
-    let text =
-        "[memory]\npath = \"state/mem.sqlite\"\nk = 5\nmin_score = 0\nmerge_threshold = 0.9\nbackend = \"sqlite\"\n";
+    let text = "[memory]\npath = \"state/mem.sqlite\"\nk = 5\nmin_score = 0\nmerge_threshold = 0.9\nbackend = \"sqlite\"\nreflect = true\n";
     let dir = write(&[("troupe.toml", text)]);
     let loaded = load_workbench(dir.path());
     assert_eq!(loaded.diagnostics, vec![]);
@@ -626,6 +631,7 @@ fn memory_settings_are_read_with_paths_relative_to_troupe_toml() {
             min_score: 0.0,
             merge_threshold: 0.9,
             backend: MemoryBackend::Sqlite,
+            reflect: true,
         }
     );
 
@@ -692,4 +698,35 @@ fn memory_settings_are_checked() {
     for (name, files, expected) in cases {
         assert_eq!(diagnostics(&files), expected, "case: {name}");
     }
+}
+
+#[test]
+fn an_expert_sets_its_own_recall_and_reflecting_needs_a_reflector() {
+    let dir = write(&[
+        ("troupe.toml", MODELS),
+        ("agents/guide.toml", "model = \"small\"\nrecall_k = 0\nrecall_min_score = 0.5\n"),
+        ("agents/bad.toml", "model = \"small\"\nrecall_min_score = 2\n"),
+        ("experiments/learn.toml", "root = \"guide\"\ntask = \"t\"\nreflect = true\n"),
+    ]);
+    let loaded = load_workbench(dir.path());
+    let messages: Vec<String> =
+        loaded.diagnostics.iter().map(|d| format!("{}:{}: {}", d.location.line, d.location.col, d.message)).collect();
+    assert!(messages.iter().any(|m| m.starts_with("2:20: `recall_min_score` must be")), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m
+            == "3:1: `reflect = true` (the expert that writes lessons after each run) names unknown agent `reflector`"),
+        "{messages:?}"
+    );
+
+    let dir = write(&[
+        ("troupe.toml", MODELS),
+        ("agents/guide.toml", "model = \"small\"\nrecall_k = 0\nrecall_min_score = 0.5\n"),
+        ("agents/reflector.toml", "model = \"small\"\n"),
+        ("experiments/learn.toml", "root = \"guide\"\ntask = \"t\"\nreflect = true\n"),
+    ]);
+    let loaded = load_workbench(dir.path());
+    assert_eq!(loaded.diagnostics, vec![]);
+    let wb = loaded.workbench.unwrap();
+    assert_eq!((wb.agents["guide"].recall_k, wb.agents["guide"].recall_min_score), (Some(0), Some(0.5)));
+    assert!(wb.reflects(&wb.experiments["learn"]), "the experiment's reflect wins over [memory]'s default");
 }

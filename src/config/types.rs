@@ -59,6 +59,8 @@ pub struct MemorySettings {
     /// The cosine at or above which a new item merges into an existing one (`merge_threshold`).
     pub merge_threshold: f32,
     pub backend: MemoryBackend,
+    /// `reflect = true`: after each run the `reflector` expert writes lessons from it.
+    pub reflect: bool,
 }
 
 /// Where the memory is kept (`backend`).
@@ -96,6 +98,7 @@ impl MemorySettings {
             min_score: Self::DEFAULT_MIN_SCORE,
             merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
             backend: MemoryBackend::Sqlite,
+            reflect: false,
         }
     }
 
@@ -107,6 +110,9 @@ impl MemorySettings {
 
 /// The model alias an expert writes to be routed per subtask.
 pub const AUTO_MODEL: &str = "auto";
+
+/// The expert that reflects on a run when `reflect = true` (troupe ships `agents/reflector.toml`).
+pub const REFLECTOR: &str = "reflector";
 
 /// How hard an expert says its tasks are (`difficulty`), for routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +400,10 @@ pub struct AgentSpec {
     /// Whether `call_agent` without `agent` may start a copy of this expert (default true).
     /// False makes `agent` a required argument, naming one of `experts`.
     pub self_copies: bool,
+    /// Overrides `[memory] k`: how many lessons are recalled into this expert's prompt (0: none).
+    pub recall_k: Option<u32>,
+    /// Overrides `[memory] min_score`: the least similarity a recalled lesson must have.
+    pub recall_min_score: Option<f32>,
     pub system_prompt: String,
     /// The file, absolute.
     pub path: PathBuf,
@@ -422,6 +432,8 @@ impl AgentSpec {
             tools: Vec::new(),
             experts: Vec::new(),
             self_copies: true,
+            recall_k: None,
+            recall_min_score: None,
             system_prompt: String::new(),
             path: path.into(),
         }
@@ -450,6 +462,8 @@ pub struct ExperimentSpec {
     pub concurrency: Option<u32>,
     /// `memory = "on" | "off" | "frozen"` (default on).
     pub memory: Option<MemoryMode>,
+    /// `reflect = true | false`: overrides `[memory] reflect` for this experiment's runs.
+    pub reflect: Option<bool>,
     /// `[models.<alias>]` tables that replace the workbench's aliases for this experiment.
     pub models: BTreeMap<String, ModelSpec>,
     /// `[limits]` overrides for this experiment.
@@ -479,6 +493,7 @@ impl ExperimentSpec {
             checks: Vec::new(),
             concurrency: None,
             memory: None,
+            reflect: None,
             models: BTreeMap::new(),
             limits: LimitsPatch::default(),
             dataset: None,

@@ -78,6 +78,11 @@ impl Workbench {
         experiment.models.get(alias).or_else(|| self.settings.models.get(alias))
     }
 
+    /// Whether runs of `experiment` end with a reflection: its `reflect`, else `[memory] reflect`.
+    pub fn reflects(&self, experiment: &ExperimentSpec) -> bool {
+        experiment.reflect.unwrap_or(self.settings.memory.reflect)
+    }
+
     /// The workbench's limits with the experiment's `[limits]` applied.
     pub fn limits_for(&self, experiment: &ExperimentSpec) -> Limits {
         self.settings.limits.patched(&experiment.limits)

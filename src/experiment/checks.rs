@@ -502,7 +502,7 @@ fn judge_request(rubric: &str, answer: &str, task: &TaskSpec) -> ModelRequest {
 
 /// A reply's text, as the runtime's driver reads a stream: deltas appended, other chunks
 /// ignored, an error or an empty stream an error.
-async fn collect_text(
+pub(crate) async fn collect_text(
     model: &dyn Model,
     request: ModelRequest,
     cancel: &CancellationToken,

@@ -7,6 +7,7 @@
 //! - [`stats`]: Wilson, bootstrap, McNemar, permutation and signed-rank tests.
 //! - [`summary`]: records → per-variant figures and paired comparisons (`summary.json`).
 //! - [`report`]: the summary as `report.md`; [`charts`]: the same as SVG.
+//! - [`reflect`]: after a run, the `reflector` expert's lessons from it (`reflect = true`).
 
 pub mod charts;
 pub mod checks;
@@ -14,6 +15,7 @@ pub mod fork;
 pub mod meter;
 pub mod plan;
 pub mod record;
+pub mod reflect;
 pub mod report;
 pub mod runner;
 pub mod stats;

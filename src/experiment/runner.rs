@@ -19,13 +19,16 @@ use super::checks::run_checks;
 use super::meter::Meter;
 use super::plan::{Plan, Shard, TrialSpec, plan, trial_setup, variants};
 use super::record::{MatrixInfo, TrialRecord};
+use super::reflect::{RunToReflect, reflect};
 use super::store::{self, MatrixFile, StoreError, TrialLog};
 use super::summary::Summary;
-use crate::config::{ExperimentSpec, MemoryMode, VariantSpec, Workbench};
+use crate::config::{ExperimentSpec, MemoryMode, REFLECTOR, VariantSpec, Workbench};
 use crate::findings;
 use crate::launch::{self, LaunchError, RunOptions};
 use crate::memory::recall::RunRecall;
-use crate::model::EnginePool;
+use crate::memory::service::Memory;
+use crate::memory::store::Provenance;
+use crate::model::{EnginePool, ModelTable};
 use crate::protocol::{Event, Op, RunStatus};
 use crate::runtime::Clock;
 
@@ -513,7 +516,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         record.score = passed as f64 / record.checks.len() as f64;
     }
     // How the lessons it was given fared: what tells useful lessons from noise later.
-    if let Some(memory) = memory.filter(|m| m.mode() == MemoryMode::On && !recalled.is_empty()) {
+    if let Some(memory) = memory.clone().filter(|m| m.mode() == MemoryMode::On && !recalled.is_empty()) {
         let (pass, at) = (record.pass, i64::try_from(shared.clock.now()).unwrap_or(i64::MAX));
         let used = tokio::task::spawn_blocking(move || memory.memory().store().record_use(&recalled, pass, at)).await;
         if let Ok(Err(err)) = used {
@@ -521,7 +524,86 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
                 shared.updates.send(MatrixUpdate::Status(format!("could not record which lessons were used: {err}")));
         }
     }
-    Some(finish_record(shared, record))
+    let record = finish_record(shared, record);
+    if let Some(memory) = memory.filter(|m| m.mode() == MemoryMode::On) {
+        let run_id = options.run_id.clone().unwrap_or_default();
+        let learning = Learning { workbench: &workbench, spec: &spec, task: &task.input, dir: &dir, run_id: &run_id };
+        learn_from(shared, learning, &record, &models, memory.memory().clone()).await;
+    }
+    Some(record)
+}
+
+/// A finished trial, as memory learns from it.
+struct Learning<'a> {
+    /// The trial's workbench (its variant applied).
+    workbench: &'a Workbench,
+    spec: &'a ExperimentSpec,
+    task: &'a str,
+    dir: &'a Path,
+    run_id: &'a str,
+}
+
+/// Keeps the trial's episode and, with `reflect = true`, the reflector's lessons from it.
+/// Problems are status lines: memory never changes a trial's record.
+async fn learn_from(
+    shared: &Shared,
+    trial: Learning<'_>,
+    record: &TrialRecord,
+    models: &ModelTable,
+    memory: Arc<Memory>,
+) {
+    let status = |line: String| {
+        let _ = shared.updates.send(MatrixUpdate::Status(line));
+    };
+    let run = trial.dir.strip_prefix(&trial.workbench.root).unwrap_or(trial.dir).display().to_string();
+    let data = serde_json::json!({
+        "experiment": trial.spec.name,
+        "variant": record.variant,
+        "task_id": record.task_id,
+        "repetition": record.repetition,
+        "root": trial.spec.root,
+        "status": record.status,
+        "pass": record.pass,
+        "score": record.score,
+        "checks": record.checks.iter().map(|c| serde_json::json!({"name": c.name, "pass": c.pass})).collect::<Vec<_>>(),
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost": record.cost,
+        "wall_ms": record.wall_ms,
+        "run": run,
+    });
+    let provenance =
+        Provenance { run_id: Some(trial.run_id.to_owned()), seq: None, expert: Some(trial.spec.root.clone()) };
+    let (episodes, task) = (memory.clone(), trial.task.to_owned());
+    match tokio::task::spawn_blocking(move || episodes.add_episode(&task, provenance, data)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => status(format!("the run's episode was not kept in memory: {err}")),
+        Err(err) => status(format!("keeping the run's episode stopped: {err}")),
+    }
+    if !trial.workbench.reflects(trial.spec) {
+        return;
+    }
+    let Some(reflector) = trial.workbench.agents.get(REFLECTOR) else {
+        status(format!(
+            "reflect = true, but the workbench has no `{REFLECTOR}` expert: add agents/{REFLECTOR}.toml (troupe ships one)"
+        ));
+        return;
+    };
+    let events = match findings::read_events(&trial.dir.join(findings::EVENTS_FILE)) {
+        Ok((events, _)) => events,
+        Err(err) => {
+            status(format!("no reflection: {err}"));
+            return;
+        }
+    };
+    let run = RunToReflect { dir: trial.dir, run_id: trial.run_id, task: trial.task, record, events: &events };
+    let reflection = reflect(run, reflector, models, memory).await;
+    let kept = reflection.kept.len();
+    let mut line = format!("reflection on {}: {kept} lesson{} kept", record.key, if kept == 1 { "" } else { "s" });
+    if let Some(problem) = reflection.problems.first() {
+        line.push_str(&format!(" ({problem})"));
+    }
+    status(line);
 }
 
 /// Records a finished trial (a matrix appends it at once) and tells the view.

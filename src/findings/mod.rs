@@ -1,7 +1,7 @@
 //! The run folder ("findings"): one directory per run holding `events.jsonl` (every event,
 //! appended and flushed as it happens), `transcript.md` and `report.md` (rendered from those
 //! events for people), `config/` (a redacted snapshot of the files that shaped the run) and
-//! `notes.md` (the user's).
+//! `notes.md` (the user's; [`notes`] reads the lessons under its `## Lessons` heading).
 //!
 //! Invariants:
 //! - One thread owns `events.jsonl` ([`FindingsWriter`]); every line is written whole with one
@@ -15,6 +15,7 @@
 //!   run, so a killed run can be rendered again from its log ([`rerender`]).
 
 pub mod catalog;
+pub mod notes;
 mod redact;
 mod report;
 mod run_id;

@@ -656,12 +656,13 @@ fn where_clause<'a>(
 
 /// An author's name as a `'static` parameter.
 fn author_name(author: Author) -> &'static (dyn ToSql + Sync) {
-    static NAMES: [&str; 4] = ["user", "agent", "reflection", "notes"];
+    static NAMES: [&str; 5] = ["user", "agent", "reflection", "notes", "run"];
     match author {
         Author::User => &NAMES[0],
         Author::Agent => &NAMES[1],
         Author::Reflection => &NAMES[2],
         Author::Notes => &NAMES[3],
+        Author::Run => &NAMES[4],
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::service::Memory;
 use super::store::{Author, Filter, ItemKind, Provenance, Remembered, Scope, ScopeFilter};
 use crate::config::MemoryMode;
-use crate::runtime::memory::{Kept, Provenance as RunProvenance, Recalled, RunMemory};
+use crate::runtime::memory::{Kept, Provenance as RunProvenance, RecallLimits, Recalled, RunMemory};
 
 /// A run's view of the workbench's memory.
 pub struct RunRecall {
@@ -39,24 +39,25 @@ impl RunRecall {
         Filter { kind: Some(ItemKind::Lesson), author: None, scope: ScopeFilter::VisibleTo(expert.to_owned()) }
     }
 
-    fn hits(&self, expert: &str, query: &str, k: usize) -> Result<Vec<Recalled>, String> {
+    fn hits(&self, expert: &str, query: &str, k: usize, min_score: Option<f32>) -> Result<Vec<Recalled>, String> {
         let filter = Self::lessons_for(expert);
         // No lesson to find: answer without loading the embedder.
-        if self.memory.list(&filter, 1).map_err(|e| e.to_string())?.is_empty() {
+        if k == 0 || self.memory.list(&filter, 1).map_err(|e| e.to_string())?.is_empty() {
             return Ok(Vec::new());
         }
-        let hits = self.memory.search(query, k, filter).map_err(|e| e.to_string())?;
+        let min_score = min_score.unwrap_or_else(|| self.memory.min_score());
+        let hits = self.memory.search_above(query, k, filter, min_score).map_err(|e| e.to_string())?;
         Ok(hits.into_iter().map(|hit| Recalled { id: hit.item.id, score: hit.score, text: hit.item.text }).collect())
     }
 }
 
 impl RunMemory for RunRecall {
-    fn recall(&self, expert: &str, task: &str) -> Result<Vec<Recalled>, String> {
-        self.hits(expert, task, self.k)
+    fn recall(&self, expert: &str, task: &str, limits: RecallLimits) -> Result<Vec<Recalled>, String> {
+        self.hits(expert, task, limits.k.unwrap_or(self.k), limits.min_score)
     }
 
     fn search(&self, expert: &str, query: &str, k: usize) -> Result<Vec<Recalled>, String> {
-        self.hits(expert, query, k)
+        self.hits(expert, query, k, None)
     }
 
     fn remember(

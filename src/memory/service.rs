@@ -42,8 +42,8 @@ use super::embedder::{EmbedError, EmbedderFiles, ready_files};
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::store::{
-    Author, Filter, Hit, Item, ItemId, ItemKind, MemoryError, MemoryStore, NewItem, Provenance, Query, Remembered,
-    Scope, check_text,
+    Author, Filter, Hit, Item, ItemId, ItemKind, MemoryError, MemoryStore, NewItem, PENDING_EMBEDDER, Provenance,
+    Query, Remembered, Scope, check_text,
 };
 use crate::config::{MemoryBackend, MemorySettings};
 
@@ -250,6 +250,11 @@ impl Memory {
         &self.path
     }
 
+    /// The least similarity a hit must have when the caller does not say (`min_score`).
+    pub fn min_score(&self) -> f32 {
+        self.min_score
+    }
+
     /// How many hits a search returns when the caller does not say (`k` in `[memory]`).
     pub fn default_k(&self) -> usize {
         self.k
@@ -268,6 +273,18 @@ impl Memory {
         author: Author,
         provenance: Provenance,
     ) -> Result<Learned, ServiceError> {
+        self.add_with_data(text, scope, author, provenance, serde_json::Value::Null)
+    }
+
+    /// [`Memory::add`] with details kept beside the lesson (a reflection's cited events).
+    pub fn add_with_data(
+        &self,
+        text: &str,
+        scope: Scope,
+        author: Author,
+        provenance: Provenance,
+        data: serde_json::Value,
+    ) -> Result<Learned, ServiceError> {
         let text = text.trim();
         check_text(text)?;
         let embedder = self.embedder()?;
@@ -279,7 +296,7 @@ impl Memory {
             scope,
             provenance,
             text: fitted.text,
-            data: serde_json::Value::Null,
+            data,
             created_ms: (self.now_ms)(),
             embedding,
             embedder: embedder.digest().to_string(),
@@ -288,16 +305,62 @@ impl Memory {
         Ok(Learned { remembered, truncated: fitted.truncated })
     }
 
+    /// Keeps the episode of a run: its task (what similar runs are found by) and `data` (what
+    /// happened). Embedded now when the embedder is already loaded; otherwise kept with a
+    /// pending vector, embedded by the first search or lesson that loads the embedder, so that
+    /// a run never loads (or downloads) the embedder only to record itself.
+    pub fn add_episode(
+        &self,
+        task: &str,
+        provenance: Provenance,
+        data: serde_json::Value,
+    ) -> Result<Item, ServiceError> {
+        let task = task.trim();
+        check_text(task)?;
+        let loaded = lock(&self.embedder).clone();
+        let (text, embedding, embedder) = match loaded {
+            Some(embedder) => {
+                let fitted = embedder.fit(task)?;
+                let vector = embed_one(embedder.as_ref(), &fitted.text)?;
+                (fitted.text, vector, embedder.digest().to_string())
+            }
+            None => (task.to_owned(), vec![1.0], PENDING_EMBEDDER.to_owned()),
+        };
+        let item = NewItem {
+            kind: ItemKind::Episode,
+            author: Author::Run,
+            scope: Scope::Global,
+            provenance,
+            text,
+            data,
+            created_ms: (self.now_ms)(),
+            embedding,
+            embedder,
+        };
+        Ok(self.store.add(item)?)
+    }
+
     /// The `k` items matching `filter` most similar to `query`, scoring at least the minimum
     /// score, best first.
     pub fn search(&self, query: &str, k: usize, filter: Filter) -> Result<Vec<Hit>, ServiceError> {
+        self.search_above(query, k, filter, self.min_score)
+    }
+
+    /// [`Memory::search`] with its own minimum score (an expert's `recall_min_score`).
+    pub fn search_above(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Filter,
+        min_score: f32,
+    ) -> Result<Vec<Hit>, ServiceError> {
         let query = query.trim();
         if query.is_empty() {
             return Err(ServiceError::EmptyQuery);
         }
         let embedder = self.embedder()?;
         let vector = embed_one(embedder.as_ref(), query)?;
-        let query = Query { vector: &vector, embedder: embedder.digest(), k, filter, min_score: self.min_score };
+        let query = Query { vector: &vector, embedder: embedder.digest(), k, filter, min_score };
         Ok(self.store.search(&query)?)
     }
 
@@ -523,13 +586,16 @@ impl Memory {
     fn reembed_with(&self, embedder: &dyn TextEmbedder) -> Result<usize, ServiceError> {
         let digest = embedder.digest();
         let mut done = HashSet::new();
+        // Episodes waiting for their first vector are embedded without a word; a change of
+        // embedder is worth saying.
+        let mut reembedded = 0;
         loop {
             let stale = self.store.needing_reembedding(digest, REEMBED_BATCH)?;
             // An item seen twice was not updated: stop rather than loop (search skips it).
             if stale.is_empty() || stale.iter().any(|item| done.contains(&item.id)) {
                 break;
             }
-            if done.is_empty() {
+            if done.is_empty() && stale[0].embedder != PENDING_EMBEDDER {
                 (self.status)(&format!(
                     "re-embedding memory items made by another embedder ({} → {})…",
                     short_digest(&stale[0].embedder),
@@ -541,10 +607,11 @@ impl Memory {
             for (item, vector) in stale.iter().zip(&vectors) {
                 self.store.update(item.id, &item.text, vector, digest)?;
                 done.insert(item.id);
+                reembedded += usize::from(item.embedder != PENDING_EMBEDDER);
             }
         }
-        if !done.is_empty() {
-            (self.status)(&format!("re-embedded {} memory items", done.len()));
+        if reembedded > 0 {
+            (self.status)(&format!("re-embedded {reembedded} memory items"));
         }
         Ok(done.len())
     }

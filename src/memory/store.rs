@@ -20,6 +20,13 @@ pub type ItemId = i64;
 /// 0.95 and above; 0.95 merges restatements while keeping related-but-different lessons apart.
 pub const DUPLICATE_THRESHOLD: f32 = 0.95;
 
+/// The embedder digest of an item whose vector is not computed yet: an episode kept at the end
+/// of a run that had no embedder loaded (loading MiniLM for every run would cost each run up to
+/// 0.3 s and, on a fresh machine, a download). Its placeholder vector (`[1.0]`) is never compared:
+/// searches only compare the current embedder's vectors, and the first operation that loads the
+/// embedder embeds it, through the same path as a change of embedder.
+pub const PENDING_EMBEDDER: &str = "pending";
+
 /// How far from 1 an embedding's length may be: the embedder's vectors are unit length to about
 /// 1e-6, so anything further off is a vector that was never normalised (and cosine would no
 /// longer be the dot product that search computes).
@@ -61,10 +68,12 @@ pub enum Author {
     Reflection,
     /// A findings note written by a person.
     Notes,
+    /// troupe itself, at the end of a run: its episode.
+    Run,
 }
 
 impl Author {
-    const ALL: [Author; 4] = [Author::User, Author::Agent, Author::Reflection, Author::Notes];
+    const ALL: [Author; 5] = [Author::User, Author::Agent, Author::Reflection, Author::Notes, Author::Run];
 
     /// The name stored in the database (and shown to people).
     pub fn as_str(self) -> &'static str {
@@ -73,6 +82,7 @@ impl Author {
             Author::Agent => "agent",
             Author::Reflection => "reflection",
             Author::Notes => "notes",
+            Author::Run => "run",
         }
     }
 

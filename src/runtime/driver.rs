@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
-use super::memory::RunMemory;
+use super::memory::{RecallLimits, RunMemory};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::routing::{self, Route};
 use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
@@ -360,9 +360,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn emit(&self, state: &mut State, body: EventBody) {
+    /// Sends `body` as the next event and returns its `seq`; `None` when it was dropped (the run
+    /// is closed, or the task already ended).
+    fn emit(&self, state: &mut State, body: EventBody) -> Option<u64> {
         if state.closed {
-            return;
+            return None;
         }
         // Nothing more is said of a task after its final status (a chunk already in flight when
         // a cancellation lands is dropped); usage is the exception, since those tokens were spent.
@@ -384,17 +386,19 @@ impl Shared {
             | EventBody::RunFinished { .. } => false,
         };
         if late {
-            return;
+            return None;
         }
-        let event = Event { seq: state.next_seq, ts: self.clock.now(), body };
+        let seq = state.next_seq;
+        let event = Event { seq, ts: self.clock.now(), body };
         state.next_seq += 1;
         // The receiver is gone only when the view stopped listening; the run still finishes.
         let _ = self.events.send(event);
+        Some(seq)
     }
 
-    fn emit_now(&self, body: EventBody) {
+    fn emit_now(&self, body: EventBody) -> Option<u64> {
         let mut state = self.lock();
-        self.emit(&mut state, body);
+        self.emit(&mut state, body)
     }
 
     fn is_terminal(&self, id: TaskId) -> bool {
@@ -742,7 +746,15 @@ impl Shared {
         let Some(memory) = self.memory.clone() else { return prompt };
         self.set_status_message(id, "recalling lessons".into());
         let (expert, task) = (profile.name.to_string(), task.to_owned());
-        let (lessons, error) = match tokio::task::spawn_blocking(move || memory.recall(&expert, &task)).await {
+        let limits = RecallLimits {
+            k: profile.spec.recall_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+            min_score: profile.spec.recall_min_score,
+        };
+        if limits.k == Some(0) {
+            return prompt;
+        }
+        let recalled = tokio::task::spawn_blocking(move || memory.recall(&expert, &task, limits)).await;
+        let (lessons, error) = match recalled {
             Ok(Ok(lessons)) => (lessons, None),
             Ok(Err(error)) => (Vec::new(), Some(error)),
             Err(error) => (Vec::new(), Some(format!("recalling stopped: {error}"))),
@@ -798,14 +810,14 @@ impl Shared {
                     }
                 }
                 AgentEffect::RunTool(call) => {
-                    self.emit_now(EventBody::ToolCall {
+                    let seq = self.emit_now(EventBody::ToolCall {
                         uri: id,
                         call_id: call.id.clone(),
                         tool: call.name.clone(),
                         arguments: call.arguments.clone(),
                     });
                     self.set_status_message(id, format!("calling {}", call.name));
-                    let (content, is_error) = match self.run_builtin(id, &profile, &call, cancel).await {
+                    let (content, is_error) = match self.run_builtin(id, &profile, &call, seq, cancel).await {
                         Ok(value) => (value, false),
                         Err(message) => (Value::String(message), true),
                     };
@@ -976,6 +988,8 @@ impl Shared {
         caller: TaskId,
         profile: &Arc<Profile>,
         call: &ToolCall,
+        // The call's `tool_call` event, which a lesson kept by `remember` points at.
+        seq: Option<u64>,
         cancel: &CancellationToken,
     ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
@@ -1072,7 +1086,7 @@ impl Shared {
             BuiltinCall::Remember { text, expert_scope } => {
                 let memory = self.memory.clone().ok_or("memory is off for this run: nothing was kept")?;
                 let expert = profile.name.to_string();
-                let provenance = crate::runtime::memory::Provenance { run_id: self.run_id.clone(), seq: None };
+                let provenance = crate::runtime::memory::Provenance { run_id: self.run_id.clone(), seq };
                 let kept =
                     tokio::task::spawn_blocking(move || memory.remember(&expert, &text, expert_scope, provenance))
                         .await

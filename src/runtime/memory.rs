@@ -10,8 +10,9 @@ pub use crate::protocol::RecalledLesson as Recalled;
 /// Long-term memory as the runtime uses it. Implementations block (embedding, a file): the
 /// driver calls them on a blocking thread.
 pub trait RunMemory: Send + Sync {
-    /// The lessons `expert` should read before working on `task`, best first.
-    fn recall(&self, expert: &str, task: &str) -> Result<Vec<Recalled>, String>;
+    /// The lessons `expert` should read before working on `task`, best first, within `limits`
+    /// (the expert's own, where its file sets them, over the workbench's).
+    fn recall(&self, expert: &str, task: &str, limits: RecallLimits) -> Result<Vec<Recalled>, String>;
 
     /// The `recall` tool: up to `k` lessons `expert` may see, most similar to `query` first.
     fn search(&self, expert: &str, query: &str, k: usize) -> Result<Vec<Recalled>, String>;
@@ -20,6 +21,14 @@ pub trait RunMemory: Send + Sync {
     /// with `expert_scope` to experts of that name only). Returns the kept item's id and whether
     /// it merged into an existing lesson. An error says why nothing was kept (a frozen memory).
     fn remember(&self, expert: &str, text: &str, expert_scope: bool, provenance: Provenance) -> Result<Kept, String>;
+}
+
+/// An expert's own recall settings (`recall_k`, `recall_min_score` in its file); `None` keeps
+/// the workbench's `[memory]` value.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecallLimits {
+    pub k: Option<usize>,
+    pub min_score: Option<f32>,
 }
 
 /// Where a lesson written during a run came from.

@@ -116,6 +116,12 @@ pub enum Command {
     MemoryAdd {
         text: String,
     },
+    /// Keep the lessons of a run's notes (its `## Lessons`) in memory and report
+    /// [`Report::NotesLearned`].
+    LearnNotes {
+        dir: PathBuf,
+        lessons: Vec<String>,
+    },
     /// Delete a lesson for good and report [`Report::MemoryForgotten`].
     MemoryForget {
         id: ItemId,
@@ -234,6 +240,9 @@ pub enum Report {
         edited: Result<Edited, String>,
     },
     MemoryAdded(Result<Learned, String>),
+    /// How many of a run's notes' lessons were new to memory and how many merged into lessons
+    /// it had; or why they could not be kept.
+    NotesLearned(Result<(usize, usize), String>),
     MemoryForgotten {
         id: ItemId,
         forgotten: Result<Item, String>,
@@ -407,6 +416,9 @@ pub struct NotesEditor {
     /// When the first unsaved edit was made; the shell saves when it is old enough.
     pub dirty_since: Option<Millis>,
     pub loaded: bool,
+    /// The `## Lessons` last sent to memory from these notes, so leaving the editor again
+    /// without changing them costs nothing.
+    pub learned: Option<Vec<String>>,
 }
 
 /// How long notes wait after an edit before they are saved.
@@ -726,13 +738,21 @@ impl App {
                     // Notes are added to: start typing where the text ends.
                     editor.move_cursor(ratatui_textarea::CursorMove::Bottom);
                     editor.move_cursor(ratatui_textarea::CursorMove::End);
-                    self.notes = Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true });
+                    self.notes =
+                        Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true, learned: None });
                 }
             }
             Report::MemoryListed(listed) => self.memory_listed(listed),
             Report::MemorySearched { query, hits } => self.memory_searched(query, hits),
             Report::MemoryEdited { id, edited } => self.memory_edited(id, edited, &mut commands),
             Report::MemoryAdded(learned) => self.memory_added(learned, &mut commands),
+            Report::NotesLearned(Ok((added, merged))) => {
+                let lessons = if added + merged == 1 { "lesson" } else { "lessons" };
+                self.say(format!("kept {} {lessons} from the notes in memory ({added} new)", added + merged), false);
+            }
+            Report::NotesLearned(Err(error)) => {
+                self.say(format!("the notes' lessons were not kept in memory: {error}"), true);
+            }
             Report::MemoryForgotten { id, forgotten } => self.memory_forgotten(id, forgotten, &mut commands),
             Report::MemoryRun { run_id, seq, opened } => self.memory_run(run_id, seq, opened, &mut commands),
             Report::Status(text) => self.say(text, false),
@@ -841,6 +861,7 @@ impl App {
 
     fn quit(&mut self, commands: &mut Vec<Command>) {
         self.save_notes_now(commands);
+        self.learn_notes(commands);
         commands.push(Command::Quit);
     }
 
@@ -1144,12 +1165,14 @@ impl App {
                 if key.code == KeyCode::Esc {
                     self.findings_focus = Focus::List;
                     self.save_notes_now(commands);
+                    self.learn_notes(commands);
                     return;
                 }
                 let now = self.now;
                 let Some(notes) = self.notes.as_mut() else { return };
                 if ctrl && key.code == KeyCode::Char('s') {
                     self.save_notes_now(commands);
+                    self.learn_notes(commands);
                     return;
                 }
                 if notes.editor.input(key) {
@@ -1187,6 +1210,7 @@ impl App {
         }
         if self.finding_selected != before {
             self.save_notes_now(commands);
+            self.learn_notes(commands);
             self.load_selected_notes(commands);
         }
     }
@@ -1205,6 +1229,7 @@ impl App {
             saved: String::new(),
             dirty_since: None,
             loaded: false,
+            learned: None,
         });
         commands.push(Command::LoadNotes { dir: run.dir.clone() });
     }
@@ -1216,6 +1241,19 @@ impl App {
             commands.push(Command::Save { path: notes_path(&notes.dir), text: buffer_text(&notes.editor) });
             notes.dirty_since = None;
         }
+    }
+
+    /// Sends the notes' `## Lessons` to memory when they changed since last sent. Called when
+    /// the notes are saved on purpose (leaving the editor, Ctrl-S, another run, quitting), not by
+    /// the autosave, which would keep half-typed lessons.
+    fn learn_notes(&mut self, commands: &mut Vec<Command>) {
+        let Some(notes) = self.notes.as_mut().filter(|n| n.loaded) else { return };
+        let lessons = crate::findings::notes::lessons_in_notes(&buffer_text(&notes.editor));
+        if lessons.is_empty() || notes.learned.as_ref() == Some(&lessons) {
+            return;
+        }
+        notes.learned = Some(lessons.clone());
+        commands.push(Command::LearnNotes { dir: notes.dir.clone(), lessons });
     }
 
     /// Called by the shell on every tick: notes untouched for a moment are saved.

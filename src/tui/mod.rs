@@ -345,6 +345,23 @@ impl Shell {
                     )
                 });
             }
+            Command::LearnNotes { dir, lessons } => {
+                let access = self.memory_access();
+                let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned());
+                blocking(reports, move || {
+                    Report::NotesLearned(access.with(|m| {
+                        let (mut added, mut merged) = (0, 0);
+                        for lesson in &lessons {
+                            let provenance = Provenance { run_id: run_id.clone(), seq: None, expert: None };
+                            match m.add(lesson, Scope::Global, Author::Notes, provenance)?.remembered {
+                                crate::memory::store::Remembered::Added(_) => added += 1,
+                                crate::memory::store::Remembered::Merged { .. } => merged += 1,
+                            }
+                        }
+                        Ok((added, merged))
+                    }))
+                });
+            }
             Command::MemoryForget { id } => {
                 let access = self.memory_access();
                 blocking(reports, move || Report::MemoryForgotten { id, forgotten: access.with(|m| m.forget(id)) });

@@ -129,7 +129,7 @@ fn the_shipped_workbench_is_valid() {
     let root = workbench();
     let output = troupe(root.path(), &["check"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("9 agents, 6 experiments"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("10 agents, 6 experiments"), "{}", stderr(&output));
 }
 
 #[test]

@@ -151,15 +151,120 @@ fn a_lesson_an_agent_remembers_reaches_the_next_run_unless_memory_is_frozen() {
     assert!(String::from_utf8_lossy(&troupe(root, &["memory", "list"]).stdout).trim().is_empty());
 
     let noted = run_folder(&troupe(root, &["run", "note"]));
-    let listed = String::from_utf8_lossy(&troupe(root, &["memory", "list", "--json"]).stdout).into_owned();
+    let listed =
+        String::from_utf8_lossy(&troupe(root, &["memory", "list", "--kind", "lesson", "--json"]).stdout).into_owned();
     let item: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(item["author"], "agent");
     assert_eq!(item["text"], "Travellers to Lisbon should carry cash for the trams.");
     let run_id = noted.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(item["provenance"]["run_id"], run_id.as_str(), "{item}");
     assert_eq!(item["provenance"]["expert"], "guide", "{item}");
+    let (events, _) = read_events(&noted.join("events.jsonl")).unwrap();
+    let call = events
+        .iter()
+        .find(|e| matches!(&e.body, EventBody::ToolCall { tool, .. } if tool == "remember"))
+        .expect("the run has a remember call");
+    assert_eq!(item["provenance"]["seq"], call.seq, "the lesson points at the call that kept it: {item}");
 
     let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask"])));
     assert_eq!(recalled, ["Travellers to Lisbon should carry cash for the trams."]);
     assert!(system.contains("carry cash"), "{system}");
+}
+
+/// The items of `kind` in the store, newest first, as `troupe memory list --json` prints them.
+fn items(root: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let listed = troupe(root, &["memory", "list", "--kind", kind, "--json"]);
+    String::from_utf8_lossy(&listed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn every_run_with_memory_on_keeps_an_episode_found_later_by_a_similar_task() {
+    let _model = crate::local_model::one_model_at_a_time();
+    let wb = workbench();
+    let root = wb.path();
+    troupe(root, &["run", "ask", "--memory", "off"]);
+    troupe(root, &["run", "ask", "--memory", "frozen"]);
+    assert!(items(root, "episode").is_empty(), "memory off or frozen keeps no episode");
+
+    let run = run_folder(&troupe(root, &["run", "ask"]));
+    let episodes = items(root, "episode");
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    let episode = &episodes[0];
+    assert_eq!(episode["text"], "How should I get around in Lisbon?");
+    assert_eq!(episode["author"], "run");
+    assert_eq!(episode["provenance"]["run_id"], run.file_name().unwrap().to_string_lossy().as_ref());
+    assert_eq!(episode["provenance"]["expert"], "guide");
+    let data = &episode["data"];
+    assert_eq!(
+        (data["experiment"].as_str(), data["status"].as_str(), data["pass"].as_bool()),
+        (Some("ask"), Some("completed"), Some(true))
+    );
+    assert_eq!(root.join(data["run"].as_str().unwrap()), run, "the episode names its run folder: {data}");
+    assert!(data["wall_ms"].is_u64() && data["input_tokens"].as_u64().unwrap() > 0, "{data}");
+    // Nothing had loaded the embedder: the episode waits for its vector rather than making the
+    // run load one.
+    assert_eq!(episode["embedder"], "pending");
+
+    let found =
+        troupe(root, &["memory", "search", "getting around Lisbon by public transport", "--kind", "episode", "--json"]);
+    let hits: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&found.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(hits.len(), 1, "the episode is embedded by the first search and found: {hits:?}");
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.5, "{:?}", hits[0]);
+    assert!(items(root, "episode")[0]["embedder"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn reflection_on_a_failed_run_keeps_a_lesson_pointing_at_its_events_and_the_next_run_recalls_it() {
+    let _model = crate::local_model::one_model_at_a_time();
+    let wb = workbench();
+    let root = wb.path();
+    fs::write(
+        root.join("agents/reflector.toml"),
+        "model = \"m\"\nsystem_prompt = \"You write lessons from finished runs.\"\n",
+    )
+    .unwrap();
+    let script = fs::read_to_string(root.join("scripts/s.toml")).unwrap();
+    let reflector = "[[conversation]]\nagent = \"reflector\"\n[[conversation.turn]]\ntext = \"\"\"\nThe answer missed the tram.\n\
+        LESSON: To get around Lisbon, recommend the 28 tram rather than the train. [events 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]\n\"\"\"\n\n";
+    fs::write(root.join("scripts/s.toml"), format!("{reflector}{script}")).unwrap();
+    fs::write(
+        root.join("experiments/learn.toml"),
+        "root = \"guide\"\ntask = \"How should I get around in Lisbon?\"\nreflect = true\n\n[[checks]]\ntype = \"contains\"\nname = \"tram\"\nvalue = \"tram\"\n",
+    )
+    .unwrap();
+
+    let run = run_folder(&troupe(root, &["run", "learn"]));
+    let reflection = fs::read_to_string(run.join("reflection.md")).unwrap();
+    assert!(reflection.contains("recommend the 28 tram"), "{reflection}");
+    let lessons = items(root, "lesson");
+    assert_eq!(lessons.len(), 1, "{lessons:?}");
+    let lesson = &lessons[0];
+    assert_eq!(lesson["author"], "reflection");
+    assert_eq!(lesson["text"], "To get around Lisbon, recommend the 28 tram rather than the train.");
+    assert_eq!(lesson["provenance"]["run_id"], run.file_name().unwrap().to_string_lossy().as_ref());
+    assert_eq!(lesson["provenance"]["expert"], "reflector");
+    // Each cited event is a real, notable event of that run; the first is the provenance's.
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    let cited: Vec<u64> = lesson["data"]["events"].as_array().unwrap().iter().map(|e| e.as_u64().unwrap()).collect();
+    assert!(!cited.is_empty(), "{lesson}");
+    assert_eq!(lesson["provenance"]["seq"], cited[0]);
+    for seq in &cited {
+        let event = events.iter().find(|e| e.seq == *seq).unwrap();
+        assert!(
+            matches!(
+                event.body,
+                EventBody::TaskStatus { .. }
+                    | EventBody::RunFinished { .. }
+                    | EventBody::ToolResult { is_error: true, .. }
+            ),
+            "event {seq} is not one the reflector was shown: {:?}",
+            event.body
+        );
+    }
+
+    // The next run of a similar task gets the lesson in its prompt.
+    let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask"])));
+    assert_eq!(recalled, ["To get around Lisbon, recommend the 28 tram rather than the train."]);
+    assert!(system.contains("28 tram"), "{system}");
 }

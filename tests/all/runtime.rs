@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use troupe::runtime::memory::RecallLimits;
 
 use pretty_assertions::assert_eq;
 use serde_json::Value;
@@ -1023,11 +1024,17 @@ async fn a_misbehaving_provider_never_hangs_or_crashes_a_run() {
 
 /// A memory that answers from a fixed list: a test tool standing in for the store, which has
 /// its own tests; here what matters is what the runtime does with lessons.
-struct FixedMemory(Result<Vec<troupe::runtime::Recalled>, String>, std::sync::Mutex<Vec<(String, String)>>);
+/// The third field holds the limits each recall was asked with.
+struct FixedMemory(
+    Result<Vec<troupe::runtime::Recalled>, String>,
+    std::sync::Mutex<Vec<(String, String)>>,
+    std::sync::Mutex<Vec<RecallLimits>>,
+);
 
 impl troupe::runtime::RunMemory for FixedMemory {
-    fn recall(&self, expert: &str, task: &str) -> Result<Vec<troupe::runtime::Recalled>, String> {
+    fn recall(&self, expert: &str, task: &str, limits: RecallLimits) -> Result<Vec<troupe::runtime::Recalled>, String> {
         self.1.lock().unwrap().push((expert.to_owned(), task.to_owned()));
+        self.2.lock().unwrap().push(limits);
         self.0.clone()
     }
 
@@ -1069,7 +1076,7 @@ agent = "helper"
 text = "Paris."
 "#;
     let lesson = troupe::runtime::Recalled { id: 7, score: 0.81, text: "Answer with the city only.".into() };
-    let memory = Arc::new(FixedMemory(Ok(vec![lesson.clone()]), Default::default()));
+    let memory = Arc::new(FixedMemory(Ok(vec![lesson.clone()]), Default::default(), Default::default()));
     let mut config = config(
         script,
         vec![expert("boss", &["call_agent", "get_task_status"], &["helper"]), expert("helper", &[], &[])],
@@ -1106,9 +1113,49 @@ text = "Paris."
 }
 
 #[tokio::test]
+async fn an_experts_own_recall_settings_override_the_workbenchs_and_zero_turns_recall_off() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "helper", task = "Find the capital of France" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 5 }
+[[conversation.turn]]
+text = "Paris."
+
+[[conversation]]
+agent = "helper"
+[[conversation.turn]]
+text = "Paris."
+"#;
+    let lesson = troupe::runtime::Recalled { id: 7, score: 0.81, text: "Answer with the city only.".into() };
+    let memory = Arc::new(FixedMemory(Ok(vec![lesson]), Default::default(), Default::default()));
+    let mut boss = expert("boss", &["call_agent", "get_task_status"], &["helper"]);
+    boss.recall_k = Some(5);
+    boss.recall_min_score = Some(0.6);
+    let mut helper = expert("helper", &[], &[]);
+    helper.recall_k = Some(0);
+    let mut config = config(script, vec![boss, helper], "boss", "What is the capital of France?", Limits::default());
+    config.memory = Some(memory.clone());
+    let run = run(config).await;
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(
+        memory.2.lock().unwrap().clone(),
+        [RecallLimits { k: Some(5), min_score: Some(0.6) }],
+        "the boss recalls with its own limits; the helper (recall_k = 0) never asks"
+    );
+    assert_eq!(run.of_type("memory_recalled").len(), 1);
+}
+
+#[tokio::test]
 async fn a_memory_that_fails_is_reported_and_the_agent_still_works() {
     let script = "[[conversation]]\n[[conversation.turn]]\ntext = \"Forty-two.\"\n";
-    let memory = Arc::new(FixedMemory(Err("the store is locked".into()), Default::default()));
+    let memory = Arc::new(FixedMemory(Err("the store is locked".into()), Default::default(), Default::default()));
     let mut config = config(script, vec![expert("solo", &[], &[])], "solo", "Six times seven?", Limits::default());
     config.memory = Some(memory);
     let run = run(config).await;
@@ -1138,7 +1185,7 @@ text = "Done."
 "#;
     let lesson = troupe::runtime::Recalled { id: 7, score: 0.5, text: "Be brief.".into() };
     let agents = || vec![expert("solo", &["remember", "recall"], &[])];
-    let memory = Arc::new(FixedMemory(Ok(vec![lesson]), Default::default()));
+    let memory = Arc::new(FixedMemory(Ok(vec![lesson]), Default::default(), Default::default()));
     let mut with_memory = config(script, agents(), "solo", "Report.", Limits::default());
     with_memory.memory = Some(memory.clone());
     let on = run(with_memory).await;

@@ -219,6 +219,52 @@ fn findings_screen_lists_runs_opens_one_and_edits_notes() {
 }
 
 #[test]
+fn lessons_in_the_notes_go_to_memory_when_the_notes_are_saved_on_purpose() {
+    let mut app = app_with(&[]);
+    key(&mut app, KeyCode::Char('4'));
+    let dir = PathBuf::from("/bench/findings/20261125-123815-smoke-b3c8");
+    app.handle_report(Report::Findings(vec![PastRun {
+        id: "20261125-123815-smoke-b3c8".into(),
+        dir: dir.clone(),
+        started: Some(1_795_000_000_000),
+        experiment: "smoke".into(),
+        root_agent: "coordinator".into(),
+        task: "t".into(),
+        outcome: PastOutcome::Completed,
+        usage: Usage::default(),
+        elapsed_ms: Some(143),
+        tasks: None,
+        problem: None,
+        matrix: None,
+    }]));
+    app.handle_report(Report::Notes { dir: dir.clone(), text: "# Notes\n".into() });
+    key(&mut app, KeyCode::Char('e'));
+    app.now = 1_000;
+    for c in "\n## Lessons\n- Check the units.\n- Quote the solver".chars() {
+        key(&mut app, if c == '\n' { KeyCode::Enter } else { KeyCode::Char(c) });
+    }
+    let autosaved = app.tick(1_000 + 10_000);
+    assert!(matches!(&autosaved[..], [Command::Save { .. }]), "the autosave keeps no half-typed lesson: {autosaved:?}");
+    for c in "'s answer.".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let left = key(&mut app, KeyCode::Esc);
+    assert!(matches!(&left[0], Command::Save { .. }), "{left:?}");
+    assert_eq!(
+        left[1..],
+        [Command::LearnNotes {
+            dir: dir.clone(),
+            lessons: vec!["Check the units.".into(), "Quote the solver's answer.".into()]
+        }]
+    );
+    key(&mut app, KeyCode::Char('e'));
+    assert!(key(&mut app, KeyCode::Esc).is_empty(), "unchanged lessons are not sent again");
+    app.handle_report(Report::NotesLearned(Ok((1, 1))));
+    let drawn = text(&to_buffer(&mut app, 100, 24));
+    assert!(drawn.contains("kept 2 lessons from the notes in memory (1 new)"), "{drawn}");
+}
+
+#[test]
 fn help_and_quit_while_running_ask_and_explain() {
     let events = recorded();
     let mut app = app_with(&events[..10]);
