@@ -129,6 +129,45 @@ impl From<RunStatus> for PastOutcome {
     }
 }
 
+/// The runs under `findings_dir` whose agents were given the memory item `id` (a
+/// `memory_recalled` event lists it), newest first: run ids as provenance names them, a
+/// matrix's trial as `<matrix>--<trial folder>`. Only lines naming the event are parsed, so
+/// the scan reads the logs once and costs little more than that.
+pub fn runs_recalling(findings_dir: &Path, id: i64) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(findings_dir) else { return Vec::new() };
+    let mut dirs: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    dirs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let mut runs = Vec::new();
+    for (name, dir) in dirs {
+        if recalls(&dir.join(EVENTS_FILE), id) {
+            runs.push(name.clone());
+        }
+        let Ok(trials) = std::fs::read_dir(dir.join("trials")) else { continue };
+        let mut trials: Vec<String> = trials.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        trials.sort_unstable();
+        for trial in trials {
+            if recalls(&dir.join("trials").join(&trial).join(EVENTS_FILE), id) {
+                runs.push(format!("{name}--{trial}"));
+            }
+        }
+    }
+    runs
+}
+
+/// Whether the log at `path` has a `memory_recalled` event listing item `id`.
+fn recalls(path: &Path, id: i64) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    BufReader::new(file).lines().map_while(Result::ok).filter(|line| line.contains("\"memory_recalled\"")).any(|line| {
+        serde_json::from_str::<Event>(&line).is_ok_and(|event| {
+            matches!(event.body, EventBody::MemoryRecalled { lessons, .. } if lessons.iter().any(|l| l.id == id))
+        })
+    })
+}
+
 /// Every run folder under `findings_dir` (a sub-folder holding an `events.jsonl`) and every
 /// matrix folder (one holding a `matrix.json` instead), newest first: by start time, then by id,
 /// with runs whose start could not be read last.
@@ -983,5 +1022,40 @@ mod tests {
         assert!(written.is_some());
         let runs = list_runs(findings.path());
         assert_eq!((runs[0].started, runs[0].outcome), (written, PastOutcome::Unfinished));
+    }
+
+    #[test]
+    fn the_runs_that_recalled_an_item_are_found_in_runs_and_trials_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let findings = dir.path();
+        let recalled = |ids: &[i64]| EventBody::MemoryRecalled {
+            uri: root(),
+            lessons: ids
+                .iter()
+                .map(|&id| crate::protocol::RecalledLesson { id, score: 0.5, text: format!("lesson {id}") })
+                .collect(),
+            error: None,
+        };
+        let run = |id: &str, ids: &[i64]| jsonl(&events(T0, vec![started(id, "t"), created(), recalled(ids)]));
+        write_log(findings, "20261124-100000-a-0001", &run("a", &[7, 9]));
+        write_log(findings, "20261125-100000-b-0002", &run("b", &[9]));
+        write_log(findings, "20261125-110000-c-0003", &run("c", &[7]));
+        let matrix = findings.join("20261125-120000-m-0004");
+        write_log(&matrix.join("trials"), "solo--t1--r1", &run("m1", &[7]));
+        write_log(&matrix.join("trials"), "solo--t1--r2", &run("m2", &[8]));
+        // A run whose log mentions the id elsewhere only, and a torn line.
+        write_log(
+            findings,
+            "20261125-130000-d-0005",
+            &(jsonl(&events(T0, vec![started("d", "lesson 7")])) + "{\"seq\":1,\"type\":\"memory_recalled"),
+        );
+
+        assert_eq!(
+            runs_recalling(findings, 7),
+            ["20261125-120000-m-0004--solo--t1--r1", "20261125-110000-c-0003", "20261124-100000-a-0001"]
+        );
+        assert_eq!(runs_recalling(findings, 8), ["20261125-120000-m-0004--solo--t1--r2"]);
+        assert!(runs_recalling(findings, 1).is_empty());
+        assert!(runs_recalling(&findings.join("missing"), 7).is_empty());
     }
 }

@@ -122,6 +122,10 @@ pub enum Command {
         dir: PathBuf,
         lessons: Vec<String>,
     },
+    /// Find the runs that were given lesson `id` and report [`Report::MemoryUsedIn`].
+    MemoryUsedIn {
+        id: ItemId,
+    },
     /// Delete a lesson for good and report [`Report::MemoryForgotten`].
     MemoryForget {
         id: ItemId,
@@ -243,6 +247,11 @@ pub enum Report {
     /// How many of a run's notes' lessons were new to memory and how many merged into lessons
     /// it had; or why they could not be kept.
     NotesLearned(Result<(usize, usize), String>),
+    /// The runs given lesson `id`, newest first (run ids; a trial as `<matrix>--<trial>`).
+    MemoryUsedIn {
+        id: ItemId,
+        runs: Vec<String>,
+    },
     MemoryForgotten {
         id: ItemId,
         forgotten: Result<Item, String>,
@@ -750,6 +759,7 @@ impl App {
                 let lessons = if added + merged == 1 { "lesson" } else { "lessons" };
                 self.say(format!("kept {} {lessons} from the notes in memory ({added} new)", added + merged), false);
             }
+            Report::MemoryUsedIn { id, runs } => self.memory.set_used_in(id, runs),
             Report::NotesLearned(Err(error)) => {
                 self.say(format!("the notes' lessons were not kept in memory: {error}"), true);
             }
@@ -1262,6 +1272,12 @@ impl App {
         let mut commands = Vec::new();
         if self.notes.as_ref().and_then(|n| n.dirty_since).is_some_and(|t| now.saturating_sub(t) >= NOTES_AUTOSAVE_MS) {
             self.save_notes_now(&mut commands);
+        }
+        // The detail pane follows the selection within a tick, whatever moved it.
+        if self.screen == Screen::Memory
+            && let Some(id) = self.memory.want_used_in()
+        {
+            commands.push(Command::MemoryUsedIn { id });
         }
         commands
     }

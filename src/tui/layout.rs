@@ -60,7 +60,7 @@ pub fn areas_with_panel(size: Rect, screen: Screen, message: bool, panel: u16) -
         Screen::Experiments => (if wide { 35 } else { 40 }, 0),
         Screen::Findings => (if wide { 50 } else { 45 }, 0),
         // The lessons on one line each; the detail's fields in the panel under its text.
-        Screen::Memory => (if wide { 62 } else { 55 }, (body.height / 2).clamp(4, 9)),
+        Screen::Memory => (if wide { 62 } else { 55 }, (body.height / 2).clamp(4, 12)),
     };
     let [list, right] = Layout::default()
         .direction(Direction::Horizontal)

@@ -40,6 +40,10 @@ pub struct MemoryPane {
     pub editor: Option<LessonEditor>,
     /// The lesson to select once the next listing arrives (one just added).
     select_after: Option<ItemId>,
+    /// The runs that were given a lesson (its id, theirs newest first), for the selected one.
+    pub used_in: Option<(ItemId, Vec<String>)>,
+    /// The lesson whose runs the shell is looking for.
+    used_in_asked: Option<ItemId>,
 }
 
 /// A search: the query being typed, then its hits, best first.
@@ -96,6 +100,32 @@ impl LessonEditor {
 }
 
 impl MemoryPane {
+    /// The lesson whose runs should be looked for now: the selected one, when they are neither
+    /// known nor asked for. Marks it asked.
+    pub fn want_used_in(&mut self) -> Option<ItemId> {
+        let id = self.selected_item()?.0.id;
+        let known = self.used_in.as_ref().is_some_and(|(known, _)| *known == id);
+        if known || self.used_in_asked == Some(id) {
+            return None;
+        }
+        self.used_in_asked = Some(id);
+        Some(id)
+    }
+
+    /// The shell found the runs given lesson `id`.
+    pub fn set_used_in(&mut self, id: ItemId, runs: Vec<String>) {
+        if self.used_in_asked == Some(id) {
+            self.used_in_asked = None;
+        }
+        self.used_in = Some((id, runs));
+    }
+
+    /// The runs given the selected lesson, once found.
+    pub fn selected_used_in(&self) -> Option<&[String]> {
+        let id = self.selected_item()?.0.id;
+        self.used_in.as_ref().filter(|(known, _)| *known == id).map(|(_, runs)| runs.as_slice())
+    }
+
     /// Whether the list pane shows a search's hits rather than the lessons.
     pub fn shows_hits(&self) -> bool {
         self.search.as_ref().is_some_and(|s| s.searched.is_some())

@@ -362,6 +362,13 @@ impl Shell {
                     }))
                 });
             }
+            Command::MemoryUsedIn { id } => {
+                let findings = self.app.root.join("findings");
+                blocking(reports, move || Report::MemoryUsedIn {
+                    id,
+                    runs: findings::catalog::runs_recalling(&findings, id),
+                });
+            }
             Command::MemoryForget { id } => {
                 let access = self.memory_access();
                 blocking(reports, move || Report::MemoryForgotten { id, forgotten: access.with(|m| m.forget(id)) });

@@ -673,7 +673,7 @@ fn draw_memory(frame: &mut Frame, app: &App, areas: &Areas) {
             );
         }
     }
-    draw_lesson_fields(frame, selected.map(|(item, _)| item), areas.footer_panel);
+    draw_lesson_fields(frame, selected.map(|(item, _)| item), app.memory.selected_used_in(), areas.footer_panel);
 }
 
 /// The title line: where the lessons are, or the query being typed, or what the hits are for.
@@ -818,8 +818,11 @@ fn draw_lessons(frame: &mut Frame, pane: &MemoryPane, area: Rect) {
     frame.render_stateful_widget(list, area, &mut state);
 }
 
+/// How many of the runs given a lesson its fields name.
+const USED_IN_SHOWN: usize = 3;
+
 /// A lesson's fields: who wrote it for whom, when, how it fared, where it came from.
-fn draw_lesson_fields(frame: &mut Frame, item: Option<&Item>, area: Rect) {
+fn draw_lesson_fields(frame: &mut Frame, item: Option<&Item>, used_in: Option<&[String]>, area: Rect) {
     if area.height == 0 {
         return;
     }
@@ -860,6 +863,13 @@ fn draw_lesson_fields(frame: &mut Frame, item: Option<&Item>, area: Rect) {
     if !at.is_empty() {
         lines.push(field("", at.join(" · ")));
     }
+    let used_in = match used_in {
+        None => "…".to_owned(),
+        Some([]) => "no run in findings/".to_owned(),
+        Some(runs) if runs.len() <= USED_IN_SHOWN => runs.join(", "),
+        Some(runs) => format!("{}, and {} more", runs[..USED_IN_SHOWN].join(", "), runs.len() - USED_IN_SHOWN),
+    };
+    lines.push(field("given to", used_in));
     let mut block = Block::bordered().title(format!(" #{} ", item.id));
     if p.run_id.is_some() {
         block = block.title_bottom(Line::styled(" Enter opens the run ", Style::new().fg(Color::Cyan)).right_aligned());

@@ -640,8 +640,14 @@ fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
     let drawn = text(&to_buffer(&mut app, 120, 40));
     assert!(drawn.contains("reading the memory…"), "{drawn}");
     app.handle_report(Report::MemoryListed(Ok(("/bench/.troupe/memory.sqlite".into(), lessons()))));
+    let id = lessons()[0].id;
+    assert_eq!(app.tick(5_000), vec![Command::MemoryUsedIn { id }], "the detail asks which runs were given it");
+    assert!(app.tick(5_100).is_empty(), "asked once");
+    let runs = ["20261125-140000-smoke-0001", "20261125-130000-trio-c0de--trials/solo--t1--r1", "a", "b"];
+    app.handle_report(Report::MemoryUsedIn { id, runs: runs.iter().map(|r| r.to_string()).collect() });
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("memory_120x40", drawn);
+    assert!(drawn.contains("given to  20261125-140000-smoke-0001,"), "{drawn}");
     assert!(drawn.contains("5 Memory"), "{drawn}");
     assert!(drawn.contains("by 6 runs, 4 of which passed"), "{drawn}");
     assert!(drawn.contains("run 20261125-123815-smoke-b3c8"), "{drawn}");
