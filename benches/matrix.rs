@@ -167,7 +167,13 @@ fn run(runtime: &tokio::runtime::Runtime, workbench: &Workbench, experiment: &st
             workbench,
             experiment,
             options,
-            MatrixEnv { pool: EnginePool::default(), clock, updates: tx, cancel: CancellationToken::new() },
+            MatrixEnv {
+                pool: EnginePool::default(),
+                clock,
+                updates: tx,
+                cancel: CancellationToken::new(),
+                mcp: troupe::mcp::client::McpPool::new(&workbench.settings.mcp_servers),
+            },
         )
         .await
         .unwrap_or_else(|err| panic!("{experiment}: {err}"));

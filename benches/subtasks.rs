@@ -129,6 +129,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         routing: None,
         seed: None,
         memory: None,
+        mcp: None,
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::config::{ExperimentSpec, MemoryMode, ModelSpec, ProviderKind, Workbench};
 use crate::findings::{self, FindingsError, FindingsWriter, Redactor, RunFolder};
+use crate::mcp::client::McpPool;
 use crate::memory::recall::RunRecall;
 use crate::model::{EnginePool, LocalFiles, ModelBuildError, ModelError, ModelTable, files, local};
 use crate::protocol::{Event, Millis, Op, Price};
+use crate::runtime::mcp::McpTools;
 use crate::runtime::{Clock, RunConfig, RunHandle, RunMemory, RunSummary, StartError, spawn_run};
 
 /// The alias `call_slm` uses unless a call names another.
@@ -82,7 +84,7 @@ pub fn prepare(
     salt: u32,
     status: &mut dyn FnMut(&str),
 ) -> Result<Prepared, LaunchError> {
-    prepare_in(workbench, experiment, now, salt, status, &EnginePool::default())
+    prepare_in(workbench, experiment, now, salt, status, &EnginePool::default(), None)
 }
 
 /// [`prepare`], reusing the embedded model loaded in `pool` by an earlier run (the workbench
@@ -94,10 +96,11 @@ pub fn prepare_in(
     salt: u32,
     status: &mut dyn FnMut(&str),
     pool: &EnginePool,
+    mcp: Option<Arc<McpPool>>,
 ) -> Result<Prepared, LaunchError> {
     let spec = find_experiment(workbench, experiment)?;
     let memory = run_memory(workbench, spec.memory.unwrap_or_default(), status);
-    let options = RunOptions { memory, ..RunOptions::default() };
+    let options = RunOptions { memory, mcp, ..RunOptions::default() };
     prepare_spec(workbench, spec, now, salt, status, pool, &options)
 }
 
@@ -123,6 +126,9 @@ pub struct RunOptions {
     pub trial: bool,
     /// Long-term memory for the run; `None` runs without (`--memory off`).
     pub memory: Option<Arc<RunRecall>>,
+    /// The workbench's MCP servers; `None` runs without an MCP client (experts' `mcp:` tools
+    /// are then left out, and the transcript says so).
+    pub mcp: Option<Arc<McpPool>>,
 }
 
 /// The workbench's memory for runs in `mode`, or `None` when it is off. A store that cannot be
@@ -204,8 +210,10 @@ pub fn prepare_spec(
             }))
         }).collect::<serde_json::Map<_, _>>(),
     });
+    let dir = options.dir.clone().unwrap_or_else(|| workbench.root.join("findings").join(&run_id));
+    let mcp = options.mcp.as_ref().map(|pool| Arc::new(pool.for_run(&dir)) as Arc<dyn McpTools>);
     Ok(Prepared {
-        dir: options.dir.clone().unwrap_or_else(|| workbench.root.join("findings").join(&run_id)),
+        dir,
         trial: options.trial,
         config: RunConfig {
             run_id,
@@ -221,6 +229,7 @@ pub fn prepare_spec(
             routing: workbench.settings.routing.clone(),
             seed: options.seed,
             memory: options.memory.clone().map(|m| m as Arc<dyn RunMemory>),
+            mcp,
         },
         redactor: redactor_of(&aliases),
         snapshot: workbench.files(),

@@ -10,7 +10,8 @@
 //! - [`model`]: the [`model::Model`] trait and its providers.
 //! - [`memory`]: memory that learns across sessions: the sentence embedder (MiniLM) and the
 //!   store of lessons and episodes (SQLite, exact vector search).
-//! - [`experiment`]: matrices of trials; for now the statistics their reports use.
+//! - [`experiment`]: matrices of trials: plans, checks, statistics, reports, reflection.
+//! - [`mcp`]: MCP both ways: the shared client of the experts' MCP servers.
 //! - [`findings`]: the run folder: `events.jsonl`, `transcript.md`, `report.md`, `config/`.
 //! - [`launch`]: from a workbench and an experiment to a running run with its run folder open.
 //! - [`serve`]: front ends other than the terminal UI (the headless progress line).
@@ -23,6 +24,7 @@ pub mod experiment;
 pub mod findings;
 pub mod fsutil;
 pub mod launch;
+pub mod mcp;
 pub mod memory;
 pub mod model;
 pub mod protocol;

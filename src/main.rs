@@ -18,6 +18,7 @@ use troupe::experiment::fork::{ForkPlan, ForkRequest, plan_fork};
 use troupe::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, resume_matrix, run_matrix, run_matrix_spec};
 use troupe::findings::Redactor;
 use troupe::launch;
+use troupe::mcp::client::McpPool;
 use troupe::model::EnginePool;
 use troupe::model::files::{self, Cache, FileState};
 use troupe::protocol::{Event, EventBody};
@@ -104,6 +105,21 @@ enum Command {
         #[command(subcommand)]
         command: MemoryCommand,
     },
+    /// MCP servers: the ones experts use ([mcp.servers.<name>] in troupe.toml).
+    Mcp {
+        #[command(subcommand)]
+        command: McpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum McpCommand {
+    /// Start each server and show its health, tools (with input schemas), resources and prompts.
+    List {
+        /// One JSON object per server, one per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +197,36 @@ fn main() -> ExitCode {
         }
         Some(Command::Models { command }) => models(command),
         Some(Command::Memory { command }) => memory(&cli.root, command),
+        Some(Command::Mcp { command }) => {
+            let Some(runtime) = async_runtime() else { return ExitCode::from(EXIT_FAILED) };
+            runtime.block_on(mcp(&cli.root, command))
+        }
+    }
+}
+
+/// `troupe mcp …`.
+async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
+    let Some(workbench) = load(root) else { return ExitCode::from(EXIT_CONFIG) };
+    match command {
+        McpCommand::List { json } => {
+            let pool = McpPool::new(&workbench.settings.mcp_servers);
+            if pool.is_empty() {
+                say!("no MCP servers: add [mcp.servers.<name>] to troupe.toml (see the README)");
+                return ExitCode::SUCCESS;
+            }
+            let mut failed = false;
+            for name in pool.names() {
+                let report = pool.describe(&name).await;
+                failed |= report.health != "ok";
+                if json {
+                    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&report).unwrap_or_default());
+                } else {
+                    let _ = write!(std::io::stdout(), "{}", troupe::mcp::report::render(&report));
+                }
+            }
+            pool.close().await;
+            if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+        }
     }
 }
 
@@ -297,10 +343,12 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
     let redactor = launch::redactor(&workbench, &spec);
     let (tx, mut updates) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
+    let mcp = McpPool::new(&workbench.settings.mcp_servers);
+    mcp.start_eager();
     let matrix = {
-        let (clock, cancel) = (clock.clone(), cancel.clone());
+        let (clock, cancel, mcp) = (clock.clone(), cancel.clone(), mcp.clone());
         tokio::spawn(async move {
-            let env = MatrixEnv { pool: EnginePool::default(), clock, updates: tx, cancel };
+            let env = MatrixEnv { pool: EnginePool::default(), clock, updates: tx, cancel, mcp };
             match target {
                 Target::Experiment(name) => run_matrix(&workbench, &name, options, env).await,
                 Target::Resume(dir) => resume_matrix(&workbench, &dir, options, env).await,
@@ -385,7 +433,10 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
         }
     }
     clear_line(live);
-    let outcome = match matrix.await {
+    let finished = matrix.await;
+    // The servers exit before troupe does: closed cleanly, not killed with the process.
+    mcp.close().await;
+    let outcome = match finished {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(err)) => {
             say!("error: {err}");

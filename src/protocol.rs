@@ -472,6 +472,15 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The MCP tools an agent was given as it started: the name its model sees and the
+    /// `mcp:<server>/<tool>` it stands for; `problems` names servers that could not be reached
+    /// (their tools are missing from the list).
+    McpTools {
+        uri: TaskId,
+        tools: Vec<McpToolName>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<String>,
+    },
     /// A limit stopped something. `limit` is the `troupe.toml` key.
     LimitHit {
         uri: TaskId,
@@ -511,11 +520,20 @@ impl EventBody {
             EventBody::Usage { .. } => "usage",
             EventBody::Routed { .. } => "routed",
             EventBody::MemoryRecalled { .. } => "memory_recalled",
+            EventBody::McpTools { .. } => "mcp_tools",
             EventBody::LimitHit { .. } => "limit_hit",
             EventBody::ChildrenOnFinish { .. } => "children_on_finish",
             EventBody::RunFinished { .. } => "run_finished",
         }
     }
+}
+
+/// An MCP tool as an agent's model sees it (`name`, a valid function name for every provider)
+/// and what it is (`reference`, `mcp:<server>/<tool>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpToolName {
+    pub name: String,
+    pub reference: String,
 }
 
 /// A lesson from long-term memory recalled for an agent, with its similarity to the task.

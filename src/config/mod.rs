@@ -7,13 +7,14 @@
 //!
 //! Map: [`types`] (the validated shapes), `diagnostic` (diagnostics and their rendering),
 //! `reader` (typed access to a spanned TOML table), `suggest` (did-you-mean), `settings`
-//! (`troupe.toml`, model and limit tables), `agent`, `experiment` (with `variants` and
+//! (`troupe.toml`, model and limit tables), `mcp` (`[mcp.servers.<name>]`), `agent`, `experiment` (with `variants` and
 //! `checks`), `workbench` (reading the folder, cross-file checks, lookups).
 
 mod agent;
 mod checks;
 mod diagnostic;
 mod experiment;
+mod mcp;
 mod reader;
 mod settings;
 mod suggest;
@@ -28,5 +29,6 @@ mod tests_matrix;
 
 pub use agent::{BUILTIN_TOOLS, MCP_TOOL_PREFIX};
 pub use diagnostic::{Diagnostic, Loaded, Severity, render_diagnostics, render_diagnostics_with};
+pub use mcp::DEFAULT_MCP_TIMEOUT_SECONDS;
 pub use types::*;
 pub use workbench::{check_agent_text, load_workbench};

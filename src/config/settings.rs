@@ -118,7 +118,14 @@ impl SettingsDraft {
         let folder = path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
         let memory = MemorySettings::in_folder(folder);
         SettingsDraft {
-            settings: Settings { path, models: BTreeMap::new(), limits: Limits::default(), routing: None, memory },
+            settings: Settings {
+                path,
+                models: BTreeMap::new(),
+                limits: Limits::default(),
+                routing: None,
+                memory,
+                mcp_servers: BTreeMap::new(),
+            },
             aliases: BTreeSet::new(),
             mcp_servers: BTreeSet::new(),
             complete: true,
@@ -165,7 +172,11 @@ impl SettingsDraft {
         if let Some(memory) = top.get("memory").and_then(|v| read_memory(&mut cx, v, &dirs)) {
             draft.settings.memory = memory;
         }
-        draft.mcp_servers = mcp_servers(top.get("mcp"));
+        if let Some(mcp) = top.get("mcp") {
+            let (servers, names) = super::mcp::read_mcp(&mut cx, mcp, &dirs);
+            draft.settings.mcp_servers = servers;
+            draft.mcp_servers = names.into_iter().collect();
+        }
         draft.diags = cx.diags;
         draft
     }
@@ -328,16 +339,6 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
         price_output_per_mtok,
         location: table.header(cx),
     })
-}
-
-/// The names of the `[mcp.servers.<name>]` tables under a top-level `mcp` value, which is
-/// otherwise reserved and not checked.
-fn mcp_servers(mcp: Option<&Spanned<DeValue<'_>>>) -> BTreeSet<String> {
-    let servers = mcp
-        .and_then(|mcp| mcp.get_ref().as_table())
-        .and_then(|mcp| mcp.get("servers"))
-        .and_then(|servers| servers.get_ref().as_table());
-    servers.map_or_else(BTreeSet::new, |servers| servers.keys().map(|k| k.get_ref().to_string()).collect())
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.

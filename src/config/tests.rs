@@ -730,3 +730,53 @@ fn an_expert_sets_its_own_recall_and_reflecting_needs_a_reflector() {
     assert_eq!((wb.agents["guide"].recall_k, wb.agents["guide"].recall_min_score), (Some(0), Some(0.5)));
     assert!(wb.reflects(&wb.experiments["learn"]), "the experiment's reflect wins over [memory]'s default");
 }
+
+#[test]
+fn mcp_servers_are_read_and_their_mistakes_diagnosed() {
+    let dir = write(&[(
+        "troupe.toml",
+        "[mcp.servers.time]\ncommand = \"mcp-server-time\"\nargs = [\"--local-timezone\", \"UTC\"]\nenv = { TZ_KEY = \"${MY_TZ_KEY}\" }\n\
+         [mcp.servers.web]\nurl = \"http://127.0.0.1:8000/mcp\"\nheaders = { Authorization = \"Bearer ${WEB_TOKEN}\" }\ntimeout_seconds = 5\nstart = \"eager\"\n\
+         [mcp.servers.local]\ncommand = \"tools/server.py\"\ncwd = \"tools\"\n",
+    )]);
+    let loaded = load_workbench(dir.path());
+    assert_eq!(loaded.diagnostics, vec![]);
+    let servers = loaded.workbench.unwrap().settings.mcp_servers;
+    assert_eq!(
+        servers["time"].transport,
+        McpTransport::Stdio {
+            command: "mcp-server-time".into(),
+            args: vec!["--local-timezone".into(), "UTC".into()],
+            env: BTreeMap::from([("TZ_KEY".to_owned(), "${MY_TZ_KEY}".to_owned())]),
+            cwd: dir.path().to_path_buf(),
+        }
+    );
+    assert_eq!((servers["time"].timeout_seconds, servers["time"].start), (60, McpStart::Lazy));
+    assert_eq!((servers["web"].timeout_seconds, servers["web"].start), (5, McpStart::Eager));
+    let McpTransport::Stdio { command, cwd, .. } = &servers["local"].transport else { panic!("stdio") };
+    assert_eq!(
+        (Path::new(command), cwd.as_path()),
+        (dir.path().join("tools/server.py").as_path(), dir.path().join("tools").as_path())
+    );
+
+    let shown = diagnostics(&[(
+        "troupe.toml",
+        "[mcp.servers.none]\ntimeout_seconds = 3\n\
+         [mcp.servers.both]\ncommand = \"x\"\nurl = \"http://h/mcp\"\n\
+         [mcp.servers.mixed]\ncommand = \"x\"\nheaders = { A = \"b\" }\n\
+         [mcp.servers.web]\nurl = \"ftp://h\"\nargs = [\"-v\"]\n\
+         [mcp.servers.leak]\ncommand = \"x\"\nenv = { API_KEY = \"sk-123\" }\nflavour = 1\n",
+    )]);
+    assert_eq!(
+        shown,
+        [
+            "<root>/troupe.toml:1:1: error: [mcp.servers.none] needs `command` or `url`\n  = hint: for a program: command = \"mcp-server-time\"; for a server over HTTP: url = \"http://127.0.0.1:8000/mcp\"",
+            "<root>/troupe.toml:5:7: error: a server has `command` (stdio) or `url` (streamable HTTP), not both\n  = hint: keep the one this server speaks",
+            "<root>/troupe.toml:8:1: error: `headers` is for servers reached by `url`\n  = hint: a stdio server reads its settings from `args` and `env`",
+            "<root>/troupe.toml:10:7: error: `url` must be an http:// or https:// address, found `ftp://h`\n  = hint: for example: url = \"http://127.0.0.1:8000/mcp\"",
+            "<root>/troupe.toml:11:1: error: `args` is for servers started by `command`\n  = hint: a server reached by `url` takes `headers`",
+            "<root>/troupe.toml:14:19: error: `env.API_KEY` would put a secret in this file\n  = hint: name the variable that holds it: API_KEY = \"${MY_API_KEY}\"",
+            "<root>/troupe.toml:15:1: error: unknown key `flavour`\n  = hint: known keys: command, args, env, cwd, url, headers, timeout_seconds, start",
+        ]
+    );
+}

@@ -43,6 +43,52 @@ pub struct Settings {
     pub routing: Option<Routing>,
     /// `[memory]`: where the workbench's memory is kept and how it is searched.
     pub memory: MemorySettings,
+    /// `[mcp.servers.<name>]`: the MCP servers experts' `mcp:` tools reach.
+    pub mcp_servers: BTreeMap<String, McpServerSpec>,
+}
+
+/// One `[mcp.servers.<name>]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpServerSpec {
+    pub name: String,
+    pub transport: McpTransport,
+    /// The longest one call may take (`timeout_seconds`, default 60).
+    pub timeout_seconds: u64,
+    pub start: McpStart,
+    /// The table's header.
+    pub location: Location,
+}
+
+/// How an MCP server is reached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum McpTransport {
+    /// A program troupe starts and speaks to over its stdin and stdout. Only `env` reaches it:
+    /// nothing else of troupe's environment is passed.
+    Stdio {
+        /// A bare name (looked up in PATH) or an absolute path.
+        command: String,
+        args: Vec<String>,
+        /// Values are templates: `${NAME}` is read from troupe's environment at start.
+        env: BTreeMap<String, String>,
+        /// Absolute (default: the folder of troupe.toml).
+        cwd: PathBuf,
+    },
+    /// A streamable HTTP endpoint.
+    Http {
+        url: String,
+        /// Values are templates, as `env`'s.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// When an MCP server is started (`start`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum McpStart {
+    /// When a run first needs one of its tools.
+    #[default]
+    Lazy,
+    /// When troupe starts a run or the workbench, so the first call pays nothing.
+    Eager,
 }
 
 /// `[memory]` in `troupe.toml`, after defaults.

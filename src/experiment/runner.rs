@@ -25,6 +25,7 @@ use super::summary::Summary;
 use crate::config::{ExperimentSpec, MemoryMode, REFLECTOR, VariantSpec, Workbench};
 use crate::findings;
 use crate::launch::{self, LaunchError, RunOptions};
+use crate::mcp::client::McpPool;
 use crate::memory::recall::RunRecall;
 use crate::memory::service::Memory;
 use crate::memory::store::Provenance;
@@ -57,6 +58,8 @@ pub struct MatrixEnv {
     pub updates: mpsc::UnboundedSender<MatrixUpdate>,
     /// Cancels the running trials (not recorded, so `--resume` runs them again).
     pub cancel: CancellationToken,
+    /// The workbench's MCP servers, shared by every trial.
+    pub mcp: Arc<McpPool>,
 }
 
 /// What a view hears while a matrix runs.
@@ -144,6 +147,7 @@ struct Shared {
     memory_override: Option<MemoryMode>,
     /// The workbench's memory, opened once per mode for all the trials (its embedder loads once).
     memories: Mutex<HashMap<MemoryMode, Option<Arc<RunRecall>>>>,
+    mcp: Arc<McpPool>,
 }
 
 impl Shared {
@@ -305,7 +309,7 @@ async fn run_trials(
     options: &MatrixOptions,
     env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
-    let MatrixEnv { pool, clock, updates, cancel } = env;
+    let MatrixEnv { pool, clock, updates, cancel, mcp } = env;
     let single = plan.is_single();
     let concurrency = options.concurrency.or(spec.concurrency).unwrap_or_else(|| {
         let local = variants(&spec).iter().any(|variant| {
@@ -346,6 +350,7 @@ async fn run_trials(
         redactor: launch::redactor(workbench, &spec),
         memory_override: options.memory,
         memories: Mutex::new(HashMap::new()),
+        mcp,
     });
     let permits = Arc::new(Semaphore::new(usize::try_from(concurrency.max(1)).unwrap_or(1)));
     let mut running = tokio::task::JoinSet::new();
@@ -443,6 +448,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         seed: Some(trial.seed),
         trial: !shared.single,
         memory: shared.memory_for(&variant),
+        mcp: Some(shared.mcp.clone()),
     };
     let memory = options.memory.clone();
     let now = shared.clock.now();

@@ -178,6 +178,11 @@ impl Redactor {
                     .collect(),
                 error: self.opt(error),
             },
+            EventBody::McpTools { uri, tools, problems } => EventBody::McpTools {
+                uri: *uri,
+                tools: tools.clone(),
+                problems: problems.iter().map(|p| self.text(p)).collect(),
+            },
             EventBody::LimitHit { uri, limit, value, message } => {
                 EventBody::LimitHit { uri: *uri, limit: self.text(limit), value: *value, message: self.text(message) }
             }

@@ -98,6 +98,14 @@ fn render_task(out: &mut String, view: &RunView<'_>, depth: usize, task: &TaskVi
     }
 }
 
+/// What an MCP tool's model-facing name stands for in task `uri` (from its `mcp_tools` event).
+fn mcp_reference<'v>(view: &'v RunView<'_>, uri: crate::protocol::TaskId, tool: &str) -> Option<&'v str> {
+    view.task(uri)?.events.iter().find_map(|event| match &event.body {
+        EventBody::McpTools { tools, .. } => tools.iter().find(|t| t.name == tool).map(|t| t.reference.as_str()),
+        _ => None,
+    })
+}
+
 fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
     match &event.body {
         EventBody::Message { role, content, .. } => match role {
@@ -124,10 +132,14 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
                 push_tool_text(out, content);
             }
         },
-        EventBody::ToolCall { call_id, tool, arguments, .. } => {
+        EventBody::ToolCall { uri, call_id, tool, arguments } => {
             let args = serde_json::to_string(arguments).unwrap_or_default();
             let (shown, dropped) = truncate_chars(&args, MAX_TOOL_TEXT);
-            let _ = write!(out, "- Tool call {} {}", inline_code(tool), inline_code(shown));
+            let _ = write!(out, "- Tool call {}", inline_code(tool));
+            if let Some(reference) = mcp_reference(view, *uri, tool) {
+                let _ = write!(out, " ({})", inline_code(reference));
+            }
+            let _ = write!(out, " {}", inline_code(shown));
             if dropped > 0 {
                 let _ = write!(out, " _(arguments cut: {dropped} more characters)_");
             }
@@ -177,6 +189,18 @@ fn render_event(out: &mut String, view: &RunView<'_>, event: &Event) {
                     let _ = writeln!(out, "- #{} ({:.2}): {}", lesson.id, lesson.score, lesson.text.replace('\n', " "));
                 }
                 out.push('\n');
+            }
+        }
+        EventBody::McpTools { tools, problems, .. } => {
+            if !tools.is_empty() {
+                out.push_str("**MCP tools** (the name the model sees, then what it is):\n\n");
+                for tool in tools {
+                    let _ = writeln!(out, "- {} = {}", inline_code(&tool.name), inline_code(&tool.reference));
+                }
+                out.push('\n');
+            }
+            for problem in problems {
+                let _ = writeln!(out, "_MCP: {problem}_\n");
             }
         }
         EventBody::ChildrenOnFinish { policy, children, .. } => {

@@ -209,6 +209,7 @@ impl<'e> RunView<'e> {
             | EventBody::ToolCall { uri, .. }
             | EventBody::ToolResult { uri, .. }
             | EventBody::MemoryRecalled { uri, .. }
+            | EventBody::McpTools { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => self.task_mut(*uri).events.push(event),
             EventBody::MessageDelta { .. } => {}
             EventBody::Usage { uri, task_total, run_total, .. } => {

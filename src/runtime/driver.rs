@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
+use super::mcp::{McpTool, McpTools};
 use super::memory::{RecallLimits, RunMemory};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::routing::{self, Route};
@@ -70,6 +71,8 @@ pub struct RunConfig {
     pub seed: Option<u64>,
     /// Long-term memory: lessons recalled into each agent's system prompt as it starts.
     pub memory: Option<Arc<dyn RunMemory>>,
+    /// The workbench's MCP servers, for experts with `mcp:` tools.
+    pub mcp: Option<Arc<dyn McpTools>>,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -138,7 +141,6 @@ struct Profile {
     model: Arc<str>,
     spec: Arc<AgentSpec>,
     tools: Vec<ToolSpec>,
-    tool_names: Vec<String>,
     max_turns: u32,
     max_children: u32,
     wall: Duration,
@@ -169,6 +171,7 @@ struct Shared {
     routing: Option<Routing>,
     seed: Option<u64>,
     memory: Option<Arc<dyn RunMemory>>,
+    mcp: Option<Arc<dyn McpTools>>,
     run_id: String,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<Event>,
@@ -198,6 +201,7 @@ pub fn spawn_run(
         routing: config.routing.clone(),
         seed: config.seed,
         memory: config.memory.clone(),
+        mcp: config.mcp.clone(),
         run_id: config.run_id.clone(),
         clock,
         events,
@@ -280,7 +284,6 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
             let profile = Profile {
                 name: Arc::from(name.as_str()),
                 model: Arc::from(spec.model.as_str()),
-                tool_names: tools.iter().map(|t| t.name.clone()).collect(),
                 tools,
                 max_turns: spec.max_turns.unwrap_or(limits.max_turns_per_agent),
                 max_children: spec.max_children.unwrap_or(limits.max_children_per_agent),
@@ -376,6 +379,7 @@ impl Shared {
             | EventBody::LimitHit { uri, .. }
             | EventBody::Routed { uri, .. }
             | EventBody::MemoryRecalled { uri, .. }
+            | EventBody::McpTools { uri, .. }
             | EventBody::ChildrenOnFinish { uri, .. } => {
                 state.registry.status(*uri).map_or(true, TaskStatus::is_terminal)
             }
@@ -772,10 +776,11 @@ impl Shared {
     async fn run_agent(self: &Arc<Self>, id: TaskId, profile: Arc<Profile>, task: String, cancel: &CancellationToken) {
         let Some(model) = self.resolve_model(id, &profile, &task, cancel).await else { return };
         let system_prompt = self.recall(id, &profile, &task).await;
+        let (tools, mcp_tools) = self.agent_tools(id, &profile).await;
         let mut machine = AgentMachine::new(AgentSetup {
             system_prompt,
             task,
-            tool_names: profile.tool_names.clone(),
+            tool_names: tools.iter().map(|t| t.name.clone()).collect(),
             max_turns: profile.max_turns,
         });
         while let Some(effect) = machine.poll_effect() {
@@ -791,10 +796,16 @@ impl Shared {
                         task: id,
                         agent: profile.name.to_string(),
                         messages: machine.conversation().to_vec(),
-                        tools: if offer_tools { profile.tools.clone() } else { Vec::new() },
+                        tools: if offer_tools { tools.clone() } else { Vec::new() },
                         tool_choice: profile.spec.tool_choice,
                         forced_tool: if offer_tools {
-                            profile.spec.tool_plan.get(turn as usize - 1).cloned()
+                            // A planned MCP tool is named in the file by its reference.
+                            profile.spec.tool_plan.get(turn as usize - 1).map(|planned| {
+                                mcp_tools
+                                    .values()
+                                    .find(|t| t.reference == *planned)
+                                    .map_or_else(|| planned.clone(), |t| t.spec.name.clone())
+                            })
                         } else {
                             None
                         },
@@ -817,8 +828,12 @@ impl Shared {
                         arguments: call.arguments.clone(),
                     });
                     self.set_status_message(id, format!("calling {}", call.name));
-                    let (content, is_error) = match self.run_builtin(id, &profile, &call, seq, cancel).await {
-                        Ok(value) => (value, false),
+                    let outcome = match mcp_tools.get(&call.name) {
+                        Some(tool) => self.run_mcp(id, tool, &call, cancel).await,
+                        None => self.run_builtin(id, &profile, &call, seq, cancel).await.map(|value| (value, false)),
+                    };
+                    let (content, is_error) = match outcome {
+                        Ok(reply) => reply,
                         Err(message) => (Value::String(message), true),
                     };
                     if cancel.is_cancelled() {
@@ -883,6 +898,60 @@ impl Shared {
             }
         }
         self.fail(id, "the agent stopped without an answer".into());
+    }
+
+    /// The tools an agent is offered: its built-ins, and the MCP tools its `mcp:` entries stand
+    /// for (by the name its model sees). The MCP tools, and servers that could not be reached,
+    /// are an `mcp_tools` event.
+    async fn agent_tools(&self, id: TaskId, profile: &Profile) -> (Vec<ToolSpec>, HashMap<String, McpTool>) {
+        let mut tools = profile.tools.clone();
+        let references: Vec<String> =
+            profile.spec.tools.iter().filter(|t| t.starts_with(crate::config::MCP_TOOL_PREFIX)).cloned().collect();
+        if references.is_empty() {
+            return (tools, HashMap::new());
+        }
+        let resolved = match &self.mcp {
+            Some(mcp) => {
+                self.set_status_message(id, "reaching its MCP servers".into());
+                mcp.resolve(&references).await
+            }
+            None => crate::runtime::mcp::McpResolved {
+                tools: Vec::new(),
+                problems: vec!["this run has no MCP client: its MCP tools are left out".to_owned()],
+            },
+        };
+        let names = resolved
+            .tools
+            .iter()
+            .map(|t| crate::protocol::McpToolName { name: t.spec.name.clone(), reference: t.reference.clone() })
+            .collect();
+        self.emit_now(EventBody::McpTools { uri: id, tools: names, problems: resolved.problems });
+        let mut by_name = HashMap::new();
+        for tool in resolved.tools {
+            tools.push(tool.spec.clone());
+            by_name.insert(tool.spec.name.clone(), tool);
+        }
+        (tools, by_name)
+    }
+
+    /// Calls an MCP tool for agent `id`; the server's progress becomes the task's status.
+    async fn run_mcp(
+        self: &Arc<Self>,
+        id: TaskId,
+        tool: &McpTool,
+        call: &ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<(Value, bool), String> {
+        let Some(mcp) = self.mcp.clone() else { return Err("this run has no MCP client".to_owned()) };
+        let shared = Arc::downgrade(self);
+        let name = call.name.clone();
+        let progress: crate::runtime::mcp::McpProgress = Arc::new(move |line: String| {
+            if let Some(shared) = shared.upgrade() {
+                shared.set_status_message(id, format!("{name}: {line}"));
+            }
+        });
+        let reply = mcp.call(tool, call.arguments.clone(), progress, cancel.clone()).await?;
+        Ok((reply.content, reply.is_error))
     }
 
     /// The alias a caller named for a subtask, if it may choose and the alias exists.

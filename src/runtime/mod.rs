@@ -3,6 +3,8 @@
 //! - [`registry`]: the subtask resources of a run (pure).
 //! - [`agent`]: one agent's loop as a state machine (pure).
 //! - [`tools`]: the built-in tools' schemas and argument parsing (pure).
+//! - [`memory`], [`mcp`]: what a run asks of long-term memory and of MCP servers (traits the
+//!   shells implement).
 //! - [`driver`]: the async shell that runs the machines against models on tokio and emits
 //!   every event.
 //!
@@ -10,6 +12,7 @@
 
 pub mod agent;
 pub mod driver;
+pub mod mcp;
 pub mod memory;
 pub mod registry;
 pub mod routing;

@@ -53,7 +53,7 @@ impl Progress {
             }
             EventBody::Usage { run_total, .. } => self.usage = *run_total,
             EventBody::LimitHit { .. } => self.limits_hit += 1,
-            EventBody::Routed { .. } | EventBody::MemoryRecalled { .. } => {}
+            EventBody::Routed { .. } | EventBody::MemoryRecalled { .. } | EventBody::McpTools { .. } => {}
             EventBody::RunFinished { status, result, error, usage, elapsed_ms, .. } => {
                 self.usage = *usage;
                 self.finished = Some(Finished {

@@ -107,6 +107,8 @@ pub async fn run(options: Options) -> Result<Exit, TuiError> {
         shell.execute(Command::StartRun { experiment });
     }
     let exit = shell.run(&mut terminal).await;
+    // MCP servers started for runs exit with the workbench, closed cleanly.
+    shell.mcp.close().await;
     Ok(exit)
 }
 
@@ -139,6 +141,8 @@ struct Shell {
     live: Option<LiveRun>,
     /// The embedded model stays loaded between runs (loading it takes a second or more).
     engines: crate::model::EnginePool,
+    /// The workbench's MCP servers, kept connected between runs.
+    mcp: crate::mcp::client::SharedPool,
     /// The memory, opened on first use and kept, so its embedder loads once.
     memory: MemorySlot,
     quit: bool,
@@ -157,6 +161,7 @@ impl Shell {
             validate_tx,
             live: None,
             engines: crate::model::EnginePool::default(),
+            mcp: crate::mcp::client::SharedPool::default(),
             memory: MemorySlot::default(),
             quit: false,
         };
@@ -427,9 +432,12 @@ impl Shell {
         let root = self.app.root.clone();
         let clock = self.clock.clone();
         let engines = self.engines.clone();
+        let mcp = self.mcp.clone();
         let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
-            match launch_run(root, experiment.clone(), clock.clone(), engines.clone(), reports.clone()).await {
+            let launched =
+                launch_run(root, experiment.clone(), clock.clone(), engines.clone(), mcp.clone(), reports.clone());
+            match launched.await {
                 Ok(Started::Single(mut launched)) => {
                     let _ = reports.send(Report::RunFolder { dir: launched.dir().to_path_buf() });
                     let mut ops_open = true;
@@ -454,7 +462,8 @@ impl Shell {
                     let info = plan(&spec).info;
                     let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: None });
                     let target = MatrixTarget::Experiment(experiment);
-                    pump_matrix(workbench, spec, target, engines, clock, reports.clone(), cancel).await;
+                    let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
+                    pump_matrix(workbench, spec, target, (engines, mcp), clock, reports.clone(), cancel).await;
                 }
                 Err(error) => {
                     let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
@@ -479,6 +488,7 @@ impl Shell {
         let root = self.app.root.clone();
         let clock = self.clock.clone();
         let engines = self.engines.clone();
+        let mcp = self.mcp.clone();
         tokio::spawn(async move {
             let request =
                 ForkRequest { run, uri: uri.to_string(), agent: None, model: None, repetitions: app::FORK_REPETITIONS };
@@ -515,7 +525,8 @@ impl Shell {
                 ));
             }
             let target = MatrixTarget::Fork(Box::new(original));
-            pump_matrix(workbench, spec, target, engines, clock, reports.clone(), cancel).await;
+            let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
+            pump_matrix(workbench, spec, target, (engines, mcp), clock, reports.clone(), cancel).await;
             let _ = reports.send(Report::RunClosed);
         });
     }
@@ -549,6 +560,7 @@ async fn launch_run(
     experiment: String,
     clock: Arc<dyn Clock>,
     engines: crate::model::EnginePool,
+    mcp: crate::mcp::client::SharedPool,
     reports: mpsc::UnboundedSender<Report>,
 ) -> Result<Started, String> {
     let prepare_clock = clock.clone();
@@ -565,7 +577,8 @@ async fn launch_run(
         let mut status = |line: &str| {
             let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
         };
-        launch::prepare_in(&workbench, &experiment, now, launch::run_salt(now), &mut status, &engines)
+        let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
+        launch::prepare_in(&workbench, &experiment, now, launch::run_salt(now), &mut status, &engines, Some(mcp))
             .map(|prepared| Prepared::Single(Box::new(prepared)))
             .map_err(|e| e.to_string())
     })
@@ -596,14 +609,14 @@ async fn pump_matrix(
     workbench: Workbench,
     spec: ExperimentSpec,
     target: MatrixTarget,
-    engines: crate::model::EnginePool,
+    (engines, mcp): (crate::model::EnginePool, Arc<crate::mcp::client::McpPool>),
     clock: Arc<dyn Clock>,
     reports: mpsc::UnboundedSender<Report>,
     cancel: CancellationToken,
 ) {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let options = MatrixOptions { shard: None, concurrency: None, forward_events: true, memory: None };
-    let env = MatrixEnv { pool: engines, clock, updates: updates_tx, cancel };
+    let env = MatrixEnv { pool: engines, clock, updates: updates_tx, cancel, mcp };
     let run = async {
         match &target {
             MatrixTarget::Experiment(name) => run_matrix(&workbench, name, options, env).await,

@@ -301,6 +301,18 @@ impl RunView {
                 };
                 self.nodes[i].entries.push(Entry::Note { text, is_error });
             }
+            EventBody::McpTools { uri, tools, problems } => {
+                let Some(i) = self.find(*uri, event) else { return };
+                if !tools.is_empty() {
+                    let names: Vec<String> = tools.iter().map(|t| format!("{} ({})", t.name, t.reference)).collect();
+                    self.nodes[i]
+                        .entries
+                        .push(Entry::Note { text: format!("MCP tools: {}", names.join(", ")), is_error: false });
+                }
+                for problem in problems {
+                    self.nodes[i].entries.push(Entry::Note { text: format!("MCP: {problem}"), is_error: true });
+                }
+            }
             EventBody::LimitHit { uri, message, .. } => {
                 let Some(i) = self.find(*uri, event) else { return };
                 self.nodes[i].entries.push(Entry::Note { text: format!("limit: {message}"), is_error: true });

@@ -12,6 +12,8 @@
 //! - `remote_run`: a whole run on a remote model and the embedded one.
 //! - `memory_run`: memory across runs: lessons recalled into prompts, forgotten, kept by agents.
 //! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
+//! - `mcp_client`: troupe as an MCP client of real servers (`mcp-server-time`, a misbehaving one);
+//!   `mcp_env` installs their Python side.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,6 +22,8 @@ mod embedder;
 mod http_server;
 mod local_model;
 mod matrix;
+mod mcp_client;
+mod mcp_env;
 mod memory_cli;
 mod memory_run;
 mod model_stream;

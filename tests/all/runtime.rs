@@ -84,6 +84,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         routing: None,
         seed: None,
         memory: None,
+        mcp: None,
     }
 }
 

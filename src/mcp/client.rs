@@ -1,0 +1,654 @@
+//! The shared MCP client ([`McpPool`]): one connection per `[mcp.servers.<name>]` per troupe
+//! process, shared by every agent of every run in it. A server starts on first use (or with the
+//! pool, when `start = "eager"`), is initialized once, and its calls are multiplexed on its one
+//! connection. [`RunMcp`] is a run's view of the pool: the runtime's `McpTools`, with the
+//! servers' stderr copied into the run folder (`mcp/<server>.stderr`).
+//!
+//! Invariants:
+//! - A server's trouble is its calls' trouble, never the run's: a server that will not start,
+//!   exits, hangs past `timeout_seconds` or answers garbage makes that call a tool error with
+//!   a message saying which and what the server last wrote on stderr.
+//! - A server that exited is started again on its next call, after a backoff, at most
+//!   [`MAX_RESTARTS`] times in a row; then its calls fail at once, saying so.
+//! - Only what `env` lists reaches a server's environment.
+//! - Cancelling a call (its subtask was cancelled) sends `notifications/cancelled`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, ClientNotification, ClientRequest,
+    Implementation, InitializeRequestParams, Notification, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    Request, ServerResult,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RoleClient, RunningService, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, Peer, ServiceExt as _};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::content;
+use super::names::{glob_matches, model_name, parse_reference};
+use crate::config::{McpServerSpec, McpStart, McpTransport};
+use crate::model::expand_env;
+use crate::protocol::ToolSpec;
+use crate::runtime::mcp::{McpFuture, McpProgress, McpReply, McpResolved, McpTool, McpTools};
+
+/// Times in a row an exited server is started again before its calls fail at once.
+pub const MAX_RESTARTS: u32 = 3;
+/// Lines of a server's stderr kept to explain its failures.
+const STDERR_TAIL: usize = 12;
+/// The least time a server is given to start and answer `initialize` and `tools/list`.
+const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server's stderr may still arrive after it failed to start.
+const STDERR_GRACE: Duration = Duration::from_millis(500);
+/// How long closing waits for each server to exit (rmcp closes stdin, then signals).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Reads an environment variable (troupe's, or a test's stand-in).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The MCP servers of a workbench, connected on demand and shared.
+pub struct McpPool {
+    servers: BTreeMap<String, Arc<Server>>,
+    env: EnvLookup,
+}
+
+impl std::fmt::Debug for McpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpPool").field("servers", &self.servers.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+struct Server {
+    spec: McpServerSpec,
+    slot: tokio::sync::Mutex<Slot>,
+    /// Run folders whose `mcp/<server>.stderr` receives this server's stderr.
+    sinks: Arc<Mutex<Vec<PathBuf>>>,
+    /// The last lines of its stderr.
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+enum Slot {
+    Idle,
+    Up(Arc<Connection>),
+    /// It could not start (or exited); `restarts` attempts in a row so far.
+    Down {
+        message: String,
+        restarts: u32,
+    },
+}
+
+struct Connection {
+    peer: Peer<RoleClient>,
+    tools: Vec<rmcp::model::Tool>,
+    routes: ProgressRoutes,
+    stop: CancellationToken,
+    /// Ends when the connection has closed and the process has exited.
+    done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Restarts in a row before this connection came up.
+    restarts: u32,
+}
+
+/// Where progress notifications go, by the progress token of the request they are about.
+#[derive(Clone, Default)]
+struct ProgressRoutes(Arc<Mutex<HashMap<ProgressToken, McpProgress>>>);
+
+impl ProgressRoutes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, McpProgress>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a call's progress route when the call ends, however it ends.
+struct RouteGuard(ProgressRoutes, ProgressToken);
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
+/// troupe's side of a connection: it identifies itself and routes progress notifications.
+struct TroupeClient {
+    routes: ProgressRoutes,
+}
+
+impl ClientHandler for TroupeClient {
+    fn get_info(&self) -> InitializeRequestParams {
+        InitializeRequestParams::new(
+            ClientCapabilities::default(),
+            Implementation::new("troupe", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let route = self.routes.lock().get(&params.progress_token).cloned();
+        if let Some(route) = route {
+            route(progress_line(&params));
+        }
+    }
+}
+
+/// `step 2 of 5 (2/5)`: the server's message and the numbers, as the live tree shows them.
+fn progress_line(params: &ProgressNotificationParam) -> String {
+    let numbers = match params.total {
+        Some(total) => format!("{}/{}", params.progress, total),
+        None => format!("{}", params.progress),
+    };
+    match params.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(message) => format!("{message} ({numbers})"),
+        None => format!("progress {numbers}"),
+    }
+}
+
+/// What `troupe mcp list` shows of one server.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServerReport {
+    pub name: String,
+    /// `ok`, or `failed` with `error`.
+    pub health: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    pub tools: Vec<Value>,
+    pub resources: Vec<Value>,
+    pub prompts: Vec<Value>,
+}
+
+impl McpPool {
+    /// A pool of `servers`, none started; `${NAME}` in `env` and `headers` read from troupe's
+    /// environment.
+    pub fn new(servers: &BTreeMap<String, McpServerSpec>) -> Arc<McpPool> {
+        McpPool::with_env(servers, Arc::new(|name| std::env::var(name).ok()))
+    }
+
+    /// [`McpPool::new`] reading variables through `env`.
+    pub fn with_env(servers: &BTreeMap<String, McpServerSpec>, env: EnvLookup) -> Arc<McpPool> {
+        let servers = servers
+            .iter()
+            .map(|(name, spec)| {
+                let server = Server {
+                    spec: spec.clone(),
+                    slot: tokio::sync::Mutex::new(Slot::Idle),
+                    sinks: Arc::default(),
+                    tail: Arc::default(),
+                };
+                (name.clone(), Arc::new(server))
+            })
+            .collect();
+        Arc::new(McpPool { servers, env })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Whether this pool was made for exactly `servers`.
+    fn serves(&self, servers: &BTreeMap<String, McpServerSpec>) -> bool {
+        self.servers.len() == servers.len()
+            && self.servers.iter().all(|(name, server)| servers.get(name) == Some(&server.spec))
+    }
+
+    /// Starts the `start = "eager"` servers in the background.
+    pub fn start_eager(self: &Arc<Self>) {
+        for (name, server) in &self.servers {
+            if server.spec.start == McpStart::Eager {
+                let (pool, name) = (self.clone(), name.clone());
+                tokio::spawn(async move {
+                    let _ = pool.connect(&name).await;
+                });
+            }
+        }
+    }
+
+    /// A run's view of the pool, copying the servers' stderr into `run_dir/mcp/`.
+    pub fn for_run(self: &Arc<Self>, run_dir: &Path) -> RunMcp {
+        for server in self.servers.values() {
+            lock(&server.sinks).push(run_dir.to_path_buf());
+        }
+        RunMcp { pool: self.clone(), dir: run_dir.to_path_buf() }
+    }
+
+    /// The connection to `name`, started (or restarted) if needed.
+    async fn connect(&self, name: &str) -> Result<Arc<Connection>, String> {
+        let server = self.servers.get(name).ok_or_else(|| format!("no MCP server `{name}` in troupe.toml"))?;
+        let mut slot = server.slot.lock().await;
+        let restarts = match &*slot {
+            Slot::Up(connection) if !connection.peer.is_transport_closed() => return Ok(connection.clone()),
+            Slot::Up(connection) => connection.restarts + 1,
+            Slot::Down { message, restarts } if *restarts >= MAX_RESTARTS => {
+                return Err(format!(
+                    "{message} (tried {} times; not started again until troupe restarts)",
+                    restarts + 1
+                ));
+            }
+            Slot::Down { restarts, .. } => restarts + 1,
+            Slot::Idle => 0,
+        };
+        if restarts > 0 {
+            // 0.25 s, 0.5 s, 1 s: a server that crashes at once is not restarted in a loop.
+            tokio::time::sleep(Duration::from_millis(250 << (restarts - 1).min(4))).await;
+        }
+        match self.start(server, restarts).await {
+            Ok(connection) => {
+                *slot = Slot::Up(connection.clone());
+                Ok(connection)
+            }
+            Err(message) => {
+                *slot = Slot::Down { message: message.clone(), restarts };
+                Err(message)
+            }
+        }
+    }
+
+    async fn start(&self, server: &Server, restarts: u32) -> Result<Arc<Connection>, String> {
+        let name = &server.spec.name;
+        let McpTransport::Stdio { command, args, env, cwd } = &server.spec.transport else {
+            return Err(format!(
+                "MCP server `{name}` is reached by `url`: streamable HTTP servers are not supported yet; run it over stdio with `command`"
+            ));
+        };
+        let program = find_program(command)
+            .ok_or_else(|| format!("MCP server `{name}`: `{command}` was not found (looked in PATH)"))?;
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(args).env_clear().current_dir(cwd);
+        for (key, template) in env {
+            cmd.env(key, expand_env(template, |var| (self.env)(var)));
+        }
+        let (transport, stderr) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("MCP server `{name}`: could not start `{}`: {err}", program.display()))?;
+        lock(&server.tail).clear();
+        let pump = stderr.map(|stderr| {
+            let (sinks, tail, name) = (server.sinks.clone(), server.tail.clone(), name.clone());
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    copy_stderr(&sinks, &name, &line);
+                    let mut tail = lock(&tail);
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            })
+        });
+        let routes = ProgressRoutes::default();
+        let stop = CancellationToken::new();
+        let limit = Duration::from_secs(server.spec.timeout_seconds).max(MIN_START_TIMEOUT);
+        let handler = TroupeClient { routes: routes.clone() };
+        let started = async {
+            let running: RunningService<RoleClient, TroupeClient> =
+                handler.serve_with_ct(transport, stop.clone()).await.map_err(|err| err.to_string())?;
+            let tools = running.peer().list_all_tools().await.map_err(|err| format!("tools/list failed: {err}"))?;
+            Ok::<_, String>((running, tools))
+        };
+        let outcome = tokio::time::timeout(limit, started).await;
+        let (running, tools) = match outcome {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(err)) => {
+                stop.cancel();
+                if let Some(pump) = pump {
+                    let _ = tokio::time::timeout(STDERR_GRACE, pump).await;
+                }
+                return Err(format!("MCP server `{name}` did not start: {err}{}", said(&server.tail)));
+            }
+            Err(_) => {
+                stop.cancel();
+                return Err(format!(
+                    "MCP server `{name}` did not answer `initialize` and `tools/list` within {}s{}",
+                    limit.as_secs(),
+                    said(&server.tail)
+                ));
+            }
+        };
+        let peer = running.peer().clone();
+        let done = tokio::spawn(async move {
+            let _ = running.waiting().await;
+            if let Some(pump) = pump {
+                let _ = tokio::time::timeout(STDERR_GRACE, pump).await;
+            }
+        });
+        Ok(Arc::new(Connection { peer, tools, routes, stop, done: Mutex::new(Some(done)), restarts }))
+    }
+
+    /// The tools `references` stand for, with the name each model sees.
+    pub async fn resolve(&self, references: &[String]) -> McpResolved {
+        let mut resolved = McpResolved::default();
+        let mut taken = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut servers: Vec<&str> = Vec::new();
+        for reference in references.iter().filter_map(|r| parse_reference(r)) {
+            if !servers.contains(&reference.server) {
+                servers.push(reference.server);
+            }
+        }
+        for server in servers {
+            let connection = match self.connect(server).await {
+                Ok(connection) => connection,
+                Err(message) => {
+                    resolved.problems.push(message);
+                    continue;
+                }
+            };
+            for entry in references {
+                let Some(reference) = parse_reference(entry).filter(|r| r.server == server) else { continue };
+                let matching: Vec<&rmcp::model::Tool> =
+                    connection.tools.iter().filter(|t| glob_matches(reference.pattern, &t.name)).collect();
+                if matching.is_empty() {
+                    let names: Vec<&str> = connection.tools.iter().map(|t| t.name.as_ref()).collect();
+                    resolved.problems.push(format!(
+                        "`{entry}` matches no tool of `{server}` (it has: {})",
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ));
+                }
+                for tool in matching {
+                    if !seen.insert((server.to_owned(), tool.name.to_string())) {
+                        continue;
+                    }
+                    let name = model_name(server, &tool.name, &mut taken);
+                    resolved.tools.push(McpTool {
+                        spec: ToolSpec {
+                            name,
+                            description: tool.description.as_deref().unwrap_or_default().to_owned(),
+                            parameters: Value::Object((*tool.input_schema).clone()),
+                        },
+                        reference: format!("mcp:{server}/{}", tool.name),
+                        server: server.to_owned(),
+                        tool: tool.name.to_string(),
+                    });
+                }
+            }
+        }
+        resolved
+    }
+
+    /// Calls `tool` on its server. See [`McpTools::call`].
+    pub async fn call(
+        &self,
+        tool: &McpTool,
+        arguments: Value,
+        progress: McpProgress,
+        cancel: CancellationToken,
+    ) -> Result<McpReply, String> {
+        let server = tool.server.as_str();
+        let connection = tokio::select! {
+            connection = self.connect(server) => connection?,
+            () = cancel.cancelled() => return Err("cancelled before the server started".to_owned()),
+        };
+        let timeout = self.servers.get(server).map_or(60, |s| s.spec.timeout_seconds);
+        let arguments = match arguments {
+            Value::Object(map) => map,
+            Value::Null => serde_json::Map::new(),
+            other => return Err(format!("the arguments must be a JSON object, found {other}")),
+        };
+        let params = CallToolRequestParams::new(tool.tool.clone()).with_arguments(arguments);
+        let request = ClientRequest::CallToolRequest(Request::new(params));
+        let options = PeerRequestOptions::with_timeout(Duration::from_secs(timeout));
+        let handle = connection
+            .peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|err| self.failure(server, &tool.tool, err, timeout))?;
+        connection.routes.lock().insert(handle.progress_token.clone(), progress);
+        let _route = RouteGuard(connection.routes.clone(), handle.progress_token.clone());
+        let (id, peer) = (handle.id.clone(), handle.peer.clone());
+        let response = tokio::select! {
+            response = handle.await_response() => response,
+            () = cancel.cancelled() => {
+                let params = CancelledNotificationParam::new(Some(id), Some("the calling subtask was cancelled".to_owned()));
+                let notice = ClientNotification::CancelledNotification(Notification::new(params));
+                let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
+                return Err("cancelled".to_owned());
+            }
+        };
+        match response {
+            Ok(ServerResult::CallToolResult(result)) => {
+                let json = serde_json::to_value(&result).unwrap_or(Value::Null);
+                Ok(McpReply {
+                    content: Value::String(content::for_model(&json)),
+                    is_error: result.is_error == Some(true),
+                })
+            }
+            Ok(other) => Err(format!(
+                "MCP server `{server}` answered `{}` with something that is not a tool result: {}",
+                tool.tool,
+                crate::protocol::shorten(&serde_json::to_string(&other).unwrap_or_default(), 200)
+            )),
+            Err(err) => Err(self.failure(server, &tool.tool, err, timeout)),
+        }
+    }
+
+    /// A failed call, said for the model and the transcript.
+    fn failure(&self, server: &str, tool: &str, err: ServiceError, timeout: u64) -> String {
+        let tail = self.servers.get(server).map(|s| said(&s.tail)).unwrap_or_default();
+        match err {
+            ServiceError::Timeout { .. } => {
+                format!("MCP server `{server}` did not answer `{tool}` within {timeout}s; the call was cancelled")
+            }
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => format!(
+                "MCP server `{server}` exited during the call to `{tool}`{tail}; it is started again on the next call"
+            ),
+            ServiceError::McpError(error) => {
+                format!("MCP server `{server}` refused the call to `{tool}`: {} (code {})", error.message, error.code.0)
+            }
+            other => format!("MCP server `{server}` failed the call to `{tool}`: {other}{tail}"),
+        }
+    }
+
+    /// Starts `name` if needed and describes it: its tools, resources and prompts.
+    pub async fn describe(&self, name: &str) -> ServerReport {
+        let mut report = ServerReport {
+            name: name.to_owned(),
+            health: "ok",
+            error: None,
+            server_info: None,
+            protocol_version: None,
+            tools: Vec::new(),
+            resources: Vec::new(),
+            prompts: Vec::new(),
+        };
+        let connection = match self.connect(name).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                report.health = "failed";
+                report.error = Some(error);
+                return report;
+            }
+        };
+        let to_json = |v: &dyn erased::Ser| v.json();
+        report.tools = connection.tools.iter().map(|t| to_json(t)).collect();
+        if let Some(info) = connection.peer.peer_info() {
+            report.server_info = serde_json::to_value(&info.server_info).ok();
+            report.protocol_version = Some(info.protocol_version.to_string());
+            let capabilities = &info.capabilities;
+            if capabilities.resources.is_some() {
+                match connection.peer.list_all_resources().await {
+                    Ok(resources) => report.resources = resources.iter().map(|r| to_json(r)).collect(),
+                    Err(err) => report.error = Some(format!("resources/list failed: {err}")),
+                }
+            }
+            if capabilities.prompts.is_some() {
+                match connection.peer.list_all_prompts().await {
+                    Ok(prompts) => report.prompts = prompts.iter().map(|p| to_json(p)).collect(),
+                    Err(err) => report.error = Some(format!("prompts/list failed: {err}")),
+                }
+            }
+        }
+        report
+    }
+
+    /// The names of the servers, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.servers.keys().cloned().collect()
+    }
+
+    /// Closes every connection and waits (bounded) for the servers to exit.
+    pub async fn close(&self) {
+        for server in self.servers.values() {
+            let mut slot = server.slot.lock().await;
+            if let Slot::Up(connection) = std::mem::replace(&mut *slot, Slot::Idle) {
+                connection.stop.cancel();
+                let done = lock(&connection.done).take();
+                if let Some(done) = done {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, done).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serializing rmcp's models for reports without naming each type.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// The pool for a workbench whose `[mcp]` may change while troupe runs (the workbench app):
+/// the same pool while the servers' settings stay the same, a new one (the old one closed)
+/// when they change.
+#[derive(Clone, Default)]
+pub struct SharedPool(Arc<Mutex<Option<Arc<McpPool>>>>);
+
+impl SharedPool {
+    /// The pool for `servers`.
+    pub fn for_servers(&self, servers: &BTreeMap<String, McpServerSpec>) -> Arc<McpPool> {
+        let mut current = lock(&self.0);
+        if let Some(pool) = current.as_ref().filter(|pool| pool.serves(servers)) {
+            return pool.clone();
+        }
+        let pool = McpPool::new(servers);
+        pool.start_eager();
+        if let Some(old) = current.replace(pool.clone()) {
+            tokio::spawn(async move { old.close().await });
+        }
+        pool
+    }
+
+    /// Closes the current pool's connections.
+    pub async fn close(&self) {
+        let pool = lock(&self.0).clone();
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+    }
+}
+
+/// A run's view of the pool: the runtime's [`McpTools`], and the run folder that receives the
+/// servers' stderr while the run lasts.
+pub struct RunMcp {
+    pool: Arc<McpPool>,
+    dir: PathBuf,
+}
+
+impl Drop for RunMcp {
+    fn drop(&mut self) {
+        for server in self.pool.servers.values() {
+            let mut sinks = lock(&server.sinks);
+            if let Some(at) = sinks.iter().position(|d| *d == self.dir) {
+                sinks.remove(at);
+            }
+        }
+    }
+}
+
+impl McpTools for RunMcp {
+    fn resolve<'a>(&'a self, references: &'a [String]) -> McpFuture<'a, McpResolved> {
+        Box::pin(self.pool.resolve(references))
+    }
+
+    fn call<'a>(
+        &'a self,
+        tool: &'a McpTool,
+        arguments: Value,
+        progress: McpProgress,
+        cancel: CancellationToken,
+    ) -> McpFuture<'a, Result<McpReply, String>> {
+        Box::pin(self.pool.call(tool, arguments, progress, cancel))
+    }
+}
+
+/// Appends a line of `server`'s stderr to `mcp/<server>.stderr` in every run folder using it.
+fn copy_stderr(sinks: &Mutex<Vec<PathBuf>>, server: &str, line: &str) {
+    let dirs = lock(sinks).clone();
+    for dir in dirs {
+        let folder = dir.join("mcp");
+        let appended = std::fs::create_dir_all(&folder).and_then(|()| {
+            let mut file =
+                std::fs::OpenOptions::new().create(true).append(true).open(folder.join(format!("{server}.stderr")))?;
+            file.write_all(format!("{line}\n").as_bytes())
+        });
+        if let Err(err) = appended {
+            tracing::warn!("could not copy MCP server {server}'s stderr into {}: {err}", folder.display());
+        }
+    }
+}
+
+/// `: it said "…"` from the end of a server's stderr, or nothing.
+fn said(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = lock(tail);
+    let lines: Vec<&str> = tail.iter().map(String::as_str).filter(|l| !l.trim().is_empty()).collect();
+    match lines.len() {
+        0 => String::new(),
+        n => format!(" (its stderr ends: \"{}\")", lines[n.saturating_sub(3)..].join(" / ")),
+    }
+}
+
+/// `command` as a path: as written when it holds a `/`, else the first match in troupe's PATH
+/// (the server's own environment has only what `env` lists, so it cannot be searched there).
+fn find_program(command: &str) -> Option<PathBuf> {
+    if command.contains('/') {
+        return Some(PathBuf::from(command));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(command)).find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::NumberOrString;
+
+    #[test]
+    fn progress_reads_as_the_message_and_the_numbers() {
+        let token = ProgressToken(NumberOrString::Number(1));
+        let mut params = ProgressNotificationParam::new(token, 2.0);
+        assert_eq!(progress_line(&params), "progress 2");
+        params.total = Some(5.0);
+        params.message = Some("step 2 of 5".into());
+        assert_eq!(progress_line(&params), "step 2 of 5 (2/5)");
+    }
+
+    #[test]
+    fn a_bare_command_is_found_in_path_and_a_path_is_kept() {
+        assert!(find_program("sh").is_some_and(|p| p.is_absolute()));
+        assert_eq!(find_program("./srv.py"), Some(PathBuf::from("./srv.py")));
+        assert_eq!(find_program("no-such-program-troupe"), None);
+    }
+}

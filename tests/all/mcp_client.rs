@@ -1,0 +1,325 @@
+//! troupe as an MCP client, through the binary, against real servers: the independent
+//! `mcp-server-time` (PyPI) and `fixtures/mcp/misbehaving_server.py` for the faults (a crash
+//! mid-call, a hang, garbage, slow progress, a server that cannot start). Scripted chat models
+//! decide which tools are called; everything between troupe and the servers is real.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use troupe::findings::read_events;
+use troupe::protocol::EventBody;
+
+use crate::mcp_env::{fixtures, time_server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_troupe");
+
+/// A workbench with the time server, the misbehaving server (logging what it receives to
+/// `server.log`) and a broken server, plus `agents` and `script`.
+fn workbench(agents: &[(&str, &str)], script: &str, experiments: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let misbehaving = fixtures().join("misbehaving_server.py");
+    let log = dir.path().join("server.log");
+    let toml = format!(
+        r#"[models.m]
+provider = "scripted"
+script = "scripts/s.toml"
+
+[mcp.servers.time]
+command = "{time}"
+args = ["--local-timezone", "UTC"]
+
+[mcp.servers.bad]
+command = "python3"
+args = ["{misbehaving}", "--log", "{log}"]
+timeout_seconds = 2
+
+[mcp.servers.broken]
+command = "python3"
+args = ["{misbehaving}", "--crash-on-start"]
+
+[mcp.servers.patient]
+command = "python3"
+args = ["{misbehaving}", "--log", "{patient_log}"]
+timeout_seconds = 600
+"#,
+        time = time_server().display(),
+        misbehaving = misbehaving.display(),
+        log = log.display(),
+        patient_log = dir.path().join("patient.log").display()
+    );
+    let mut files: Vec<(String, String)> =
+        vec![("troupe.toml".into(), toml), ("scripts/s.toml".into(), script.to_owned())];
+    for (name, text) in agents {
+        files.push((format!("agents/{name}.toml"), (*text).to_owned()));
+    }
+    for (name, text) in experiments {
+        files.push((format!("experiments/{name}.toml"), (*text).to_owned()));
+    }
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn troupe(root: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn run_folder(output: &Output) -> PathBuf {
+    assert!(output.status.success(), "{:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().last().unwrap())
+}
+
+/// Each tool result of the run: (model-facing tool name, text, is_error).
+fn results(run: &Path) -> Vec<(String, String, bool)> {
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    events
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::ToolResult { tool, result, is_error, .. } => {
+                Some((tool, result.as_str().map_or_else(|| result.to_string(), str::to_owned), is_error))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+const CLOCK: &str = "model = \"m\"\ntools = [\"mcp:time/*\"]\nsystem_prompt = \"You tell the time.\"\n";
+
+#[test]
+fn mcp_list_shows_each_servers_tools_and_a_clear_error_for_one_that_fails() {
+    let wb = workbench(&[], "", &[]);
+    let output = troupe(wb.path(), &["mcp", "list", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "a failed server fails the listing");
+    let reports: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = reports.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bad", "broken", "patient", "time"]);
+    let time = &reports[3];
+    assert_eq!(time["health"], "ok");
+    let tools: Vec<&str> = time["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tools, ["get_current_time", "convert_time"]);
+    assert_eq!(time["tools"][0]["inputSchema"]["required"], serde_json::json!(["timezone"]));
+    let broken = &reports[1];
+    assert_eq!(broken["health"], "failed");
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("MCP server `broken` did not start") && error.contains("cannot start: missing config"),
+        "{error}"
+    );
+
+    let text = String::from_utf8_lossy(&troupe(wb.path(), &["mcp", "list"]).stdout).into_owned();
+    assert!(text.contains("time: ok (mcp-time") && text.contains("mcp:time/convert_time"), "{text}");
+    assert!(text.contains("      timezone: string"), "{text}");
+}
+
+#[test]
+fn an_expert_calls_a_real_mcp_tool_and_one_without_it_in_its_file_cannot() {
+    let script = r#"
+[[conversation]]
+agent = "clock"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "time__get_current_time"
+arguments = { timezone = "Europe/Lisbon" }
+[[conversation.turn]]
+text = "It is late."
+
+[[conversation]]
+agent = "plain"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "time__get_current_time"
+arguments = { timezone = "UTC" }
+[[conversation.turn]]
+text = "I could not."
+"#;
+    let wb = workbench(
+        &[("clock", CLOCK), ("plain", "model = \"m\"\nsystem_prompt = \"No tools.\"\n")],
+        script,
+        &[
+            ("clock", "root = \"clock\"\ntask = \"What time is it in Lisbon?\"\n"),
+            ("plain", "root = \"plain\"\ntask = \"What time is it?\"\n"),
+        ],
+    );
+    let run = run_folder(&troupe(wb.path(), &["run", "clock"]));
+    let results = results(&run);
+    assert_eq!(results.len(), 1);
+    let (tool, text, is_error) = &results[0];
+    assert_eq!((tool.as_str(), *is_error), ("time__get_current_time", false));
+    let time: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(time["timezone"], "Europe/Lisbon", "the server's own answer: {text}");
+    assert!(time["datetime"].as_str().unwrap().starts_with("20"), "{text}");
+    let transcript = fs::read_to_string(run.join("transcript.md")).unwrap();
+    assert!(transcript.contains("- `time__get_current_time` = `mcp:time/get_current_time`"), "{transcript}");
+    assert!(
+        transcript.contains(
+            "- Tool call `time__get_current_time` (`mcp:time/get_current_time`) `{\"timezone\":\"Europe/Lisbon\"}`"
+        ),
+        "both names are shown: {transcript}"
+    );
+
+    let run = run_folder(&troupe(wb.path(), &["run", "plain"]));
+    let results = self::results(&run);
+    assert!(results[0].2 && results[0].1.contains("unknown tool `time__get_current_time`"), "{results:?}");
+}
+
+#[test]
+fn a_misbehaving_server_costs_its_calls_never_the_run() {
+    let faulty = "model = \"m\"\ntools = [\"mcp:bad/*\", \"mcp:bad/nothing*\", \"mcp:broken/*\"]\nmax_turns = 12\nsystem_prompt = \"You test.\"\n";
+    let calls = [
+        ("bad__crash", "{}"),
+        ("bad__echo", "{ text = \"back again\" }"),
+        ("bad__hang", "{}"),
+        ("bad__garbage", "{}"),
+        ("bad__slow", "{ steps = 3, delay_ms = 150 }"),
+        ("bad__image", "{}"),
+        ("bad__fail", "{}"),
+    ];
+    let mut script = String::from("[[conversation]]\nagent = \"faulty\"\n");
+    for (tool, arguments) in calls {
+        script.push_str(&format!(
+            "[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"{tool}\"\narguments = {arguments}\n"
+        ));
+    }
+    script.push_str("[[conversation.turn]]\ntext = \"Survived.\"\n");
+    let wb =
+        workbench(&[("faulty", faulty)], &script, &[("faulty", "root = \"faulty\"\ntask = \"Test the server.\"\n")]);
+    let run = run_folder(&troupe(wb.path(), &["run", "faulty"]));
+    let results = results(&run);
+    let by_tool = |name: &str| results.iter().find(|(tool, ..)| tool == name).unwrap().clone();
+
+    let (_, crash, is_error) = by_tool("bad__crash");
+    assert!(is_error && crash.contains("exited during the call") && crash.contains("crashing on purpose"), "{crash}");
+    assert_eq!(by_tool("bad__echo"), ("bad__echo".into(), "back again".into(), false), "restarted after the crash");
+    let (_, hang, is_error) = by_tool("bad__hang");
+    assert!(is_error && hang.contains("did not answer `hang` within 2s"), "{hang}");
+    let (_, garbage, is_error) = by_tool("bad__garbage");
+    assert!(is_error && garbage.contains("not a tool result"), "{garbage}");
+    assert_eq!(by_tool("bad__slow").1, "done after 3 steps");
+    assert_eq!(by_tool("bad__image").1, "[image/png, 12 kB]\nan image\nstructured content: {\"width\":1,\"height\":1}");
+    let (_, fail, is_error) = by_tool("bad__fail");
+    assert!(is_error && fail == "it failed on purpose", "isError is a tool error the model reads: {fail}");
+
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    let progress: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::TaskStatus { status_message: Some(m), .. } if m.starts_with("bad__slow: step") => {
+                Some(m.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        progress.contains(&"bad__slow: step 1 of 3 (1/3)".to_owned()),
+        "progress is the task's status: {progress:?}"
+    );
+    let problems: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::McpTools { problems, .. } => Some(problems.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(problems.iter().any(|p| p.contains("`mcp:bad/nothing*` matches no tool of `bad`")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("MCP server `broken` did not start")), "{problems:?}");
+    let summary = fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(summary.contains("completed"), "{summary}");
+
+    let stderr = fs::read_to_string(run.join("mcp/bad.stderr")).unwrap();
+    assert!(stderr.contains("crashing on purpose"), "the server's stderr is kept in the run folder: {stderr}");
+    let log = fs::read_to_string(wb.path().join("server.log")).unwrap();
+    assert!(log.contains("notifications/cancelled"), "a call past its timeout is cancelled at the server: {log}");
+    assert_eq!(
+        log.matches("\"method\": \"initialize\"").count() + log.matches("\"method\":\"initialize\"").count(),
+        2,
+        "started once, and once again after the crash: {log}"
+    );
+}
+
+#[test]
+fn agents_of_a_run_share_one_connection_and_cancelling_a_run_cancels_its_call() {
+    let boss = "model = \"m\"\ntools = [\"call_agent\", \"get_task_status\", \"mcp:bad/echo\"]\nexperts = [\"helper\"]\nsystem_prompt = \"Boss.\"\n";
+    let helper = "model = \"m\"\ntools = [\"mcp:bad/echo\", \"mcp:patient/hang\"]\nsystem_prompt = \"Helper.\"\n";
+    let script = r#"
+[[conversation]]
+agent = "boss"
+task_contains = "Share"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "helper", task = "Echo please" }
+[[conversation.turn.call]]
+tool = "bad__echo"
+arguments = { text = "from the boss" }
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "get_task_status"
+arguments = { uri = "{{uri.1}}", wait_seconds = 10 }
+[[conversation.turn]]
+text = "Both echoed."
+
+[[conversation]]
+agent = "helper"
+task_contains = "Echo"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "bad__echo"
+arguments = { text = "from the helper" }
+[[conversation.turn]]
+text = "Echoed."
+
+[[conversation]]
+agent = "helper"
+task_contains = "Wait"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "patient__hang"
+arguments = {}
+[[conversation.turn]]
+text = "Never."
+"#;
+    let wb = workbench(
+        &[("boss", boss), ("helper", helper)],
+        script,
+        &[
+            ("share", "root = \"boss\"\ntask = \"Share the server.\"\n"),
+            ("wait", "root = \"helper\"\ntask = \"Wait forever.\"\n[limits]\nmax_wall_seconds_per_subtask = 600\n"),
+        ],
+    );
+    let run = run_folder(&troupe(wb.path(), &["run", "share"]));
+    let echoed: Vec<String> =
+        results(&run).into_iter().filter(|(t, ..)| t == "bad__echo").map(|(_, text, _)| text).collect();
+    assert_eq!(echoed.len(), 2, "{echoed:?}");
+    let log = fs::read_to_string(wb.path().join("server.log")).unwrap();
+    let initializes = log.lines().filter(|l| l.contains("\"initialize\"")).count();
+    assert_eq!(initializes, 1, "one connection for both agents: {log}");
+
+    // The server gives the hang 600 s; the run is interrupted, and the call is cancelled.
+    let child = Command::new(BIN)
+        .arg("--root")
+        .arg(wb.path())
+        .args(["run", "wait"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !fs::read_to_string(wb.path().join("patient.log")).unwrap_or_default().contains("\"hang\"") {
+        assert!(started.elapsed() < Duration::from_secs(30), "the hang call never reached the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    let log = fs::read_to_string(wb.path().join("patient.log")).unwrap();
+    assert!(log.contains("notifications/cancelled"), "{log}");
+}
