@@ -130,6 +130,7 @@ fn measure(runtime: &tokio::runtime::Runtime, n: usize) -> Figures {
         seed: None,
         memory: None,
         mcp: None,
+        external_root: false,
     };
     runtime.block_on(async move {
         let baseline = LIVE.load(Ordering::Relaxed);

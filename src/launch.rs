@@ -74,6 +74,14 @@ pub struct Prepared {
     trial: bool,
 }
 
+impl Prepared {
+    /// Leaves `path` out of the config snapshot: a file troupe made up rather than read (the
+    /// MCP server's client expert).
+    pub fn unsnapshot(&mut self, path: &std::path::Path) {
+        self.snapshot.retain(|p| p != path);
+    }
+}
+
 /// Resolves `experiment` in `workbench` into a run: fetches and prepares the embedded model if
 /// the run can reach it (telling `status` what it is doing), and starts the model thread.
 /// Nothing is written to the run folder yet.
@@ -129,6 +137,9 @@ pub struct RunOptions {
     /// The workbench's MCP servers; `None` runs without an MCP client (experts' `mcp:` tools
     /// are then left out, and the transcript says so).
     pub mcp: Option<Arc<McpPool>>,
+    /// The root is an outside caller (`troupe mcp serve`'s client): see
+    /// [`RunConfig::external_root`].
+    pub external_root: bool,
 }
 
 /// The workbench's memory for runs in `mode`, or `None` when it is off. A store that cannot be
@@ -230,6 +241,7 @@ pub fn prepare_spec(
             seed: options.seed,
             memory: options.memory.clone().map(|m| m as Arc<dyn RunMemory>),
             mcp,
+            external_root: options.external_root,
         },
         redactor: redactor_of(&aliases),
         snapshot: workbench.files(),
@@ -447,6 +459,11 @@ impl Launched {
 
     pub fn send(&self, op: Op) {
         self.handle.send(op);
+    }
+
+    /// What calls an external root's tools (see [`RunOptions::external_root`]).
+    pub fn root_caller(&self) -> crate::runtime::driver::RootCaller {
+        self.handle.root_caller()
     }
 
     pub fn dir(&self) -> &std::path::Path {

@@ -120,6 +120,16 @@ enum McpCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the workbench's experts over MCP: stdio, or streamable HTTP with --http.
+    Serve {
+        /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8765).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// The environment variable holding the bearer token clients must send (required when
+        /// ADDR is not a loopback address).
+        #[arg(long, value_name = "VAR", requires = "http")]
+        token_env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -226,6 +236,65 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
             }
             pool.close().await;
             if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+        }
+        McpCommand::Serve { http, token_env } => {
+            let token = match token_env.as_deref().map(|var| (var, std::env::var(var))) {
+                None => None,
+                Some((_, Ok(token))) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                Some((var, _)) => {
+                    say!("error: --token-env names `{var}`, which is not set (or empty): put the bearer token in it");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mcp = McpPool::new(&workbench.settings.mcp_servers);
+            mcp.start_eager();
+            let context = troupe::mcp::server::ServeContext {
+                workbench,
+                engines: EnginePool::default(),
+                mcp: mcp.clone(),
+                status: Arc::new(|line: &str| say!("{line}")),
+            };
+            let served = match http {
+                None => troupe::mcp::server::serve_stdio(context).await,
+                Some(addr) => {
+                    let stop = CancellationToken::new();
+                    let stopper = stop.clone();
+                    tokio::spawn(async move {
+                        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                        let terminated = async {
+                            match term.as_mut() {
+                                Some(term) => {
+                                    term.recv().await;
+                                }
+                                None => std::future::pending::<()>().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            () = terminated => {}
+                        }
+                        stopper.cancel();
+                    });
+                    let options = troupe::mcp::server::HttpOptions { addr, token };
+                    troupe::mcp::server::serve_http(context, options, stop, |bound| {
+                        say!("serving MCP at http://{bound}/mcp (Ctrl-C stops)");
+                    })
+                    .await
+                }
+            };
+            mcp.close().await;
+            match served {
+                Ok(dir) => {
+                    if let Some(dir) = dir {
+                        say!("session recorded in {}", dir.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    say!("error: {err}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
         }
     }
 }

@@ -449,6 +449,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         trial: !shared.single,
         memory: shared.memory_for(&variant),
         mcp: Some(shared.mcp.clone()),
+        external_root: false,
     };
     let memory = options.memory.clone();
     let now = shared.clock.now();

@@ -6,3 +6,4 @@ pub mod client;
 pub mod content;
 pub mod names;
 pub mod report;
+pub mod server;

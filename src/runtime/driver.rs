@@ -73,6 +73,10 @@ pub struct RunConfig {
     pub memory: Option<Arc<dyn RunMemory>>,
     /// The workbench's MCP servers, for experts with `mcp:` tools.
     pub mcp: Option<Arc<dyn McpTools>>,
+    /// The root is a caller outside troupe (an MCP client of `troupe mcp serve`): it runs no
+    /// model and stays working until [`RunHandle::finish_external`]; its tools are called
+    /// through [`RunHandle::call_as_root`], with the same semantics as an agent's.
+    pub external_root: bool,
 }
 
 /// How a run ended, as `troupe run` reports it.
@@ -132,6 +136,86 @@ impl RunHandle {
     pub fn counts(&self) -> TaskCounts {
         self.shared.lock().registry.counts()
     }
+
+    /// The handle an external root's caller uses (see [`RunConfig::external_root`]).
+    pub fn root_caller(&self) -> RootCaller {
+        RootCaller { shared: self.shared.clone(), root: self.root }
+    }
+}
+
+/// What calls an external root's tools: the MCP server's side of a session. Cheap to clone.
+#[derive(Clone)]
+pub struct RootCaller {
+    shared: Arc<Shared>,
+    root: TaskId,
+}
+
+impl RootCaller {
+    pub fn root(&self) -> TaskId {
+        self.root
+    }
+
+    /// The root's tools, as its file gives them (the schemas an agent's model would see).
+    pub fn tools(&self) -> Vec<ToolSpec> {
+        self.shared.profile_of(self.root).map(|p| p.tools.clone()).unwrap_or_default()
+    }
+
+    /// A task's resource, as `get_task_status` would return it.
+    pub fn resource(&self, id: TaskId) -> Option<TaskResource> {
+        self.shared.lock().registry.resource(id).ok()
+    }
+
+    /// Every task below the root, parents before their children.
+    pub fn descendants(&self) -> Vec<TaskResource> {
+        let state = self.shared.lock();
+        let mut out = Vec::new();
+        let mut queue = std::collections::VecDeque::from(state.registry.children(self.root).unwrap_or_default());
+        while let Some(id) = queue.pop_front() {
+            if let Ok(resource) = state.registry.resource(id) {
+                out.push(resource);
+            }
+            queue.extend(state.registry.children(id).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Calls one of the root's tools on behalf of an external root (see
+    /// [`RunConfig::external_root`]), recorded as the root's `tool_call` and `tool_result`.
+    /// `Err` is the tool error's text.
+    pub async fn call_as_root(&self, call_id: String, tool: &str, arguments: Value) -> Result<Value, String> {
+        let profile = self.shared.profile_of(self.root).ok_or("the run's root has no profile")?;
+        let token = self.shared.lock().tokens.get(&self.root).cloned().ok_or("the session has ended")?;
+        let call = ToolCall { id: call_id, name: tool.to_owned(), arguments };
+        let seq = self.shared.emit_now(EventBody::ToolCall {
+            uri: self.root,
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+        });
+        let outcome = self.shared.run_builtin(self.root, &profile, &call, seq, &token).await;
+        let (result, is_error) = match &outcome {
+            Ok(value) => (value.clone(), false),
+            Err(message) => (Value::String(message.clone()), true),
+        };
+        self.shared.emit_now(EventBody::ToolResult {
+            uri: self.root,
+            call_id: call.id,
+            tool: call.name,
+            result,
+            is_error,
+        });
+        outcome
+    }
+
+    /// Ends an external root's session: the root completes with `result` (its subtasks still
+    /// working are cancelled) and the run finishes.
+    pub fn finish_external(&self, result: String) {
+        let working = self.shared.lock().registry.working_children(self.root).unwrap_or_default();
+        for child in working {
+            self.shared.cancel_subtree(child, "the MCP session ended");
+        }
+        self.shared.complete(self.root, result);
+    }
 }
 
 /// An expert as the driver runs it.
@@ -188,7 +272,7 @@ pub fn spawn_run(
     let profiles = build_profiles(&config);
     let root_profile =
         profiles.get(&config.root_agent).cloned().ok_or_else(|| StartError::UnknownRoot(config.root_agent.clone()))?;
-    if &*root_profile.model != AUTO_MODEL {
+    if &*root_profile.model != AUTO_MODEL && !config.external_root {
         config.models.get(&root_profile.model)?;
     }
     let started_at = clock.now();
@@ -258,8 +342,12 @@ pub fn spawn_run(
         state.root = Some(root);
         root
     };
-    let work = Work::Agent { profile: root_profile.clone(), task: config.task.clone() };
-    spawn_task(shared.clone(), root, work, root_token, root_profile.wall);
+    if config.external_root {
+        shared.set_status_message(root, "waiting for its client's calls".into());
+    } else {
+        let work = Work::Agent { profile: root_profile.clone(), task: config.task.clone() };
+        spawn_task(shared.clone(), root, work, root_token, root_profile.wall);
+    }
 
     let run_shared = shared.clone();
     let join = tokio::spawn(async move { run_shared.supervise(root).await });
@@ -398,6 +486,12 @@ impl Shared {
         // The receiver is gone only when the view stopped listening; the run still finishes.
         let _ = self.events.send(event);
         Some(seq)
+    }
+
+    /// The profile of the expert task `id` runs.
+    fn profile_of(&self, id: TaskId) -> Option<Arc<Profile>> {
+        let agent = self.lock().registry.resource(id).ok()?.agent;
+        self.profiles.get(agent.as_str()).cloned()
     }
 
     fn emit_now(&self, body: EventBody) -> Option<u64> {

@@ -14,6 +14,7 @@
 //! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
 //! - `mcp_client`: troupe as an MCP client of real servers (`mcp-server-time`, a misbehaving one);
 //!   `mcp_env` installs their Python side.
+//! - `mcp_server`: `troupe mcp serve` driven by the official Python SDK, over stdio and HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,6 +25,7 @@ mod local_model;
 mod matrix;
 mod mcp_client;
 mod mcp_env;
+mod mcp_server;
 mod memory_cli;
 mod memory_run;
 mod model_stream;

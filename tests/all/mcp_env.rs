@@ -68,3 +68,8 @@ fn build(dir: &Path) {
 pub fn time_server() -> PathBuf {
     venv().join("bin/mcp-server-time")
 }
+
+/// The environment's Python (with the SDK).
+pub fn python() -> PathBuf {
+    venv().join("bin/python")
+}

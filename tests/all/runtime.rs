@@ -85,6 +85,7 @@ pub fn config(script: &str, agents: Vec<AgentSpec>, root: &str, task: &str, limi
         seed: None,
         memory: None,
         mcp: None,
+        external_root: false,
     }
 }
 

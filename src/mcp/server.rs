@@ -1,0 +1,607 @@
+//! `troupe mcp serve`: the workbench's experts served over MCP, so that any MCP client can hand
+//! work to a troupe expert and poll it.
+//!
+//! A client's session is a troupe run whose root is the client itself (`mcp-client`, an
+//! external root that runs no model): its tools `call_agent`, `call_slm`, `get_task_status`,
+//! `cancel_task` and `list_tasks` are the root's built-in tools, with the same semantics as
+//! inside troupe, and the session is recorded like any run in `findings/<run-id>/`. Subtasks
+//! are resources (`subtask://<id>`, JSON) that can be listed, read and subscribed to. A client
+//! that declares the Tasks extension gets `call_agent` and `call_slm` as MCP tasks.
+//!
+//! Invariant: nothing but JSON-RPC is written to stdout (status lines go to stderr).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock, CreateTaskResult,
+    GetTaskParams, GetTaskResult, Implementation, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
+    Tool, UnsubscribeRequestParams, UpdateTaskParams,
+};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
+use rmcp::{ErrorData as McpError, Peer, ServerHandler};
+use serde_json::Value;
+use tokio::sync::{OnceCell, broadcast};
+
+use super::client::McpPool;
+use crate::config::{AgentSpec, ExperimentSpec, TaskSpec, Workbench};
+use crate::launch::{self, RunOptions};
+use crate::model::EnginePool;
+use crate::protocol::{EventBody, TaskId};
+use crate::runtime::driver::RootCaller;
+use crate::runtime::{Clock, SystemClock};
+
+/// The root agent of a session: the MCP client.
+pub const CLIENT_AGENT: &str = "mcp-client";
+/// The tools a client calls, the root's built-ins.
+const CLIENT_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
+/// How often an MCP task checks its subtask.
+const TASK_POLL: Duration = Duration::from_millis(100);
+
+/// What serving needs: the workbench and the process-wide pools.
+#[derive(Clone)]
+pub struct ServeContext {
+    pub workbench: Workbench,
+    pub engines: EnginePool,
+    pub mcp: Arc<McpPool>,
+    /// Where status lines go (stderr for stdio).
+    pub status: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// One MCP session: a troupe run whose root is the client, started on the session's first
+/// call (so `initialize` is answered at once, whatever the models take to load).
+pub struct Session {
+    context: ServeContext,
+    run: OnceCell<Result<Running, String>>,
+    tasks: TaskManager,
+    updates: broadcast::Sender<String>,
+    next_call: AtomicU64,
+    legacy: Mutex<LegacySubscriptions>,
+}
+
+#[derive(Default)]
+struct LegacySubscriptions {
+    uris: HashSet<String>,
+    forwarding: bool,
+}
+
+struct Running {
+    caller: RootCaller,
+    dir: PathBuf,
+    /// Ends once the run's findings are written.
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Session {
+    pub fn new(context: ServeContext) -> Arc<Session> {
+        let (updates, _) = broadcast::channel(1024);
+        Arc::new(Session {
+            context,
+            run: OnceCell::new(),
+            tasks: TaskManager::new(),
+            updates,
+            next_call: AtomicU64::new(1),
+            legacy: Mutex::default(),
+        })
+    }
+
+    /// The session's run, started on first use.
+    async fn running(&self) -> Result<&Running, McpError> {
+        let run = self.run.get_or_init(|| self.start()).await;
+        run.as_ref().map_err(|error| McpError::internal_error(error.clone(), None))
+    }
+
+    async fn start(&self) -> Result<Running, String> {
+        let context = self.context.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let (workbench, spec) = session_workbench(&context.workbench)?;
+            let clock = SystemClock;
+            let now = clock.now();
+            let memory =
+                launch::run_memory(&workbench, crate::config::MemoryMode::On, &mut |line| (context.status)(line));
+            let options =
+                RunOptions { memory, mcp: Some(context.mcp.clone()), external_root: true, ..RunOptions::default() };
+            let status = context.status.clone();
+            let mut prepared = launch::prepare_spec(
+                &workbench,
+                &spec,
+                now,
+                launch::run_salt(now),
+                &mut |line| status(line),
+                &context.engines,
+                &options,
+            )
+            .map_err(|err| err.to_string())?;
+            prepared.unsnapshot(&spec.path);
+            Ok::<_, String>(prepared)
+        })
+        .await
+        .map_err(|err| format!("starting the session stopped: {err}"))??;
+        let mut launched = launch::launch(prepared, Arc::new(SystemClock)).map_err(|err| err.to_string())?;
+        let caller = launched.root_caller();
+        let dir = launched.dir().to_path_buf();
+        (self.context.status)(&format!("session recorded in {}", dir.display()));
+        let updates = self.updates.clone();
+        let status = self.context.status.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(event) = launched.next_event().await {
+                match &event.body {
+                    EventBody::TaskStatus { uri, .. } | EventBody::TaskCreated { uri, .. } => {
+                        let _ = updates.send(uri.to_string()); // no subscriber is fine
+                    }
+                    _ => {}
+                }
+            }
+            if let Err(err) = launched.finish().await {
+                status(&format!("writing the session's findings failed: {err}"));
+            }
+        });
+        Ok(Running { caller, dir, pump: Mutex::new(Some(pump)) })
+    }
+
+    /// Ends the session: its working subtasks are cancelled, and its findings written.
+    pub async fn close(&self) {
+        let Some(Ok(running)) = self.run.get() else { return };
+        running.caller.finish_external("the MCP client disconnected".to_owned());
+        let pump = running.pump.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(pump) = pump {
+            let _ = pump.await;
+        }
+        self.tasks.shutdown();
+    }
+
+    /// The session's run folder, once it started.
+    pub fn dir(&self) -> Option<&Path> {
+        match self.run.get() {
+            Some(Ok(running)) => Some(&running.dir),
+            _ => None,
+        }
+    }
+
+    async fn call(&self, tool: &str, arguments: Value) -> Result<Value, String> {
+        let running = self.running().await.map_err(|e| e.message.to_string())?;
+        let call_id = format!("mcp_{}", self.next_call.fetch_add(1, Ordering::Relaxed));
+        running.caller.call_as_root(call_id, tool, arguments).await
+    }
+
+    /// Starts `tool` (`call_agent` or `call_slm`) as an MCP task that ends with the subtask.
+    async fn call_as_task(self: &Arc<Self>, tool: &str, arguments: Value) -> Result<CallToolResponse, McpError> {
+        let handle = self.call(tool, arguments).await.map_err(|e| McpError::invalid_params(e, None))?;
+        let uri = handle.get("uri").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = TaskId::parse(&uri).map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let session = self.clone();
+        // The status names the subtask, so a client can read or subscribe to its resource.
+        let options = TaskOptions::new().with_poll_interval_ms(250).with_status_message(uri.clone());
+        let task = self.tasks.spawn(options, move |context| {
+            Box::pin(async move {
+                loop {
+                    let resource = session.running().await.ok().and_then(|r| r.caller.resource(id));
+                    let Some(resource) = resource else {
+                        return Err(TaskExit::Error(McpError::internal_error(format!("{uri} is gone"), None)));
+                    };
+                    if resource.status.is_terminal() {
+                        let value = serde_json::to_value(&resource).unwrap_or(Value::Null);
+                        return Ok(result_of(value, false));
+                    }
+                    if let Some(message) = &resource.status_message {
+                        context.set_status_message(format!("{uri}: {message}"));
+                    }
+                    tokio::select! {
+                        () = context.cancelled() => {
+                            let _ = session.call("cancel_task", serde_json::json!({"uri": uri})).await;
+                            return Err(TaskExit::Cancelled);
+                        }
+                        () = tokio::time::sleep(TASK_POLL) => {}
+                    }
+                }
+            })
+        });
+        Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
+    }
+
+    fn forward_legacy(&self, peer: Peer<RoleServer>, session: Arc<Session>) {
+        let mut legacy = self.legacy.lock().unwrap_or_else(PoisonError::into_inner);
+        if legacy.forwarding {
+            return;
+        }
+        legacy.forwarding = true;
+        let mut updates = self.updates.subscribe();
+        tokio::spawn(async move {
+            while let Ok(uri) = updates.recv().await {
+                let wanted = session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.contains(&uri);
+                if wanted && peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// A value as a tool result: its JSON as text and as structured content.
+fn result_of(value: Value, is_error: bool) -> CallToolResult {
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    let mut result = if is_error {
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    };
+    if value.is_object() {
+        result.structured_content = Some(value);
+    }
+    result
+}
+
+/// The workbench with the session's root (the client) added, and its one-task experiment.
+fn session_workbench(workbench: &Workbench) -> Result<(Workbench, ExperimentSpec), String> {
+    if workbench.agents.contains_key(CLIENT_AGENT) {
+        return Err(format!(
+            "an expert is named `{CLIENT_AGENT}`, the name troupe mcp serve gives its client: rename it"
+        ));
+    }
+    let mut workbench = workbench.clone();
+    let path = workbench.root.join("agents").join(format!("{CLIENT_AGENT}.toml"));
+    // Its model is never called: an external root runs none.
+    let mut client = AgentSpec::new(CLIENT_AGENT, crate::config::AUTO_MODEL, path.clone());
+    client.description = "The MCP client of a troupe mcp serve session".to_owned();
+    client.tools = CLIENT_TOOLS.iter().map(|t| (*t).to_owned()).collect();
+    client.experts = vec!["*".to_owned()];
+    client.self_copies = false;
+    client.max_children = Some(workbench.settings.limits.max_subtasks_per_run);
+    client.max_wall_seconds = Some(u64::from(u32::MAX));
+    workbench.agents.insert(CLIENT_AGENT.to_owned(), client);
+    let task = TaskSpec { id: "session".to_owned(), input: "An MCP client's session".to_owned(), expected: None };
+    let spec = ExperimentSpec::new("mcp-serve", CLIENT_AGENT, vec![task], path);
+    Ok((workbench, spec))
+}
+
+/// The MCP face of a session.
+#[derive(Clone)]
+pub struct TroupeServer {
+    session: Arc<Session>,
+}
+
+impl TroupeServer {
+    pub fn new(session: Arc<Session>) -> TroupeServer {
+        TroupeServer { session }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let (workbench, _) = match session_workbench(&self.session.context.workbench) {
+            Ok(pair) => pair,
+            Err(_) => return Vec::new(),
+        };
+        let context = crate::runtime::tools::ToolContext {
+            experts: workbench
+                .agents
+                .values()
+                .filter(|a| a.name != CLIENT_AGENT)
+                .map(|a| crate::runtime::tools::ExpertOffer {
+                    name: a.name.clone(),
+                    description: a.description.clone(),
+                })
+                .collect(),
+            self_copies: false,
+            models: Vec::new(),
+        };
+        CLIENT_TOOLS
+            .iter()
+            .filter_map(|name| crate::runtime::tools::builtin_spec(name, &context))
+            .filter_map(|spec| match spec.parameters {
+                Value::Object(schema) => Some(Tool::new(spec.name, spec.description, Arc::new(schema))),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl ServerHandler for TroupeServer {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_tasks()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("troupe", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "troupe's experts, as tools: call_agent starts one on a task and returns a subtask:// URI at once \
+                 (or an MCP task, for clients with the Tasks extension); get_task_status reads it (wait_seconds waits \
+                 for the end), cancel_task cancels it with its subtree, list_tasks lists them. Subtasks are also \
+                 resources you can read and subscribe to.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        if !CLIENT_TOOLS.contains(&name.as_str()) {
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{name}`: troupe serves {}", CLIENT_TOOLS.join(", ")),
+                None,
+            ));
+        }
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let tasks = context.client_capabilities().is_some_and(|caps| caps.supports_tasks());
+        if tasks && (name == "call_agent" || name == "call_slm") {
+            return self.session.call_as_task(&name, arguments).await;
+        }
+        let outcome = tokio::select! {
+            outcome = self.session.call(&name, arguments) => outcome,
+            () = context.ct.cancelled() => return Err(McpError::internal_error("cancelled by the client", None)),
+        };
+        Ok(CallToolResponse::Complete(match outcome {
+            Ok(value) => result_of(value, false),
+            Err(message) => result_of(Value::String(message), true),
+        }))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let resources = match self.session.run.get() {
+            Some(Ok(running)) => running
+                .caller
+                .descendants()
+                .into_iter()
+                .map(|task| {
+                    let mut resource =
+                        Resource::new(task.uri.to_string(), format!("{} {}", task.kind.as_str(), task.agent));
+                    resource.description = Some(crate::protocol::shorten(&task.task, 200));
+                    resource.mime_type = Some("application/json".to_owned());
+                    resource
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let not_found = || McpError::resource_not_found(format!("no subtask {} in this session", request.uri), None);
+        let id = TaskId::parse(&request.uri).map_err(|_| not_found())?;
+        let running = self.session.running().await?;
+        let resource = running.caller.resource(id).filter(|_| id != running.caller.root()).ok_or_else(not_found)?;
+        let text = serde_json::to_string_pretty(&resource).unwrap_or_default();
+        let contents = ResourceContents::text(text, id.to_string()).with_mime_type("application/json");
+        Ok(ReadResourceResponse::Complete(ReadResourceResult::new(vec![contents])))
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = TaskId::parse(&request.uri)
+            .map_err(|_| McpError::invalid_params(format!("`{}` is not a subtask:// URI", request.uri), None))?
+            .to_string();
+        self.session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.insert(uri);
+        self.session.forward_legacy(context.peer.clone(), self.session.clone());
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Ok(id) = TaskId::parse(&request.uri) {
+            self.session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.remove(&id.to_string());
+        }
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let wanted: HashSet<String> = context
+            .accepted()
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter_map(|uri| TaskId::parse(uri).ok().map(|id| id.to_string()))
+            .collect();
+        let mut updates = self.session.updates.subscribe();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                update = updates.recv() => match update {
+                    Ok(uri) if wanted.contains(&uri) => {
+                        if context.sink().notify_resource_updated(uri).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        Ok(GetTaskResult::new(self.session.tasks.get_task(&request.task_id)?))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.session.tasks.update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.session.tasks.cancel_task(&request.task_id)
+    }
+}
+
+/// Serves one session over stdin and stdout until the client closes them, then records it.
+pub async fn serve_stdio(context: ServeContext) -> Result<Option<PathBuf>, String> {
+    use rmcp::ServiceExt as _;
+    let session = Session::new(context);
+    let server = TroupeServer::new(session.clone());
+    let running =
+        server.serve(rmcp::transport::stdio()).await.map_err(|err| format!("the MCP session did not start: {err}"))?;
+    let _ = running.waiting().await;
+    session.close().await;
+    Ok(session.dir().map(Path::to_path_buf))
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // An HTTP session ends when the client deletes it or it expires: its run ends too, and
+        // the run's own task writes the findings.
+        if let Some(Ok(running)) = self.run.get() {
+            running.caller.finish_external("the MCP session ended".to_owned());
+        }
+    }
+}
+
+/// How `troupe mcp serve --http` may be reached.
+pub struct HttpOptions {
+    pub addr: std::net::SocketAddr,
+    /// The bearer token every request must carry; required off loopback.
+    pub token: Option<String>,
+}
+
+/// The Origins a browser may send: pages served from the loopback addresses, and from `addr`.
+fn allowed_origins(addr: std::net::SocketAddr) -> Vec<String> {
+    let mut origins: Vec<String> =
+        ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| (*o).to_owned()).collect();
+    if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+        origins.push(format!("http://{addr}"));
+    }
+    origins
+}
+
+/// Serves streamable HTTP at `http://ADDR/mcp` until `stop` is cancelled, then records the
+/// run and returns its folder. All of the server's clients share one session (one run): a
+/// 2026-07-28 client has no session of its own, each of its requests stands alone, so a
+/// `subtask://` URI must stay readable by any later request. Off loopback a bearer token is
+/// required; the `Host` and `Origin` headers are checked against DNS rebinding, as the spec
+/// requires.
+pub async fn serve_http(
+    context: ServeContext,
+    options: HttpOptions,
+    stop: tokio_util::sync::CancellationToken,
+    bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<Option<PathBuf>, String> {
+    use http_body_util::BodyExt as _;
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+
+    let HttpOptions { addr, token } = options;
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "serving on {addr}, which is not a loopback address, needs a bearer token: pass --token-env VAR with the token in VAR"
+        ));
+    }
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+    let local = listener.local_addr().map_err(|err| err.to_string())?;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_origins(allowed_origins(local))
+        .enforce_origin_validation()
+        .with_cancellation_token(stop.child_token());
+    config = if local.ip().is_loopback() {
+        config.with_allowed_hosts(["localhost", "127.0.0.1", "::1"])
+    } else {
+        // Any Host may reach a public address; the token is what admits a request.
+        config.disable_allowed_hosts()
+    };
+    let session = Session::new(context);
+    let shared = session.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(TroupeServer::new(shared.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let service = Arc::new(service);
+    let token = token.map(Arc::<str>::from);
+    bound(local);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => {
+                session.close().await;
+                return Ok(session.dir().map(Path::to_path_buf));
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!("accepting a connection failed: {err}");
+                    continue;
+                }
+            },
+        };
+        let (service, token) = (service.clone(), token.clone());
+        tokio::spawn(async move {
+            let handler = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (service, token) = (service.clone(), token.clone());
+                async move {
+                    let refuse = |status: http::StatusCode, text: &'static str| {
+                        let mut response =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)).boxed());
+                        *response.status_mut() = status;
+                        response
+                    };
+                    if request.uri().path() != "/mcp" {
+                        return Ok::<_, std::convert::Infallible>(refuse(
+                            http::StatusCode::NOT_FOUND,
+                            "troupe serves MCP at /mcp\n",
+                        ));
+                    }
+                    if let Some(token) = &token {
+                        let given = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                        if given != Some(format!("Bearer {token}").as_str()) {
+                            let mut response = refuse(http::StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+                            response
+                                .headers_mut()
+                                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                            return Ok(response);
+                        }
+                    }
+                    Ok(service.handle(request).await)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(io, handler).await {
+                tracing::debug!("an MCP HTTP connection ended: {err}");
+            }
+        });
+    }
+}
