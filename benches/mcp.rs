@@ -38,7 +38,12 @@ fn fixture() -> PathBuf {
 fn server(name: &str, command: &str, args: Vec<String>, cwd: &Path) -> McpServerSpec {
     McpServerSpec {
         name: name.to_owned(),
-        transport: McpTransport::Stdio { command: command.to_owned(), args, env: BTreeMap::new(), cwd: cwd.to_path_buf() },
+        transport: McpTransport::Stdio {
+            command: command.to_owned(),
+            args,
+            env: BTreeMap::new(),
+            cwd: cwd.to_path_buf(),
+        },
         timeout_seconds: 60,
         start: McpStart::Lazy,
         location: troupe::config::Location { path: cwd.join("troupe.toml"), line: 1, col: 1 },

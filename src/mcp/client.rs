@@ -26,13 +26,15 @@ use rmcp::model::{
     Request, ServerResult,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RoleClient, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, ServiceExt as _};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::content;
+use super::http_client::McpHttpClient;
 use super::names::{glob_matches, model_name, parse_reference};
 use crate::config::{McpServerSpec, McpStart, McpTransport};
 use crate::model::expand_env;
@@ -93,6 +95,21 @@ struct Connection {
     done: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Restarts in a row before this connection came up.
     restarts: u32,
+}
+
+impl Connection {
+    /// Waits (briefly) until the connection has closed and the server's last stderr is read,
+    /// so that a call failing because the server exited can quote what it said.
+    async fn exited(&self) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < STDERR_GRACE {
+            let finished = lock(&self.done).as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
+            if finished {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Where progress notifications go, by the progress token of the request they are about.
@@ -253,48 +270,45 @@ impl McpPool {
 
     async fn start(&self, server: &Server, restarts: u32) -> Result<Arc<Connection>, String> {
         let name = &server.spec.name;
-        let McpTransport::Stdio { command, args, env, cwd } = &server.spec.transport else {
-            return Err(format!(
-                "MCP server `{name}` is reached by `url`: streamable HTTP servers are not supported yet; run it over stdio with `command`"
-            ));
-        };
-        let program = find_program(command)
-            .ok_or_else(|| format!("MCP server `{name}`: `{command}` was not found (looked in PATH)"))?;
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(args).env_clear().current_dir(cwd);
-        for (key, template) in env {
-            cmd.env(key, expand_env(template, |var| (self.env)(var)));
-        }
-        let (transport, stderr) = TokioChildProcess::builder(cmd)
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| format!("MCP server `{name}`: could not start `{}`: {err}", program.display()))?;
-        lock(&server.tail).clear();
-        let pump = stderr.map(|stderr| {
-            let (sinks, tail, name) = (server.sinks.clone(), server.tail.clone(), name.clone());
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    copy_stderr(&sinks, &name, &line);
-                    let mut tail = lock(&tail);
-                    if tail.len() == STDERR_TAIL {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                }
-            })
-        });
         let routes = ProgressRoutes::default();
         let stop = CancellationToken::new();
         let limit = Duration::from_secs(server.spec.timeout_seconds).max(MIN_START_TIMEOUT);
         let handler = TroupeClient { routes: routes.clone() };
-        let started = async {
-            let running: RunningService<RoleClient, TroupeClient> =
-                handler.serve_with_ct(transport, stop.clone()).await.map_err(|err| err.to_string())?;
-            let tools = running.peer().list_all_tools().await.map_err(|err| format!("tools/list failed: {err}"))?;
-            Ok::<_, String>((running, tools))
+        lock(&server.tail).clear();
+        let (outcome, pump) = match &server.spec.transport {
+            McpTransport::Stdio { command, args, env, cwd } => {
+                let program = find_program(command)
+                    .ok_or_else(|| format!("MCP server `{name}`: `{command}` was not found (looked in PATH)"))?;
+                let mut cmd = tokio::process::Command::new(&program);
+                cmd.args(args).env_clear().current_dir(cwd);
+                for (key, template) in env {
+                    cmd.env(key, expand_env(template, |var| (self.env)(var)));
+                }
+                let (transport, stderr) = TokioChildProcess::builder(cmd)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|err| format!("MCP server `{name}`: could not start `{}`: {err}", program.display()))?;
+                let pump = stderr.map(|stderr| {
+                    let (sinks, tail, name) = (server.sinks.clone(), server.tail.clone(), name.clone());
+                    tokio::spawn(async move {
+                        let mut lines = tokio::io::BufReader::new(stderr).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            copy_stderr(&sinks, &name, &line);
+                            let mut tail = lock(&tail);
+                            if tail.len() == STDERR_TAIL {
+                                tail.pop_front();
+                            }
+                            tail.push_back(line);
+                        }
+                    })
+                });
+                (handshake(handler, transport, &stop, limit).await, pump)
+            }
+            McpTransport::Http { url, headers } => {
+                let transport = self.http_transport(name, url, headers)?;
+                (handshake(handler, transport, &stop, limit).await, None)
+            }
         };
-        let outcome = tokio::time::timeout(limit, started).await;
         let (running, tools) = match outcome {
             Ok(Ok(pair)) => pair,
             Ok(Err(err)) => {
@@ -302,7 +316,12 @@ impl McpPool {
                 if let Some(pump) = pump {
                     let _ = tokio::time::timeout(STDERR_GRACE, pump).await;
                 }
-                return Err(format!("MCP server `{name}` did not start: {err}{}", said(&server.tail)));
+                let hint = if err.contains("Auth required") {
+                    ". It asks for a bearer token: add headers = { Authorization = \"Bearer ${MY_TOKEN}\" } to its table, with the token in MY_TOKEN"
+                } else {
+                    ""
+                };
+                return Err(format!("MCP server `{name}` did not start: {err}{hint}{}", said(&server.tail)));
             }
             Err(_) => {
                 stop.cancel();
@@ -321,6 +340,39 @@ impl McpPool {
             }
         });
         Ok(Arc::new(Connection { peer, tools, routes, stop, done: Mutex::new(Some(done)), restarts }))
+    }
+
+    /// The streamable HTTP transport to `url`, with `headers` (their `${NAME}` read now); an
+    /// `Authorization: Bearer …` header becomes the transport's bearer token.
+    fn http_transport(
+        &self,
+        name: &str,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Result<StreamableHttpClientTransport<McpHttpClient>, String> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+        let mut custom = HashMap::new();
+        for (key, template) in headers {
+            let value = expand_env(template, |var| (self.env)(var));
+            if key.eq_ignore_ascii_case("authorization") {
+                let token = value.strip_prefix("Bearer ").unwrap_or(&value).trim().to_owned();
+                config = config.auth_header(token);
+                continue;
+            }
+            let header = http::HeaderName::from_bytes(key.as_bytes())
+                .map_err(|_| format!("MCP server `{name}`: `{key}` is not a valid header name"))?;
+            let value = http::HeaderValue::from_str(&value)
+                .map_err(|_| format!("MCP server `{name}`: the value of header `{key}` is not valid in a header"))?;
+            custom.insert(header, value);
+        }
+        if !custom.is_empty() {
+            config = config.custom_headers(custom);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|err| format!("MCP server `{name}`: no HTTP client: {err}"))?;
+        Ok(StreamableHttpClientTransport::with_client(McpHttpClient(client), config))
     }
 
     /// The tools `references` stand for, with the name each model sees.
@@ -403,16 +455,20 @@ impl McpPool {
             .map_err(|err| self.failure(server, &tool.tool, err, timeout))?;
         connection.routes.lock().insert(handle.progress_token.clone(), progress);
         let _route = RouteGuard(connection.routes.clone(), handle.progress_token.clone());
-        let (id, peer) = (handle.id.clone(), handle.peer.clone());
+        // A cancelled subtask's work is usually dropped rather than told: the guard then tells
+        // the server, and disarms once the answer is in.
+        let mut guard = CancelOnDrop { peer: Some(handle.peer.clone()), id: handle.id.clone() };
         let response = tokio::select! {
             response = handle.await_response() => response,
             () = cancel.cancelled() => {
-                let params = CancelledNotificationParam::new(Some(id), Some("the calling subtask was cancelled".to_owned()));
-                let notice = ClientNotification::CancelledNotification(Notification::new(params));
-                let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
+                if let Some(peer) = guard.peer.take() {
+                    let notice = cancelled_notice(guard.id.clone());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
+                }
                 return Err("cancelled".to_owned());
             }
         };
+        guard.peer = None;
         match response {
             Ok(ServerResult::CallToolResult(result)) => {
                 let json = serde_json::to_value(&result).unwrap_or(Value::Null);
@@ -426,7 +482,12 @@ impl McpPool {
                 tool.tool,
                 crate::protocol::shorten(&serde_json::to_string(&other).unwrap_or_default(), 200)
             )),
-            Err(err) => Err(self.failure(server, &tool.tool, err, timeout)),
+            Err(err) => {
+                if matches!(err, ServiceError::TransportClosed) {
+                    connection.exited().await;
+                }
+                Err(self.failure(server, &tool.tool, err, timeout))
+            }
         }
     }
 
@@ -507,6 +568,51 @@ impl McpPool {
             }
         }
     }
+}
+
+/// Tells the server a request was abandoned, if it is dropped before its answer came.
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: rmcp::model::RequestId,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else { return };
+        let notice = cancelled_notice(self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
+            });
+        }
+    }
+}
+
+fn cancelled_notice(id: rmcp::model::RequestId) -> ClientNotification {
+    let params = CancelledNotificationParam::new(Some(id), Some("the calling subtask was cancelled".to_owned()));
+    ClientNotification::CancelledNotification(Notification::new(params))
+}
+
+/// Connects over `transport`: `initialize`, then every page of `tools/list`, within `limit`.
+async fn handshake<T, E, A>(
+    handler: TroupeClient,
+    transport: T,
+    stop: &CancellationToken,
+    limit: Duration,
+) -> Result<
+    Result<(RunningService<RoleClient, TroupeClient>, Vec<rmcp::model::Tool>), String>,
+    tokio::time::error::Elapsed,
+>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let started = async {
+        let running = handler.serve_with_ct(transport, stop.clone()).await.map_err(|err| err.to_string())?;
+        let tools = running.peer().list_all_tools().await.map_err(|err| format!("tools/list failed: {err}"))?;
+        Ok((running, tools))
+    };
+    tokio::time::timeout(limit, started).await
 }
 
 /// Serializing rmcp's models for reports without naming each type.

@@ -44,8 +44,12 @@ pub fn for_model(result: &Value) -> String {
         }
     }
     if let Some(structured) = result.get("structuredContent").filter(|v| !v.is_null()) {
-        // Servers often send the same JSON as text too: say it once.
-        let said = texts.iter().any(|text| serde_json::from_str::<Value>(text).is_ok_and(|v| v == *structured));
+        // Servers often send the same JSON as text too (SDKs wrap a plain value as
+        // `{"result": value}`): say it once.
+        let wrapped = structured.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("result"));
+        let said = texts
+            .iter()
+            .any(|text| serde_json::from_str::<Value>(text).is_ok_and(|v| v == *structured || Some(&v) == wrapped));
         if !said {
             parts.push(format!("structured content: {structured}"));
         }
@@ -75,6 +79,8 @@ mod tests {
     fn text_is_read_and_structured_content_said_once() {
         let same = json!({"content": [{"type": "text", "text": "{\"hour\": 9}"}], "structuredContent": {"hour": 9}});
         assert_eq!(for_model(&same), "{\"hour\": 9}");
+        let wrapped = json!({"content": [{"type": "text", "text": "5"}], "structuredContent": {"result": 5}});
+        assert_eq!(for_model(&wrapped), "5");
         let more = json!({"content": [{"type": "text", "text": "nine"}], "structuredContent": {"hour": 9}});
         assert_eq!(for_model(&more), "nine\nstructured content: {\"hour\":9}");
     }

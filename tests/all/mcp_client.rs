@@ -323,3 +323,64 @@ text = "Never."
     let log = fs::read_to_string(wb.path().join("patient.log")).unwrap();
     assert!(log.contains("notifications/cancelled"), "{log}");
 }
+
+/// The SDK's streamable HTTP server (`fixtures/mcp/http_server.py`) on a free port, with a token.
+fn http_server(token: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(crate::mcp_env::python())
+        .arg(fixtures().join("http_server.py"))
+        .arg(port.to_string())
+        .args(["--token", token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the HTTP server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+#[test]
+fn an_expert_calls_a_tool_of_a_streamable_http_server_with_its_token_from_the_environment() {
+    let (mut server, port) = http_server("t0k");
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "troupe.toml".to_owned(),
+            format!(
+                "[models.m]\nprovider = \"scripted\"\nscript = \"s.toml\"\n\n[mcp.servers.adder]\nurl = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ Authorization = \"Bearer ${{ADDER_TOKEN}}\" }}\n\n[mcp.servers.nokey]\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+            ),
+        ),
+        (
+            "s.toml".to_owned(),
+            "[[conversation]]\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"adder__add\"\narguments = { a = 2, b = 3 }\n[[conversation.turn]]\ntext = \"Five.\"\n".to_owned(),
+        ),
+        ("agents/sum.toml".to_owned(), "model = \"m\"\ntools = [\"mcp:adder/add\"]\n".to_owned()),
+        ("experiments/sum.toml".to_owned(), "root = \"sum\"\ntask = \"Add 2 and 3.\"\n".to_owned()),
+    ];
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let output = Command::new(BIN)
+        .arg("--root")
+        .arg(dir.path())
+        .args(["run", "sum"])
+        .env("ADDER_TOKEN", "t0k")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run = run_folder(&output);
+    assert_eq!(results(&run), [("adder__add".to_owned(), "5".to_owned(), false)]);
+
+    let listed = Command::new(BIN).arg("--root").arg(dir.path()).args(["mcp", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("nokey: FAILED") && text.contains("It asks for a bearer token"), "{text}");
+    server.kill().unwrap();
+    let _ = server.wait();
+}
