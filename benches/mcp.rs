@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use troupe::config::{McpServerSpec, McpStart, McpTransport};
 use troupe::mcp::client::McpPool;
 use troupe::protocol::ToolSpec;
-use troupe::runtime::mcp::{McpProgress, McpTool};
+use troupe::runtime::mcp::{McpOutcome, McpProgress, McpReply, McpTaskState, McpTool};
 
 const CALLS: usize = 1_000;
 const AGENTS: usize = 100;
@@ -61,6 +61,14 @@ fn tool(server: &str, name: &str) -> McpTool {
 
 fn quiet() -> McpProgress {
     Arc::new(|_| {})
+}
+
+/// A call's answer (the fixture server never runs a call as a task).
+fn answered(outcome: McpOutcome) -> McpReply {
+    match outcome {
+        McpOutcome::Done(reply) => reply,
+        McpOutcome::Task { task_id, .. } => panic!("the server made task {task_id} of a quick call"),
+    }
 }
 
 /// p50 and p99 in milliseconds.
@@ -122,7 +130,7 @@ fn main() {
         for i in 0..CALLS {
             let text = format!("call {i}");
             let started = Instant::now();
-            let reply = pool.call(&echo, json!({"text": text}), quiet(), CancellationToken::new()).await.unwrap();
+            let reply = answered(pool.call(&echo, json!({"text": text}), quiet(), CancellationToken::new()).await.unwrap());
             samples.push(started.elapsed());
             assert_eq!(reply.content, Value::String(text));
         }
@@ -137,7 +145,7 @@ fn main() {
             let (pool, echo) = (pool.clone(), echo.clone());
             tokio::spawn(async move {
                 let text = format!("agent {agent}");
-                let reply = pool.call(&echo, json!({"text": text}), quiet(), CancellationToken::new()).await.unwrap();
+                let reply = answered(pool.call(&echo, json!({"text": text}), quiet(), CancellationToken::new()).await.unwrap());
                 reply.content == Value::String(text)
             })
         });
@@ -160,18 +168,29 @@ fn main() {
         let args = vec!["--root".to_owned(), workbench.display().to_string(), "mcp".to_owned(), "serve".to_owned()];
         let servers = BTreeMap::from([("troupe".to_owned(), server("troupe", env!("CARGO_BIN_EXE_troupe"), args, &workbench))]);
         let pool = McpPool::new(&servers);
-        let handle = pool
-            .call(&tool("troupe", "call_agent"), json!({"task": "Say hello", "agent": "greeter"}), quiet(), CancellationToken::new())
+        // troupe declares the Tasks extension, so the server runs `call_agent` as a task; its
+        // result, once done, is the subtask's resource.
+        let call_agent = tool("troupe", "call_agent");
+        let outcome = pool
+            .call(&call_agent, json!({"task": "Say hello", "agent": "greeter"}), quiet(), CancellationToken::new())
             .await
             .unwrap();
-        let handle: Value = serde_json::from_str(handle.content.as_str().unwrap()).unwrap();
-        let uri = handle["uri"].as_str().unwrap().to_owned();
+        let McpOutcome::Task { task_id, poll } = outcome else { panic!("call_agent was not run as a task") };
+        let resource = loop {
+            match pool.task_state(&call_agent, &task_id).await.unwrap() {
+                McpTaskState::Done(reply) => break reply,
+                McpTaskState::Working { .. } => tokio::time::sleep(poll).await,
+                other => panic!("the task ended {other:?}"),
+            }
+        };
+        let resource: Value = serde_json::from_str(resource.content.as_str().unwrap()).unwrap();
+        let uri = resource["uri"].as_str().unwrap().to_owned();
         let status = tool("troupe", "get_task_status");
         let mut samples = Vec::with_capacity(READS);
         let all = Instant::now();
         for _ in 0..READS {
             let started = Instant::now();
-            let reply = pool.call(&status, json!({"uri": uri}), quiet(), CancellationToken::new()).await.unwrap();
+            let reply = answered(pool.call(&status, json!({"uri": uri}), quiet(), CancellationToken::new()).await.unwrap());
             samples.push(started.elapsed());
             assert!(!reply.is_error, "{:?}", reply.content);
         }

@@ -169,6 +169,8 @@ pub enum TaskKind {
     Agent,
     /// One completion of the small model (`call_slm`).
     Slm,
+    /// A tool call an MCP server runs as a task (the Tasks extension), polled with `tasks/get`.
+    Mcp,
 }
 
 impl TaskKind {
@@ -176,6 +178,7 @@ impl TaskKind {
         match self {
             TaskKind::Agent => "agent",
             TaskKind::Slm => "slm",
+            TaskKind::Mcp => "mcp",
         }
     }
 }

@@ -82,6 +82,12 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
     // Findings of the fork go to the current workbench, whatever its snapshot's folder.
     workbench.root.clone_from(&current.root);
     let root = match original.kind {
+        TaskKind::Mcp => {
+            return Err(ForkError::Invalid(format!(
+                "{} is a task an MCP server ran ({}): troupe cannot re-run it; fork the agent that called it",
+                original.uri, original.agent
+            )));
+        }
         TaskKind::Agent => {
             if !workbench.agents.contains_key(&original.agent) {
                 return Err(ForkError::Invalid(format!(

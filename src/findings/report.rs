@@ -165,6 +165,7 @@ pub fn render_report(events: &[Event]) -> String {
         let kind = match task.kind {
             Some(TaskKind::Agent) => "agent",
             Some(TaskKind::Slm) => "slm",
+            Some(TaskKind::Mcp) => "mcp",
             None => "?",
         };
         let status = if task.status.is_terminal() {

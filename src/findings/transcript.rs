@@ -52,6 +52,7 @@ fn render_task(out: &mut String, view: &RunView<'_>, depth: usize, task: &TaskVi
     let kind = match task.kind {
         Some(TaskKind::Agent) | None => format!("agent {}", task.agent),
         Some(TaskKind::Slm) => "slm".to_owned(),
+        Some(TaskKind::Mcp) => format!("MCP task {}", task.agent),
     };
     let _ = writeln!(out, "\n{hashes} {} · {kind} · model {} · {status}\n", task.uri, task.model);
 

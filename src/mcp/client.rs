@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, ClientNotification, ClientRequest,
-    Implementation, InitializeRequestParams, Notification, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    Request, ServerResult,
+    CallToolRequestParams, CancelTaskParams, CancelledNotificationParam, ClientCapabilities, ClientNotification,
+    ClientRequest, GetTaskParams, Implementation, InitializeRequestParams, Notification, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, Request, ServerResult, TaskPayload,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -39,7 +39,7 @@ use super::names::{glob_matches, model_name, parse_reference};
 use crate::config::{McpServerSpec, McpStart, McpTransport};
 use crate::model::expand_env;
 use crate::protocol::ToolSpec;
-use crate::runtime::mcp::{McpFuture, McpProgress, McpReply, McpResolved, McpTool, McpTools};
+use crate::runtime::mcp::{McpFuture, McpOutcome, McpProgress, McpReply, McpResolved, McpTaskState, McpTool, McpTools};
 
 /// Times in a row an exited server is started again before its calls fail at once.
 pub const MAX_RESTARTS: u32 = 3;
@@ -138,8 +138,10 @@ struct TroupeClient {
 
 impl ClientHandler for TroupeClient {
     fn get_info(&self) -> InitializeRequestParams {
+        // The Tasks extension: a server may run a long call as a task, which troupe follows as
+        // a subtask of kind `mcp`.
         InitializeRequestParams::new(
-            ClientCapabilities::default(),
+            ClientCapabilities::builder().enable_tasks().build(),
             Implementation::new("troupe", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::V_2025_11_25)
@@ -433,7 +435,7 @@ impl McpPool {
         arguments: Value,
         progress: McpProgress,
         cancel: CancellationToken,
-    ) -> Result<McpReply, String> {
+    ) -> Result<McpOutcome, String> {
         let server = tool.server.as_str();
         let connection = tokio::select! {
             connection = self.connect(server) => connection?,
@@ -472,11 +474,12 @@ impl McpPool {
         match response {
             Ok(ServerResult::CallToolResult(result)) => {
                 let json = serde_json::to_value(&result).unwrap_or(Value::Null);
-                Ok(McpReply {
-                    content: Value::String(content::for_model(&json)),
-                    is_error: result.is_error == Some(true),
-                })
+                Ok(McpOutcome::Done(reply_of(&json, result.is_error == Some(true))))
             }
+            Ok(ServerResult::CreateTaskResult(created)) => Ok(McpOutcome::Task {
+                task_id: created.task.task_id,
+                poll: Duration::from_millis(created.task.poll_interval_ms.unwrap_or(500).clamp(50, 5_000)),
+            }),
             Ok(other) => Err(format!(
                 "MCP server `{server}` answered `{}` with something that is not a tool result: {}",
                 tool.tool,
@@ -489,6 +492,43 @@ impl McpPool {
                 Err(self.failure(server, &tool.tool, err, timeout))
             }
         }
+    }
+
+    /// Where `tool`'s server's task `task_id` stands.
+    pub async fn task_state(&self, tool: &McpTool, task_id: &str) -> Result<McpTaskState, String> {
+        let server = tool.server.as_str();
+        let connection = self.connect(server).await?;
+        let got = connection
+            .peer
+            .get_task(GetTaskParams::new(task_id.to_owned()))
+            .await
+            .map_err(|err| format!("MCP server `{server}`: tasks/get for `{}` failed: {err}", tool.tool))?;
+        let message = got.task.task.status_message.clone();
+        Ok(match got.task.payload {
+            TaskPayload::Completed { result } => {
+                let json = Value::Object(result);
+                let is_error = json.get("isError").and_then(Value::as_bool).unwrap_or(false);
+                McpTaskState::Done(reply_of(&json, is_error))
+            }
+            TaskPayload::Failed { error } => McpTaskState::Failed(format!(
+                "MCP server `{server}`'s task for `{}` failed: {}",
+                tool.tool,
+                error.get("message").and_then(Value::as_str).unwrap_or("no reason given")
+            )),
+            TaskPayload::Cancelled => McpTaskState::Cancelled,
+            _ => McpTaskState::Working { message },
+        })
+    }
+
+    /// Asks `tool`'s server to cancel its task `task_id`.
+    pub async fn cancel_task(&self, tool: &McpTool, task_id: &str) -> Result<(), String> {
+        let server = tool.server.as_str();
+        let connection = self.connect(server).await?;
+        connection
+            .peer
+            .cancel_task(CancelTaskParams::new(task_id.to_owned()))
+            .await
+            .map_err(|err| format!("MCP server `{server}`: tasks/cancel failed: {err}"))
     }
 
     /// A failed call, said for the model and the transcript.
@@ -686,9 +726,22 @@ impl McpTools for RunMcp {
         arguments: Value,
         progress: McpProgress,
         cancel: CancellationToken,
-    ) -> McpFuture<'a, Result<McpReply, String>> {
+    ) -> McpFuture<'a, Result<McpOutcome, String>> {
         Box::pin(self.pool.call(tool, arguments, progress, cancel))
     }
+
+    fn task_state<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<McpTaskState, String>> {
+        Box::pin(self.pool.task_state(tool, task_id))
+    }
+
+    fn cancel_task<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<(), String>> {
+        Box::pin(self.pool.cancel_task(tool, task_id))
+    }
+}
+
+/// A tool result (as JSON) as the model reads it.
+fn reply_of(result: &Value, is_error: bool) -> McpReply {
+    McpReply { content: Value::String(content::for_model(result)), is_error }
 }
 
 /// Appends a line of `server`'s stderr to `mcp/<server>.stderr` in every run folder using it.

@@ -7,7 +7,7 @@
 //! function of the conversation, like a real model, so it needs no state and no knowledge of the
 //! runtime. Text and string arguments may use placeholders filled from the conversation:
 //! `{{task}}` (the first user message), `{{uri.N}}` (the N-th subtask URI that appeared in a
-//! `call_agent` / `call_slm` result), `{{result.N}}` and `{{status.N}}` (the latest result and
+//! `call_agent` / `call_slm` result, or an MCP tool's that the server runs as a task), `{{result.N}}` and `{{status.N}}` (the latest result and
 //! status of that subtask seen in a `get_task_status` / `cancel_task` result).
 //!
 //! ```toml
@@ -236,14 +236,15 @@ impl<'a> ConversationFacts<'a> {
             let Ok(value) = serde_json::from_str::<Value>(&message.content) else { continue };
             let Some(uri) = value.get("uri").and_then(Value::as_str) else { continue };
             match message.tool_name.as_deref() {
-                Some("call_agent" | "call_slm") => facts.uris.push(uri.to_owned()),
                 Some("get_task_status" | "cancel_task") => {
                     let status = value.get("status").and_then(Value::as_str).unwrap_or("").to_owned();
                     let result = value.get("result").and_then(Value::as_str).map(str::to_owned);
                     facts.seen.retain(|(u, _, _)| u != uri);
                     facts.seen.push((uri.to_owned(), status, result));
                 }
-                _ => {}
+                // `call_agent`, `call_slm`, or an MCP tool the server runs as a task: a handle.
+                Some(_) => facts.uris.push(uri.to_owned()),
+                None => {}
             }
         }
         facts

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
-use super::mcp::{McpTool, McpTools};
+use super::mcp::{McpOutcome, McpTaskState, McpTool, McpTools};
 use super::memory::{RecallLimits, RunMemory};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::routing::{self, Route};
@@ -218,6 +218,25 @@ impl RootCaller {
     }
 }
 
+/// Asks an MCP server to cancel its task when the subtask following it is dropped unfinished.
+struct CancelMcpTask {
+    mcp: Option<Arc<dyn McpTools>>,
+    tool: McpTool,
+    task_id: String,
+}
+
+impl Drop for CancelMcpTask {
+    fn drop(&mut self) {
+        let Some(mcp) = self.mcp.take() else { return };
+        let (tool, task_id) = (self.tool.clone(), std::mem::take(&mut self.task_id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), mcp.cancel_task(&tool, &task_id)).await;
+            });
+        }
+    }
+}
+
 /// An expert as the driver runs it.
 #[derive(Clone)]
 struct Profile {
@@ -392,8 +411,22 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
 
 /// What a spawned task runs.
 enum Work {
-    Agent { profile: Arc<Profile>, task: String },
-    Slm { alias: Arc<str>, prompt: String, system: Option<String>, max_tokens: Option<u32> },
+    Agent {
+        profile: Arc<Profile>,
+        task: String,
+    },
+    Slm {
+        alias: Arc<str>,
+        prompt: String,
+        system: Option<String>,
+        max_tokens: Option<u32>,
+    },
+    /// Following a task an MCP server runs for a tool call.
+    Mcp {
+        tool: Box<McpTool>,
+        task_id: String,
+        poll: Duration,
+    },
 }
 
 fn spawn_task(shared: Arc<Shared>, id: TaskId, work: Work, token: CancellationToken, wall: Duration) {
@@ -409,6 +442,7 @@ fn spawn_task(shared: Arc<Shared>, id: TaskId, work: Work, token: CancellationTo
                     Work::Slm { alias, prompt, system, max_tokens } => {
                         shared.run_slm(id, alias, prompt, system, max_tokens, &token).await
                     }
+                    Work::Mcp { tool, task_id, poll } => shared.follow_mcp_task(id, *tool, task_id, poll).await,
                 }
             })
         };
@@ -923,7 +957,7 @@ impl Shared {
                     });
                     self.set_status_message(id, format!("calling {}", call.name));
                     let outcome = match mcp_tools.get(&call.name) {
-                        Some(tool) => self.run_mcp(id, tool, &call, cancel).await,
+                        Some(tool) => self.run_mcp(id, &profile, tool, &call, cancel).await,
                         None => self.run_builtin(id, &profile, &call, seq, cancel).await.map(|value| (value, false)),
                     };
                     let (content, is_error) = match outcome {
@@ -1032,6 +1066,7 @@ impl Shared {
     async fn run_mcp(
         self: &Arc<Self>,
         id: TaskId,
+        profile: &Profile,
         tool: &McpTool,
         call: &ToolCall,
         cancel: &CancellationToken,
@@ -1044,8 +1079,67 @@ impl Shared {
                 shared.set_status_message(id, format!("{name}: {line}"));
             }
         });
-        let reply = mcp.call(tool, call.arguments.clone(), progress, cancel.clone()).await?;
-        Ok((reply.content, reply.is_error))
+        match mcp.call(tool, call.arguments.clone(), progress, cancel.clone()).await? {
+            McpOutcome::Done(reply) => Ok((reply.content, reply.is_error)),
+            // The server runs the call as a task: it becomes a subtask of the caller, with the
+            // same resource model as `call_agent`.
+            McpOutcome::Task { task_id, poll } => {
+                let new = NewTask {
+                    parent: Some(id),
+                    kind: TaskKind::Mcp,
+                    agent: Arc::from(tool.reference.as_str()),
+                    model: Arc::from(tool.server.as_str()),
+                    task: call.arguments.to_string(),
+                };
+                let wall = Duration::from_secs(self.limits.max_wall_seconds_per_subtask);
+                let work = Work::Mcp { tool: Box::new(tool.clone()), task_id, poll };
+                let uri = self.start_subtask(id, profile, new, work, wall)?;
+                Ok((json!({"uri": uri, "status": "working"}), false))
+            }
+        }
+    }
+
+    /// Polls an MCP server's task until it ends, as subtask `id`'s work. A cancelled or timed
+    /// out subtask's work is dropped: the guard then asks the server to cancel the task.
+    async fn follow_mcp_task(self: &Arc<Self>, id: TaskId, tool: McpTool, task_id: String, poll: Duration) {
+        let Some(mcp) = self.mcp.clone() else {
+            self.fail(id, "this run has no MCP client".into());
+            return;
+        };
+        let mut guard = CancelMcpTask { mcp: Some(mcp.clone()), tool: tool.clone(), task_id: task_id.clone() };
+        loop {
+            match mcp.task_state(&tool, &task_id).await {
+                Ok(McpTaskState::Working { message }) => {
+                    if let Some(message) = message {
+                        self.set_status_message(id, message);
+                    }
+                }
+                Ok(McpTaskState::Done(reply)) => {
+                    guard.mcp = None;
+                    let text = match reply.content {
+                        Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    if reply.is_error {
+                        self.fail(id, text)
+                    } else {
+                        self.complete(id, text)
+                    }
+                    return;
+                }
+                Ok(McpTaskState::Failed(error)) | Err(error) => {
+                    guard.mcp = None;
+                    self.fail(id, error);
+                    return;
+                }
+                Ok(McpTaskState::Cancelled) => {
+                    guard.mcp = None;
+                    self.cancel_subtree(id, "the MCP server cancelled its task");
+                    return;
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
     /// The alias a caller named for a subtask, if it may choose and the alias exists.

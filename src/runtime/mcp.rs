@@ -47,6 +47,27 @@ pub struct McpReply {
     pub is_error: bool,
 }
 
+/// What a call came to: an answer, or a task the server runs (the Tasks extension), which
+/// troupe follows as a subtask of kind `mcp`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum McpOutcome {
+    Done(McpReply),
+    Task {
+        task_id: String,
+        /// How often the server asks to be polled.
+        poll: std::time::Duration,
+    },
+}
+
+/// Where a server's task stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum McpTaskState {
+    Working { message: Option<String> },
+    Done(McpReply),
+    Failed(String),
+    Cancelled,
+}
+
 /// Progress of a call, as lines for the calling task's `status_message`.
 pub type McpProgress = Arc<dyn Fn(String) + Send + Sync>;
 
@@ -65,5 +86,11 @@ pub trait McpTools: Send + Sync {
         arguments: Value,
         progress: McpProgress,
         cancel: CancellationToken,
-    ) -> McpFuture<'a, Result<McpReply, String>>;
+    ) -> McpFuture<'a, Result<McpOutcome, String>>;
+
+    /// Where `tool`'s server's task `task_id` stands (`tasks/get`).
+    fn task_state<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<McpTaskState, String>>;
+
+    /// Asks `tool`'s server to cancel its task `task_id` (`tasks/cancel`).
+    fn cancel_task<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<(), String>>;
 }

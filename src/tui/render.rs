@@ -385,6 +385,7 @@ fn draw_tree(frame: &mut Frame, pane: &RunPane, now: Millis, area: Rect, title: 
         let kind = match node.kind {
             TaskKind::Agent => "agent",
             TaskKind::Slm => "slm",
+            TaskKind::Mcp => "mcp",
         };
         let branch = if node.children.is_empty() {
             tokens(node.usage.total_tokens())

@@ -384,3 +384,115 @@ fn an_expert_calls_a_tool_of_a_streamable_http_server_with_its_token_from_the_en
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+#[test]
+fn a_call_a_server_runs_as_an_mcp_task_is_a_subtask_of_kind_mcp_polled_to_its_end() {
+    // The server: another troupe, serving a greeter; as a client troupe declares the Tasks
+    // extension, so `call_agent` comes back as a task.
+    let served = tempfile::tempdir().unwrap();
+    for (path, text) in [
+        (
+            "troupe.toml",
+            "[models.m]\nprovider = \"scripted\"\nscript = \"s.toml\"\n[models.slow]\nprovider = \"scripted\"\nscript = \"slow.toml\"\n",
+        ),
+        (
+            "s.toml",
+            "[[conversation]]\nrepeat = true\n[[conversation.turn]]\ndelay_ms = 300\ntext = \"hello from afar\"\n",
+        ),
+        ("agents/greeter.toml", "description = \"Says hello\"\nmodel = \"m\"\n"),
+        ("agents/sleeper.toml", "description = \"Sleeps\"\nmodel = \"slow\"\n"),
+        ("slow.toml", "[[conversation]]\nrepeat = true\n[[conversation.turn]]\ndelay_ms = 120000\ntext = \"awake\"\n"),
+    ] {
+        let path = served.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let client = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "troupe.toml".to_owned(),
+            format!(
+                "[models.m]\nprovider = \"scripted\"\nscript = \"s.toml\"\n\n[mcp.servers.far]\ncommand = \"{BIN}\"\nargs = [\"--root\", \"{}\", \"mcp\", \"serve\"]\n",
+                served.path().display()
+            ),
+        ),
+        (
+            "s.toml".to_owned(),
+            "[[conversation]]\ntask_contains = \"sleep\"\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"far__call_agent\"\narguments = { task = \"Sleep\", agent = \"sleeper\" }\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"get_task_status\"\narguments = { uri = \"{{uri.1}}\", wait_seconds = 120 }\n[[conversation.turn]]\ntext = \"Never.\"\n\n[[conversation]]\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"far__call_agent\"\narguments = { task = \"Say hello\", agent = \"greeter\" }\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"get_task_status\"\narguments = { uri = \"{{uri.1}}\", wait_seconds = 30 }\n[[conversation.turn]]\ntext = \"They said: {{result.1}}\"\n".to_owned(),
+        ),
+        ("agents/caller.toml".to_owned(), "model = \"m\"\ntools = [\"mcp:far/call_agent\", \"get_task_status\"]\n".to_owned()),
+        ("experiments/far.toml".to_owned(), "root = \"caller\"\ntask = \"Get a greeting.\"\n".to_owned()),
+        ("experiments/sleep.toml".to_owned(), "root = \"caller\"\ntask = \"Let them sleep.\"\n".to_owned()),
+    ];
+    for (path, text) in files {
+        let path = client.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let run = run_folder(&troupe(client.path(), &["run", "far"]));
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    let created = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::TaskCreated { uri, kind: troupe::protocol::TaskKind::Mcp, agent, model, .. } => {
+                Some((*uri, agent.clone(), model.clone()))
+            }
+            _ => None,
+        })
+        .expect("an mcp subtask");
+    assert_eq!((created.1.as_str(), created.2.as_str()), ("mcp:far/call_agent", "far"));
+    let finished = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::TaskStatus { uri, status, result, .. } if *uri == created.0 && status.is_terminal() => {
+                Some((*status, result.clone()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(finished.0, troupe::protocol::TaskStatus::Completed);
+    assert!(finished.1.unwrap().contains("hello from afar"), "the task's result is the server's");
+    let (_, answer, _) = results(&run).into_iter().find(|(tool, ..)| tool == "get_task_status").unwrap();
+    assert!(answer.contains("\"kind\": \"mcp\"") || answer.contains("\"kind\":\"mcp\""), "{answer}");
+
+    // Interrupting the client's run cancels the subtask, and so the server's task: the server's
+    // own record of the session shows its subtask cancelled.
+    for dir in fs::read_dir(served.path().join("findings")).unwrap() {
+        fs::remove_dir_all(dir.unwrap().path()).unwrap();
+    }
+    let child = Command::new(BIN)
+        .arg("--root")
+        .arg(client.path())
+        .args(["run", "sleep"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let served_events = || -> Option<PathBuf> {
+        let dir = fs::read_dir(served.path().join("findings")).ok()?.next()?.ok()?.path();
+        Some(dir.join("events.jsonl"))
+    };
+    while !served_events().and_then(|p| fs::read_to_string(p).ok()).is_some_and(|t| t.contains("\"agent\":\"sleeper\""))
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "the sleeper never started at the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    let (events, _) = read_events(&served_events().unwrap()).unwrap();
+    let sleeper = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::TaskCreated { uri, agent, .. } if agent == "sleeper" => Some(*uri),
+            _ => None,
+        })
+        .unwrap();
+    let ended = events.iter().rev().find_map(|e| match &e.body {
+        EventBody::TaskStatus { uri, status, .. } if *uri == sleeper => Some(*status),
+        _ => None,
+    });
+    assert_eq!(ended, Some(troupe::protocol::TaskStatus::Cancelled), "tasks/cancel reached the server");
+}
