@@ -390,8 +390,16 @@ fn killed_mid_burst_keeps_every_acknowledged_item() {
     let stored = store.stats().unwrap().items;
     let acked = acknowledged.len() as u64;
     eprintln!("kill test: {acked} acknowledged before SIGKILL, {stored} in the store after");
-    // At most one more: committed, then killed before it could print.
-    assert!(stored == acked || stored == acked + 1, "{stored} stored, {acked} acknowledged");
+    // More may be stored than acknowledged (committed, then killed before the line reached the
+    // pipe; on a loaded machine more than one), but nothing is invented or lost: the store
+    // holds exactly the burst's first `stored` items.
+    assert!(stored >= acked, "{stored} stored, {acked} acknowledged");
+    let mut texts: Vec<String> =
+        store.list(&crate::memory::store::Filter::default(), usize::MAX).unwrap().into_iter().map(|i| i.text).collect();
+    texts.sort_by_key(|t| t.trim_start_matches("burst ").parse::<usize>().unwrap_or(usize::MAX));
+    assert_eq!(texts.len() as u64, stored);
+    let expected: Vec<String> = (0..texts.len()).map(|i| format!("burst {i}")).collect();
+    assert_eq!(texts, expected, "the burst's items in order, without a gap");
     let check: String = raw(&path).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
 }
