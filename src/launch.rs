@@ -222,7 +222,8 @@ pub fn prepare_spec(
         }).collect::<serde_json::Map<_, _>>(),
     });
     let dir = options.dir.clone().unwrap_or_else(|| workbench.root.join("findings").join(&run_id));
-    let mcp = options.mcp.as_ref().map(|pool| Arc::new(pool.for_run(&dir)) as Arc<dyn McpTools>);
+    let redactor = redactor_of(workbench, &aliases);
+    let mcp = options.mcp.as_ref().map(|pool| Arc::new(pool.for_run(&dir, &redactor)) as Arc<dyn McpTools>);
     Ok(Prepared {
         dir,
         trial: options.trial,
@@ -243,7 +244,7 @@ pub fn prepare_spec(
             mcp,
             external_root: options.external_root,
         },
-        redactor: redactor_of(&aliases),
+        redactor,
         snapshot: workbench.files(),
         root: workbench.root.clone(),
         run_json,
@@ -277,14 +278,31 @@ pub fn redactor(workbench: &Workbench, spec: &ExperimentSpec) -> Redactor {
     for variant in &spec.variants {
         aliases.extend(variant.models.iter().map(|(a, m)| (a.clone(), m.clone())));
     }
-    redactor_of(&aliases)
+    redactor_of(workbench, &aliases)
 }
 
-fn redactor_of(aliases: &BTreeMap<String, ModelSpec>) -> Redactor {
+/// What a run's findings hide: the values of the variables the aliases' keys and headers come
+/// from, and of those the MCP servers' headers and secret-looking `env` entries read (a server
+/// may echo them on stderr, which a failed call quotes).
+fn redactor_of(workbench: &Workbench, aliases: &BTreeMap<String, ModelSpec>) -> Redactor {
     let mut key_names: Vec<String> = aliases.values().filter_map(|m| m.api_key_env.clone()).collect();
     for spec in aliases.values() {
         for (_, value) in &spec.headers {
             key_names.extend(crate::model::env_names(value));
+        }
+    }
+    for server in workbench.settings.mcp_servers.values() {
+        match &server.transport {
+            crate::config::McpTransport::Http { headers, .. } => {
+                key_names.extend(headers.values().flat_map(|value| crate::model::env_names(value)));
+            }
+            crate::config::McpTransport::Stdio { env, .. } => {
+                // A variable with a secret-looking name is redacted anyway; this catches an
+                // innocently named one passed as `API_TOKEN = "${MY_VALUE}"`.
+                for (_, value) in env.iter().filter(|(key, _)| crate::findings::name_looks_secret(key)) {
+                    key_names.extend(crate::model::env_names(value));
+                }
+            }
         }
     }
     Redactor::from_env(&key_names)

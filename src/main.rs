@@ -234,6 +234,18 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                     let _ = write!(std::io::stdout(), "{}", troupe::mcp::report::render(&report));
                 }
             }
+            // What `troupe check` cannot know without starting the servers: an expert's entry
+            // that matches none of a running server's tools.
+            for agent in workbench.agents.values() {
+                let references: Vec<String> = agent.tools.iter().filter(|t| t.starts_with("mcp:")).cloned().collect();
+                if references.is_empty() {
+                    continue;
+                }
+                for problem in pool.resolve(&references).await.problems.iter().filter(|p| p.contains("matches no tool")) {
+                    let file = agent.path.strip_prefix(&workbench.root).unwrap_or(&agent.path);
+                    say!("warning: {}: {problem}", file.display());
+                }
+            }
             pool.close().await;
             if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
         }

@@ -32,7 +32,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 pub use catalog::{PastOutcome, PastRun, list_runs};
-pub use redact::{REDACTED, Redactor};
+pub use redact::{REDACTED, Redactor, name_looks_secret};
 pub use report::render_report;
 pub use run_id::{new_run_id, slugify};
 pub use snapshot::{changed_since_snapshot, snapshot_config};

@@ -216,7 +216,8 @@ impl Redactor {
     }
 }
 
-fn name_looks_secret(name: &str) -> bool {
+/// Whether a variable (or an MCP server's `env` key) named `name` holds a secret by its name.
+pub fn name_looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_NAME_MARKERS.iter().any(|marker| upper.contains(marker))
 }

@@ -32,11 +32,13 @@ use rmcp::{ClientHandler, Peer, ServiceExt as _};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt as _;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::content;
 use super::http_client::McpHttpClient;
 use super::names::{glob_matches, model_name, parse_reference};
 use crate::config::{McpServerSpec, McpStart, McpTransport};
+use crate::findings::Redactor;
 use crate::model::expand_env;
 use crate::protocol::ToolSpec;
 use crate::runtime::mcp::{McpFuture, McpOutcome, McpProgress, McpReply, McpResolved, McpTaskState, McpTool, McpTools};
@@ -49,6 +51,8 @@ const STDERR_TAIL: usize = 12;
 const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server's stderr may still arrive after it failed to start.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
+/// How long a cancellation sent for an abandoned call or task may take.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing waits for each server to exit (rmcp closes stdin, then signals).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -59,6 +63,10 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct McpPool {
     servers: BTreeMap<String, Arc<Server>>,
     env: EnvLookup,
+    /// Requests sent on behalf of abandoned calls and tasks (`notifications/cancelled`,
+    /// `tasks/cancel`): nobody waits for them but [`McpPool::close`], so a run cancelled just
+    /// before troupe exits still tells its servers.
+    farewells: TaskTracker,
 }
 
 impl std::fmt::Debug for McpPool {
@@ -70,8 +78,9 @@ impl std::fmt::Debug for McpPool {
 struct Server {
     spec: McpServerSpec,
     slot: tokio::sync::Mutex<Slot>,
-    /// Run folders whose `mcp/<server>.stderr` receives this server's stderr.
-    sinks: Arc<Mutex<Vec<PathBuf>>>,
+    /// Run folders whose `mcp/<server>.stderr` receives this server's stderr, each with the
+    /// redaction its findings get.
+    sinks: Arc<Mutex<Vec<(PathBuf, Redactor)>>>,
     /// The last lines of its stderr.
     tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -95,6 +104,9 @@ struct Connection {
     done: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Restarts in a row before this connection came up.
     restarts: u32,
+    /// Whether a call was answered on it: a server that served and then exited starts a new
+    /// count of restarts in a row, one that exits on every call runs out of them.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -114,11 +126,55 @@ impl Connection {
 
 /// Where progress notifications go, by the progress token of the request they are about.
 #[derive(Clone, Default)]
-struct ProgressRoutes(Arc<Mutex<HashMap<ProgressToken, McpProgress>>>);
+struct ProgressRoutes(Arc<Mutex<Routes>>);
+
+#[derive(Default)]
+struct Routes {
+    by_token: HashMap<ProgressToken, McpProgress>,
+    /// The latest line for a token with no route yet: rmcp hands out a request's token only
+    /// once the request is on its way, so a quick server's first progress can come before the
+    /// route does.
+    early: HashMap<ProgressToken, String>,
+}
+
+/// Early lines kept at most (a server sending progress for tokens nobody asked about must not
+/// grow the map).
+const EARLY_PROGRESS: usize = 64;
 
 impl ProgressRoutes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, McpProgress>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Routes `token`'s progress to `progress` until the guard drops, passing on a line that
+    /// came before.
+    fn route(&self, token: ProgressToken, progress: McpProgress) -> RouteGuard {
+        let early = {
+            let mut routes = self.lock();
+            routes.by_token.insert(token.clone(), progress.clone());
+            routes.early.remove(&token)
+        };
+        if let Some(line) = early {
+            progress(line);
+        }
+        RouteGuard(self.clone(), token)
+    }
+
+    fn deliver(&self, token: &ProgressToken, line: String) {
+        let route = {
+            let mut routes = self.lock();
+            let route = routes.by_token.get(token).cloned();
+            if route.is_none() {
+                if routes.early.len() >= EARLY_PROGRESS {
+                    routes.early.clear();
+                }
+                routes.early.insert(token.clone(), line.clone());
+            }
+            route
+        };
+        if let Some(route) = route {
+            route(line);
+        }
     }
 }
 
@@ -127,7 +183,9 @@ struct RouteGuard(ProgressRoutes, ProgressToken);
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.0.lock().remove(&self.1);
+        let mut routes = self.0.lock();
+        routes.by_token.remove(&self.1);
+        routes.early.remove(&self.1);
     }
 }
 
@@ -148,10 +206,7 @@ impl ClientHandler for TroupeClient {
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        let route = self.routes.lock().get(&params.progress_token).cloned();
-        if let Some(route) = route {
-            route(progress_line(&params));
-        }
+        self.routes.deliver(&params.progress_token, progress_line(&params));
     }
 }
 
@@ -205,7 +260,7 @@ impl McpPool {
                 (name.clone(), Arc::new(server))
             })
             .collect();
-        Arc::new(McpPool { servers, env })
+        Arc::new(McpPool { servers, env, farewells: TaskTracker::new() })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -230,10 +285,11 @@ impl McpPool {
         }
     }
 
-    /// A run's view of the pool, copying the servers' stderr into `run_dir/mcp/`.
-    pub fn for_run(self: &Arc<Self>, run_dir: &Path) -> RunMcp {
+    /// A run's view of the pool, copying the servers' stderr into `run_dir/mcp/` through
+    /// `redactor` (the run's).
+    pub fn for_run(self: &Arc<Self>, run_dir: &Path, redactor: &Redactor) -> RunMcp {
         for server in self.servers.values() {
-            lock(&server.sinks).push(run_dir.to_path_buf());
+            lock(&server.sinks).push((run_dir.to_path_buf(), redactor.clone()));
         }
         RunMcp { pool: self.clone(), dir: run_dir.to_path_buf() }
     }
@@ -244,6 +300,16 @@ impl McpPool {
         let mut slot = server.slot.lock().await;
         let restarts = match &*slot {
             Slot::Up(connection) if !connection.peer.is_transport_closed() => return Ok(connection.clone()),
+            Slot::Up(connection) if connection.answered.load(std::sync::atomic::Ordering::Relaxed) => 1,
+            Slot::Up(connection) if connection.restarts >= MAX_RESTARTS => {
+                let message = format!(
+                    "MCP server `{name}` exited again after {} restarts in a row without answering a call{}",
+                    connection.restarts,
+                    said(&server.tail)
+                );
+                *slot = Slot::Down { message: message.clone(), restarts: connection.restarts };
+                return Err(format!("{message}; it is not started again until troupe restarts"));
+            }
             Slot::Up(connection) => connection.restarts + 1,
             Slot::Down { message, restarts } if *restarts >= MAX_RESTARTS => {
                 return Err(format!(
@@ -341,7 +407,15 @@ impl McpPool {
                 let _ = tokio::time::timeout(STDERR_GRACE, pump).await;
             }
         });
-        Ok(Arc::new(Connection { peer, tools, routes, stop, done: Mutex::new(Some(done)), restarts }))
+        Ok(Arc::new(Connection {
+            peer,
+            tools,
+            routes,
+            stop,
+            done: Mutex::new(Some(done)),
+            restarts,
+            answered: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     /// The streamable HTTP transport to `url`, with `headers` (their `${NAME}` read now); an
@@ -455,11 +529,11 @@ impl McpPool {
             .send_request_with_option(request, options)
             .await
             .map_err(|err| self.failure(server, &tool.tool, err, timeout))?;
-        connection.routes.lock().insert(handle.progress_token.clone(), progress);
-        let _route = RouteGuard(connection.routes.clone(), handle.progress_token.clone());
+        let _route = connection.routes.route(handle.progress_token.clone(), progress);
         // A cancelled subtask's work is usually dropped rather than told: the guard then tells
         // the server, and disarms once the answer is in.
-        let mut guard = CancelOnDrop { peer: Some(handle.peer.clone()), id: handle.id.clone() };
+        let mut guard =
+            CancelOnDrop { peer: Some(handle.peer.clone()), id: handle.id.clone(), farewells: self.farewells.clone() };
         let response = tokio::select! {
             response = handle.await_response() => response,
             () = cancel.cancelled() => {
@@ -471,6 +545,9 @@ impl McpPool {
             }
         };
         guard.peer = None;
+        if response.is_ok() {
+            connection.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match response {
             Ok(ServerResult::CallToolResult(result)) => {
                 let json = serde_json::to_value(&result).unwrap_or(Value::Null);
@@ -597,6 +674,9 @@ impl McpPool {
 
     /// Closes every connection and waits (bounded) for the servers to exit.
     pub async fn close(&self) {
+        // Abandoned calls' cancellations go out before the connections close.
+        self.farewells.close();
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.farewells.wait()).await;
         for server in self.servers.values() {
             let mut slot = server.slot.lock().await;
             if let Slot::Up(connection) = std::mem::replace(&mut *slot, Slot::Idle) {
@@ -614,6 +694,7 @@ impl McpPool {
 struct CancelOnDrop {
     peer: Option<Peer<RoleClient>>,
     id: rmcp::model::RequestId,
+    farewells: TaskTracker,
 }
 
 impl Drop for CancelOnDrop {
@@ -621,9 +702,12 @@ impl Drop for CancelOnDrop {
         let Some(peer) = self.peer.take() else { return };
         let notice = cancelled_notice(self.id.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
-            });
+            self.farewells.spawn_on(
+                async move {
+                    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, peer.send_notification(notice)).await;
+                },
+                &runtime,
+            );
         }
     }
 }
@@ -708,7 +792,7 @@ impl Drop for RunMcp {
     fn drop(&mut self) {
         for server in self.pool.servers.values() {
             let mut sinks = lock(&server.sinks);
-            if let Some(at) = sinks.iter().position(|d| *d == self.dir) {
+            if let Some(at) = sinks.iter().position(|(d, _)| *d == self.dir) {
                 sinks.remove(at);
             }
         }
@@ -734,8 +818,18 @@ impl McpTools for RunMcp {
         Box::pin(self.pool.task_state(tool, task_id))
     }
 
-    fn cancel_task<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<(), String>> {
-        Box::pin(self.pool.cancel_task(tool, task_id))
+    fn cancel_task(&self, tool: &McpTool, task_id: String) {
+        let (pool, tool) = (self.pool.clone(), tool.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        self.pool.farewells.spawn_on(
+            async move {
+                let asked = tokio::time::timeout(FAREWELL_TIMEOUT, pool.cancel_task(&tool, &task_id)).await;
+                if let Ok(Err(err)) = asked {
+                    tracing::warn!("{err}");
+                }
+            },
+            &runtime,
+        );
     }
 }
 
@@ -745,14 +839,14 @@ fn reply_of(result: &Value, is_error: bool) -> McpReply {
 }
 
 /// Appends a line of `server`'s stderr to `mcp/<server>.stderr` in every run folder using it.
-fn copy_stderr(sinks: &Mutex<Vec<PathBuf>>, server: &str, line: &str) {
+fn copy_stderr(sinks: &Mutex<Vec<(PathBuf, Redactor)>>, server: &str, line: &str) {
     let dirs = lock(sinks).clone();
-    for dir in dirs {
+    for (dir, redactor) in dirs {
         let folder = dir.join("mcp");
         let appended = std::fs::create_dir_all(&folder).and_then(|()| {
             let mut file =
                 std::fs::OpenOptions::new().create(true).append(true).open(folder.join(format!("{server}.stderr")))?;
-            file.write_all(format!("{line}\n").as_bytes())
+            file.write_all(format!("{}\n", redactor.redact(line)).as_bytes())
         });
         if let Err(err) = appended {
             tracing::warn!("could not copy MCP server {server}'s stderr into {}: {err}", folder.display());
@@ -802,6 +896,24 @@ mod tests {
         params.total = Some(5.0);
         params.message = Some("step 2 of 5".into());
         assert_eq!(progress_line(&params), "step 2 of 5 (2/5)");
+    }
+
+    #[test]
+    fn progress_that_comes_before_its_route_is_passed_on_and_a_finished_call_hears_no_more() {
+        let routes = ProgressRoutes::default();
+        let token = ProgressToken(NumberOrString::Number(7));
+        routes.deliver(&token, "step 1 of 3 (1/3)".into());
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        let guard = routes.route(token.clone(), Arc::new(move |line| lock(&sink).push(line)));
+        routes.deliver(&token, "step 2 of 3 (2/3)".into());
+        drop(guard);
+        routes.deliver(&token, "late".into());
+        assert_eq!(*lock(&heard), ["step 1 of 3 (1/3)", "step 2 of 3 (2/3)"]);
+        for n in 0..200 {
+            routes.deliver(&ProgressToken(NumberOrString::Number(1000 + n)), "nobody asked".into());
+        }
+        assert!(routes.lock().early.len() <= EARLY_PROGRESS, "unasked-for progress is bounded");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::client::McpPool;
 use crate::config::{AgentSpec, ExperimentSpec, TaskSpec, Workbench};
 use crate::launch::{self, RunOptions};
 use crate::model::EnginePool;
-use crate::protocol::{EventBody, TaskId};
+use crate::protocol::{EventBody, TaskId, TaskStatus};
 use crate::runtime::driver::RootCaller;
 use crate::runtime::{Clock, SystemClock};
 
@@ -185,9 +185,19 @@ impl Session {
                     let Some(resource) = resource else {
                         return Err(TaskExit::Error(McpError::internal_error(format!("{uri} is gone"), None)));
                     };
-                    if resource.status.is_terminal() {
-                        let value = serde_json::to_value(&resource).unwrap_or(Value::Null);
-                        return Ok(result_of(value, false));
+                    // The MCP task ends as its subtask did: a failed subtask is a failed task
+                    // (its error the task's, the resource in the error's data), a cancelled
+                    // one a cancelled task.
+                    let value = serde_json::to_value(&resource).unwrap_or(Value::Null);
+                    match resource.status {
+                        TaskStatus::Completed => return Ok(result_of(value, false)),
+                        TaskStatus::Failed => {
+                            let reason = resource.error.clone().unwrap_or_else(|| "it failed".to_owned());
+                            let message = format!("{uri} failed: {reason}");
+                            return Err(TaskExit::Error(McpError::internal_error(message, Some(value))));
+                        }
+                        TaskStatus::Cancelled => return Err(TaskExit::Cancelled),
+                        TaskStatus::Working | TaskStatus::InputRequired => {}
                     }
                     if let Some(message) = &resource.status_message {
                         context.set_status_message(format!("{uri}: {message}"));
@@ -499,6 +509,12 @@ pub struct HttpOptions {
     pub token: Option<String>,
 }
 
+/// Whether `given` is `expected`, in a time that does not depend on where they first differ
+/// (so a token cannot be guessed a byte at a time from response times).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// The Origins a browser may send: pages served from the loopback addresses, and from `addr`.
 fn allowed_origins(addr: std::net::SocketAddr) -> Vec<String> {
     let mut origins: Vec<String> =
@@ -586,8 +602,9 @@ pub async fn serve_http(
                         ));
                     }
                     if let Some(token) = &token {
-                        let given = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                        if given != Some(format!("Bearer {token}").as_str()) {
+                        let given = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+                        let expected = format!("Bearer {token}");
+                        if !given.is_some_and(|given| same_secret(given, expected.as_bytes())) {
                             let mut response = refuse(http::StatusCode::UNAUTHORIZED, "a bearer token is required\n");
                             response
                                 .headers_mut()

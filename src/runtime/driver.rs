@@ -228,12 +228,7 @@ struct CancelMcpTask {
 impl Drop for CancelMcpTask {
     fn drop(&mut self) {
         let Some(mcp) = self.mcp.take() else { return };
-        let (tool, task_id) = (self.tool.clone(), std::mem::take(&mut self.task_id));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), mcp.cancel_task(&tool, &task_id)).await;
-            });
-        }
+        mcp.cancel_task(&self.tool, std::mem::take(&mut self.task_id));
     }
 }
 

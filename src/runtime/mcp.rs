@@ -91,6 +91,9 @@ pub trait McpTools: Send + Sync {
     /// Where `tool`'s server's task `task_id` stands (`tasks/get`).
     fn task_state<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<McpTaskState, String>>;
 
-    /// Asks `tool`'s server to cancel its task `task_id` (`tasks/cancel`).
-    fn cancel_task<'a>(&'a self, tool: &'a McpTool, task_id: &'a str) -> McpFuture<'a, Result<(), String>>;
+    /// Asks `tool`'s server to cancel its task `task_id` (`tasks/cancel`) without waiting for
+    /// the answer: it is called from a drop guard, when the subtask following the task is
+    /// abandoned. The request is the client's to finish: closing the client waits for it, so a
+    /// run that ends because it was cancelled still reaches the server.
+    fn cancel_task(&self, tool: &McpTool, task_id: String);
 }

@@ -92,7 +92,8 @@ const CLOCK: &str = "model = \"m\"\ntools = [\"mcp:time/*\"]\nsystem_prompt = \"
 
 #[test]
 fn mcp_list_shows_each_servers_tools_and_a_clear_error_for_one_that_fails() {
-    let wb = workbench(&[], "", &[]);
+    let globby = "model = \"m\"\ntools = [\"mcp:time/get_*\", \"mcp:time/nothing*\"]\n";
+    let wb = workbench(&[("globby", globby)], "", &[]);
     let output = troupe(wb.path(), &["mcp", "list", "--json"]);
     assert_eq!(output.status.code(), Some(1), "a failed server fails the listing");
     let reports: Vec<serde_json::Value> =
@@ -112,6 +113,12 @@ fn mcp_list_shows_each_servers_tools_and_a_clear_error_for_one_that_fails() {
         "{error}"
     );
 
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warnings.contains("warning: agents/globby.toml: `mcp:time/nothing*` matches no tool of `time`"),
+        "a glob that matches nothing is a warning: {warnings}"
+    );
+    assert!(!warnings.contains("mcp:time/get_*"), "a glob that matches is not: {warnings}");
     let text = String::from_utf8_lossy(&troupe(wb.path(), &["mcp", "list"]).stdout).into_owned();
     assert!(text.contains("time: ok (mcp-time") && text.contains("mcp:time/convert_time"), "{text}");
     assert!(text.contains("      timezone: string"), "{text}");
@@ -241,6 +248,35 @@ fn a_misbehaving_server_costs_its_calls_never_the_run() {
         2,
         "started once, and once again after the crash: {log}"
     );
+}
+
+#[test]
+fn a_server_that_exits_on_every_call_is_restarted_a_bounded_number_of_times() {
+    let crasher = "model = \"m\"\ntools = [\"mcp:bad/crash\"]\nmax_turns = 8\nsystem_prompt = \"You test.\"\n";
+    let mut script = String::from("[[conversation]]\nagent = \"crasher\"\n");
+    for _ in 0..6 {
+        script.push_str("[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"bad__crash\"\narguments = {}\n");
+    }
+    script.push_str("[[conversation.turn]]\ntext = \"Gave up.\"\n");
+    let wb = workbench(&[("crasher", crasher)], &script, &[("crash", "root = \"crasher\"\ntask = \"Crash it.\"\n")]);
+    let run = run_folder(&troupe(wb.path(), &["run", "crash"]));
+    let errors: Vec<(String, bool)> = results(&run).into_iter().map(|(_, text, is_error)| (text, is_error)).collect();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert!(errors.iter().all(|(_, is_error)| *is_error), "{errors:?}");
+    for (text, _) in &errors[..4] {
+        assert!(text.contains("exited during the call") && text.contains("crashing on purpose"), "{text}");
+    }
+    for (text, _) in &errors[4..] {
+        assert!(
+            text.contains("exited again after 3 restarts in a row") && text.contains("not started again"),
+            "the fifth call is refused at once: {text}"
+        );
+    }
+    let log = fs::read_to_string(wb.path().join("server.log")).unwrap();
+    let starts = log.matches("\"method\": \"initialize\"").count() + log.matches("\"method\":\"initialize\"").count();
+    assert_eq!(starts, 4, "started once and restarted three times: {log}");
+    let summary = fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(summary.contains("completed"), "the run went on: {summary}");
 }
 
 #[test]
@@ -494,5 +530,99 @@ fn a_call_a_server_runs_as_an_mcp_task_is_a_subtask_of_kind_mcp_polled_to_its_en
         EventBody::TaskStatus { uri, status, .. } if *uri == sleeper => Some(*status),
         _ => None,
     });
-    assert_eq!(ended, Some(troupe::protocol::TaskStatus::Cancelled), "tasks/cancel reached the server");
+    assert_eq!(ended, Some(troupe::protocol::TaskStatus::Cancelled));
+    // The server cancels what is left when a client leaves, too; that `tasks/cancel` itself
+    // came shows as the session's own `cancel_task` call.
+    let asked = events.iter().any(|e| {
+        matches!(&e.body, EventBody::ToolCall { tool, arguments, .. }
+            if tool == "cancel_task" && arguments["uri"] == sleeper.to_string())
+    });
+    assert!(asked, "tasks/cancel reached the server before the client left");
+}
+
+#[test]
+fn a_secret_a_server_echoes_is_redacted_from_the_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "troupe.toml",
+            "[models.m]\nprovider = \"scripted\"\nscript = \"s.toml\"\n\n[mcp.servers.leaky]\ncommand = \"sh\"\nargs = [\"-c\", \"echo \\\"my token is $API_TOKEN\\\" >&2; exit 1\"]\nenv = { API_TOKEN = \"${TROUPE_TEST_MCP_VALUE}\" }\n",
+        ),
+        ("s.toml", "[[conversation]]\n[[conversation.turn]]\ntext = \"No tools today.\"\n"),
+        ("agents/user.toml", "model = \"m\"\ntools = [\"mcp:leaky/*\"]\n"),
+        ("experiments/leak.toml", "root = \"user\"\ntask = \"Use the leaky server.\"\n"),
+    ];
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let secret = "s3cret-value-4711";
+    let output = Command::new(BIN)
+        .arg("--root")
+        .arg(dir.path())
+        .args(["run", "leak"])
+        .env("TROUPE_TEST_MCP_VALUE", secret)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run = run_folder(&output);
+    let events = fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(events.contains("my token is [redacted]"), "the server's stderr is quoted, redacted: {events}");
+    for file in ["events.jsonl", "transcript.md", "report.md", "mcp/leaky.stderr"] {
+        let text = fs::read_to_string(run.join(file)).unwrap();
+        assert!(!text.contains(secret), "{file} holds the secret");
+    }
+}
+
+#[test]
+fn the_embedded_model_calls_a_real_mcp_tool_with_arguments_its_schema_accepts() {
+    let _turn = crate::local_model::one_model_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "troupe.toml".to_owned(),
+            format!(
+                "[models.small]\nprovider = \"local\"\nmodel = \"smollm2-135m-instruct\"\ntemperature = 0.0\nmax_tokens = 96\n\n[mcp.servers.time]\ncommand = \"{}\"\nargs = [\"--local-timezone\", \"UTC\"]\n",
+                time_server().display()
+            ),
+        ),
+        (
+            "agents/clock.toml".to_owned(),
+            "model = \"small\"\ntools = [\"mcp:time/get_current_time\"]\ntool_choice = \"required\"\nmax_turns = 2\nsystem_prompt = \"You tell the time with your tool.\"\n".to_owned(),
+        ),
+        ("experiments/clock.toml".to_owned(), "root = \"clock\"\ntask = \"What time is it in Tokyo?\"\n".to_owned()),
+    ];
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let run = run_folder(&troupe(dir.path(), &["run", "clock"]));
+    let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
+    let schema = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::McpTools { tools, .. } => tools.first().cloned(),
+            _ => None,
+        })
+        .expect("the expert was given the tool");
+    assert_eq!(schema.name, "time__get_current_time");
+    let report = troupe(dir.path(), &["mcp", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let input_schema = &listed["tools"][0]["inputSchema"];
+    let validator = jsonschema::validator_for(input_schema).unwrap();
+    let calls: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ToolCall { tool, arguments, .. } if tool == "time__get_current_time" => Some(arguments.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!calls.is_empty(), "tool_choice = required: the model called the tool");
+    for arguments in &calls {
+        assert!(validator.is_valid(arguments), "the 135M model's call validates against the server's schema: {arguments}");
+    }
+    let answered = results(&run).into_iter().filter(|(tool, ..)| tool == "time__get_current_time").count();
+    assert_eq!(answered, calls.len(), "every call reached the server and came back");
 }

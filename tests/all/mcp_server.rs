@@ -15,8 +15,8 @@ use crate::mcp_env::{fixtures, python};
 
 const BIN: &str = env!("CARGO_BIN_EXE_troupe");
 
-/// Three experts: `greeter` answers after 0.6 s, `slowpoke` starts two `sleeper`s (which take
-/// two minutes) and waits on them.
+/// Four experts: `greeter` answers after 0.6 s, `slowpoke` starts two `sleeper`s (which take
+/// two minutes) and waits on them, `failer` fails.
 fn workbench() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let files = [
@@ -27,6 +27,8 @@ fn workbench() -> tempfile::TempDir {
             "description = \"Starts two sleepers and waits for them\"\nmodel = \"m\"\ntools = [\"call_agent\", \"get_task_status\"]\nexperts = [\"sleeper\"]\nsystem_prompt = \"Wait.\"\n",
         ),
         ("agents/sleeper.toml", "description = \"Sleeps\"\nmodel = \"m\"\nsystem_prompt = \"Sleep.\"\n"),
+        // No conversation of the script is the failer's: its model call fails.
+        ("agents/failer.toml", "description = \"Fails\"\nmodel = \"m\"\nsystem_prompt = \"Fail.\"\n"),
         (
             "scripts/s.toml",
             r#"
@@ -74,7 +76,7 @@ text = "awake"
 fn drive(args: &[&str]) -> Value {
     let output = Command::new(python())
         .arg(fixtures().join("drive_troupe_server.py"))
-        .args(["--agent", "greeter", "--slow-agent", "slowpoke"])
+        .args(["--agent", "greeter", "--slow-agent", "slowpoke", "--failing-agent", "failer"])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -95,7 +97,7 @@ fn assert_session(report: &Value, how: &str) {
     }
     let experts: Vec<&str> =
         steps["list_tools"]["agent_enum"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-    assert_eq!(experts, ["greeter", "sleeper", "slowpoke"], "{how}: the experts are the `agent` enum");
+    assert_eq!(experts, ["failer", "greeter", "sleeper", "slowpoke"], "{how}: the experts are the `agent` enum");
     assert_eq!(steps["call_agent"]["result"], "hello", "{how}: {:#}", steps["call_agent"]);
     assert_eq!(steps["resources"]["status"], "completed", "{how}");
     assert!(steps["subscribe"]["notifications"].as_u64().unwrap_or(0) >= 1, "{how}: {:#}", steps["subscribe"]);
@@ -105,6 +107,13 @@ fn assert_session(report: &Value, how: &str) {
     let children: Vec<&str> =
         cancel["children"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
     assert_eq!(children, ["cancelled", "cancelled"], "{how}: the subtree is cancelled");
+    assert!(cancel["listed_in_list_tasks"] == true, "{how}: list_tasks lists the running call: {cancel:#}");
+    let failing = &steps["failing"];
+    assert_eq!(failing["final_status"], "failed", "{how}: {failing:#}");
+    assert!(failing["error"].as_str().is_some_and(|e| !e.is_empty()), "{how}: the reason is readable: {failing:#}");
+    if how.contains("tasks true") {
+        assert_eq!(failing["task_final_status"], "failed", "{how}: the MCP task ends as its subtask did");
+    }
 }
 
 /// The one session folder under `root/findings`, and its transcript.

@@ -31,7 +31,7 @@ use super::grammar::{answer_grammar, tool_turn_grammar};
 use super::prompt::{Reply, TOOL_CALL_OPEN, open_subtasks, parse_reply, render};
 use super::tokenizer::{GgufTokenizer, TokEnvironment};
 use crate::model::{ModelChunk, ModelError, ModelRequest, Sampling};
-use crate::protocol::{TaskId, Usage};
+use crate::protocol::{TaskId, ToolSpec, Usage};
 
 /// Tokens fed per forward pass while reading a prompt: large enough to use the matrix kernels
 /// well, small enough that other requests get a turn within a fraction of a second.
@@ -305,10 +305,11 @@ impl Engine {
         let max_new = max_new.min(self.context_length - ids.len());
 
         let had_calls = request.messages.iter().any(|m| !m.tool_calls.is_empty());
+        let open = open_subtasks(&request.messages);
+        let required = request.tool_choice == crate::protocol::ToolChoice::Required;
+        let forced = request.forced_tool.as_deref();
         let lark = if !tools.is_empty() {
-            let open = open_subtasks(&request.messages);
-            let required = request.tool_choice == crate::protocol::ToolChoice::Required;
-            Some(tool_turn_grammar(tools, &open, required, request.forced_tool.as_deref()))
+            Some(tool_turn_grammar(tools, &open, required, forced))
         } else if had_calls && self.factory.is_some() {
             Some(answer_grammar())
         } else {
@@ -317,7 +318,22 @@ impl Engine {
         let matcher = match (lark, &self.factory) {
             (Some(lark), Some(factory)) => match factory.create_parser(TopLevelGrammar::from_lark(lark)) {
                 Ok(parser) => Some(Matcher::new(Ok(parser))),
-                Err(err) => return Err((job, format!("the tools' schemas do not compile to a grammar: {err}"))),
+                Err(err) => {
+                    // One tool's schema (an MCP server's, say) that the grammar cannot express
+                    // must not cost the turn: the turn goes on without the tools that fail alone.
+                    let compiles = |tool: &ToolSpec| {
+                        let alone = tool_turn_grammar(std::slice::from_ref(tool), &open, true, None);
+                        factory.create_parser(TopLevelGrammar::from_lark(alone)).is_ok()
+                    };
+                    let (usable, dropped): (Vec<ToolSpec>, Vec<ToolSpec>) = tools.iter().cloned().partition(compiles);
+                    let names: Vec<&str> = dropped.iter().map(|t| t.name.as_str()).collect();
+                    tracing::warn!("tools whose schemas do not compile to a grammar were left out of a turn: {names:?} ({err})");
+                    let lark = tool_turn_grammar(&usable, &open, required, forced);
+                    match factory.create_parser(TopLevelGrammar::from_lark(lark)) {
+                        Ok(parser) => Some(Matcher::new(Ok(parser))),
+                        Err(err) => return Err((job, format!("the tools' schemas do not compile to a grammar: {err}"))),
+                    }
+                }
             },
             _ => None,
         };

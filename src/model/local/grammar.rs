@@ -9,13 +9,16 @@
 //!
 //! Invariant: pure. Schemas are tightened for a small model before they are compiled: strings
 //! get a length bound (a small model can otherwise loop inside a string until it runs out of
-//! tokens), `uri` arguments are limited to the URIs the conversation has handed out, and numbers
-//! of seconds become waits of 10 to 120 s.
+//! tokens), which every call valid under the tightened schema still satisfies. troupe's own
+//! tools get more: their `uri` arguments are limited to the URIs the conversation has handed
+//! out, and their numbers of seconds become waits of 60 to 120 s. Other tools' schemas (an MCP
+//! server's) are otherwise compiled as they are, so the calls validate against the server's own
+//! schema.
 
 use serde_json::{Map, Value, json};
 
 use super::prompt::{TOOL_CALL_CLOSE, TOOL_CALL_OPEN};
-use crate::protocol::ToolSpec;
+use crate::protocol::{BUILTIN_TOOLS, ToolSpec};
 
 /// Longest string argument the small model may write.
 pub const MAX_STRING: u64 = 400;
@@ -23,20 +26,25 @@ pub const MAX_STRING: u64 = 400;
 pub const MAX_CALLS: u64 = 4;
 
 /// The Lark source of the grammar for a turn offering `tools`; with `required`, the turn must
-/// be calls. A tool that takes a `uri` is left out until the conversation has handed out a URI
-/// (a small model otherwise invents one, or copies the example from the description); with no
-/// tool left, the turn is an answer.
+/// be calls. A built-in tool that takes a `uri` is left out until the conversation has handed
+/// out a URI (a small model otherwise invents one, or copies the example from the
+/// description); with no tool left, the turn is an answer.
 pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String], required: bool, forced: Option<&str>) -> String {
     let variants: Vec<Value> = tools
         .iter()
         .filter(|tool| forced.is_none_or(|name| tool.name == name))
-        .filter(|tool| !known_uris.is_empty() || !takes_uri(tool))
+        .filter(|tool| !known_uris.is_empty() || !(is_builtin(tool) && takes_uri(tool)))
         .map(|tool| {
+            let arguments = if is_builtin(tool) {
+                tighten(&tool.parameters, Some(known_uris), None)
+            } else {
+                tighten(&tool.parameters, None, None)
+            };
             json!({
                 "type": "object",
                 "properties": {
                     "name": {"const": tool.name},
-                    "arguments": tighten(&tool.parameters, known_uris, None),
+                    "arguments": arguments,
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
@@ -72,6 +80,11 @@ pub fn answer_grammar() -> String {
     "start: TEXT\nTEXT: /[^<{\\[\\s][\\s\\S]*/\n".to_owned()
 }
 
+/// One of troupe's own tools, whose arguments troupe knows the meaning of.
+fn is_builtin(tool: &ToolSpec) -> bool {
+    BUILTIN_TOOLS.contains(&tool.name.as_str())
+}
+
 fn takes_uri(tool: &ToolSpec) -> bool {
     tool.parameters.get("properties").and_then(|p| p.get("uri")).is_some()
 }
@@ -80,13 +93,15 @@ fn lark_string(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
 
-/// A copy of `schema` fit for a small model (see the module header).
-fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
+/// A copy of `schema` fit for a small model (see the module header); `builtin_uris` is given
+/// for troupe's own tools only: the URIs handed out so far.
+fn tighten(schema: &Value, builtin_uris: Option<&[String]>, key: Option<&str>) -> Value {
     let Value::Object(map) = schema else { return schema.clone() };
     let mut out: Map<String, Value> = map.clone();
+    let builtin = builtin_uris.is_some();
     match map.get("type").and_then(Value::as_str) {
         Some("string") => {
-            if key == Some("uri") && !known_uris.is_empty() {
+            if let Some(known_uris) = builtin_uris.filter(|uris| key == Some("uri") && !uris.is_empty()) {
                 out.remove("pattern");
                 out.insert("enum".into(), json!(known_uris));
             } else {
@@ -94,7 +109,7 @@ fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
                 out.insert("maxLength".into(), json!(bound));
             }
         }
-        Some("number") if key.is_some_and(|k| k.ends_with("seconds")) => {
+        Some("number") if builtin && key.is_some_and(|k| k.ends_with("seconds")) => {
             out.insert("type".into(), json!("integer"));
             // A small model polling with a short wait burns its turns on a busy machine (CI saw a
             // 135M writer still working after two 15 s polls); a wait returns as soon as the
@@ -105,7 +120,7 @@ fn tighten(schema: &Value, known_uris: &[String], key: Option<&str>) -> Value {
         Some("object") => {
             if let Some(Value::Object(properties)) = map.get("properties") {
                 let tightened: Map<String, Value> =
-                    properties.iter().map(|(k, v)| (k.clone(), tighten(v, known_uris, Some(k)))).collect();
+                    properties.iter().map(|(k, v)| (k.clone(), tighten(v, builtin_uris, Some(k)))).collect();
                 out.insert("properties".into(), Value::Object(tightened));
             }
         }
@@ -126,12 +141,29 @@ mod tests {
             "task": {"type": "string", "maxLength": 4000},
             "wait_seconds": {"type": "number", "minimum": 0, "maximum": 300},
         }});
-        let tightened = tighten(&params, &["subtask://abc123".into()], None);
+        let uris = ["subtask://abc123".to_owned()];
+        let tightened = tighten(&params, Some(&uris), None);
         assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "enum": ["subtask://abc123"]}));
         assert_eq!(tightened["properties"]["task"]["maxLength"], json!(MAX_STRING));
         assert_eq!(tightened["properties"]["wait_seconds"], json!({"type": "integer", "minimum": 60, "maximum": 120}));
-        let untouched = tighten(&params, &[], None);
+        let untouched = tighten(&params, Some(&[]), None);
         assert_eq!(untouched["properties"]["uri"]["pattern"], json!("^subtask://[0-9a-z]{6}$"));
+    }
+
+    #[test]
+    fn another_servers_schema_keeps_its_meaning_and_only_gets_bounded_strings() {
+        let params = json!({"type": "object", "properties": {
+            "uri": {"type": "string", "format": "uri"},
+            "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 5},
+            "name": {"type": "string", "maxLength": 40},
+        }, "required": ["uri"]});
+        let mcp = ToolSpec { name: "files__fetch".into(), description: "Fetch a page".into(), parameters: params.clone() };
+        let tightened = tighten(&params, None, None);
+        assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "format": "uri", "maxLength": MAX_STRING}));
+        assert_eq!(tightened["properties"]["timeout_seconds"], params["properties"]["timeout_seconds"]);
+        assert_eq!(tightened["properties"]["name"]["maxLength"], json!(40));
+        // Offered before any subtask exists, although it takes a `uri`.
+        assert!(tool_turn_grammar(&[mcp], &[], true, None).contains("files__fetch"));
     }
 
     #[test]
