@@ -626,3 +626,44 @@ fn the_embedded_model_calls_a_real_mcp_tool_with_arguments_its_schema_accepts() 
     let answered = results(&run).into_iter().filter(|(tool, ..)| tool == "time__get_current_time").count();
     assert_eq!(answered, calls.len(), "every call reached the server and came back");
 }
+
+#[test]
+fn an_eager_server_starts_with_troupe_and_every_server_is_closed_cleanly_on_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let misbehaving = fixtures().join("misbehaving_server.py");
+    let (eager_log, lazy_log, used_log) =
+        (dir.path().join("eager.log"), dir.path().join("lazy.log"), dir.path().join("used.log"));
+    let toml = format!(
+        "[models.m]\nprovider = \"scripted\"\nscript = \"s.toml\"\n\n\
+         [mcp.servers.eager]\ncommand = \"python3\"\nargs = [\"{m}\", \"--log\", \"{eager}\"]\nstart = \"eager\"\n\n\
+         [mcp.servers.lazy]\ncommand = \"python3\"\nargs = [\"{m}\", \"--log\", \"{lazy}\"]\n\n\
+         [mcp.servers.used]\ncommand = \"python3\"\nargs = [\"{m}\", \"--log\", \"{used}\"]\n",
+        m = misbehaving.display(),
+        eager = eager_log.display(),
+        lazy = lazy_log.display(),
+        used = used_log.display()
+    );
+    let files = [
+        ("troupe.toml".to_owned(), toml),
+        (
+            "s.toml".to_owned(),
+            "[[conversation]]\n[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"used__echo\"\narguments = { text = \"hi\" }\n[[conversation.turn]]\ndelay_ms = 1500\ntext = \"Done.\"\n".to_owned(),
+        ),
+        ("agents/user.toml".to_owned(), "model = \"m\"\ntools = [\"mcp:used/echo\"]\n".to_owned()),
+        ("experiments/use.toml".to_owned(), "root = \"user\"\ntask = \"Echo.\"\n".to_owned()),
+    ];
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    let run = run_folder(&troupe(dir.path(), &["run", "use"]));
+    assert_eq!(results(&run), [("used__echo".to_owned(), "hi".to_owned(), false)]);
+    let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
+    let (eager, used) = (read(&eager_log), read(&used_log));
+    assert!(eager.contains("initialize"), "started with troupe although no agent used it: {eager}");
+    assert!(!lazy_log.exists(), "a lazy server nobody used is never started");
+    for (name, log) in [("eager", &eager), ("used", &used)] {
+        assert!(log.trim_end().ends_with("<stdin closed>"), "{name} was closed cleanly when troupe exited: {log}");
+    }
+}
