@@ -8,7 +8,7 @@
 //! way the run ends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -59,7 +59,30 @@ fn known_list(known: &[String]) -> String {
 
 /// What varies subtask URIs between two runs started in the same millisecond by two processes.
 pub fn run_salt(now: Millis) -> u32 {
-    (now as u32) ^ std::process::id().rotate_left(16)
+    // Mixed, not just XORed: two processes started a few pids and milliseconds apart could
+    // otherwise cancel each other's changes and share a run id (seen in tests).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut x = now ^ (u64::from(std::process::id()) << 40) ^ call.rotate_left(24);
+    // splitmix64's finalizer: every input bit reaches every output bit.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x ^ (x >> 32)) as u32
+}
+
+/// A new id for a run of `experiment` started at `now` whose folder would be
+/// `findings/<id>`: another salt is tried while that folder exists, so two runs started in the
+/// same second never meet.
+pub fn fresh_run_id(findings: &Path, experiment: &str, now: Millis) -> String {
+    let mut id = crate::findings::new_run_id(experiment, now, run_salt(now));
+    for _ in 0..16 {
+        if !findings.join(&id).exists() {
+            break;
+        }
+        id = crate::findings::new_run_id(experiment, now, run_salt(now));
+    }
+    id
 }
 
 /// A run ready to start.
@@ -145,12 +168,35 @@ pub struct RunOptions {
 /// The workbench's memory for runs in `mode`, or `None` when it is off. A store that cannot be
 /// opened (corrupt, locked, from a newer troupe) is reported through `status` and the run goes
 /// on without memory: a lesson store is advice, and a run must not be lost to it.
+///
+/// The memory's own progress lines during the run (fetching the embedder's files, re-embedding
+/// items) go nowhere: [`run_memory_reporting`] sends them to the run's status.
 pub fn run_memory(workbench: &Workbench, mode: MemoryMode, status: &mut dyn FnMut(&str)) -> Option<Arc<RunRecall>> {
     if mode == MemoryMode::Off {
         return None;
     }
     match crate::memory::service::Memory::open(&workbench.settings.memory, &workbench.root) {
         Ok(memory) => Some(Arc::new(RunRecall::new(Arc::new(memory), mode))),
+        Err(err) => {
+            status(&format!("warning: running without memory: {err}"));
+            None
+        }
+    }
+}
+
+/// [`run_memory`], telling `status` also what the memory does later, whenever it does it: the
+/// embedder is loaded (its files fetched when missing, which takes a while) and stale vectors
+/// re-embedded on the first recall, in the middle of a run, and a person waiting should see why.
+pub fn run_memory_reporting(
+    workbench: &Workbench,
+    mode: MemoryMode,
+    status: impl Fn(&str) + Send + Sync + 'static,
+) -> Option<Arc<RunRecall>> {
+    if mode == MemoryMode::Off {
+        return None;
+    }
+    match crate::memory::service::Memory::open(&workbench.settings.memory, &workbench.root) {
+        Ok(memory) => Some(Arc::new(RunRecall::new(Arc::new(memory.with_status(status)), mode))),
         Err(err) => {
             status(&format!("warning: running without memory: {err}"));
             None
@@ -505,5 +551,21 @@ impl Launched {
         let summary = self.handle.wait().await;
         let folder = self.writer.finish().await?;
         Ok((summary, folder))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_started_in_the_same_millisecond_get_their_own_folders() {
+        let findings = tempfile::tempdir().unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let id = fresh_run_id(findings.path(), "smoke", 1_764_062_703_000);
+            assert!(ids.insert(id.clone()), "{id} was handed out twice");
+            std::fs::create_dir(findings.path().join(&id)).unwrap();
+        }
     }
 }

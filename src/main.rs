@@ -241,7 +241,8 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                 if references.is_empty() {
                     continue;
                 }
-                for problem in pool.resolve(&references).await.problems.iter().filter(|p| p.contains("matches no tool")) {
+                for problem in pool.resolve(&references).await.problems.iter().filter(|p| p.contains("matches no tool"))
+                {
                     let file = agent.path.strip_prefix(&workbench.root).unwrap_or(&agent.path);
                     say!("warning: {}: {problem}", file.display());
                 }

@@ -8,10 +8,12 @@
 //! - [`summary`]: records → per-variant figures and paired comparisons (`summary.json`).
 //! - [`report`]: the summary as `report.md`; [`charts`]: the same as SVG.
 //! - [`reflect`]: after a run, the `reflector` expert's lessons from it (`reflect = true`).
+//! - [`learn`]: what memory learns when any run ends: use counts, the episode, reflection.
 
 pub mod charts;
 pub mod checks;
 pub mod fork;
+pub mod learn;
 pub mod meter;
 pub mod plan;
 pub mod record;

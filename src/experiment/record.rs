@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::meter::Measured;
+use crate::config::DEFAULT_VARIANT;
+use crate::protocol::RunStatus;
+
 /// The metrics every trial has, by the names `trials.jsonl`, `summary.json` and the report use.
 /// `pass` is summarized apart (a rate with a Wilson interval, McNemar for pairs).
 pub const METRICS: [Metric; 9] = [
@@ -100,6 +104,56 @@ pub struct TrialRecord {
 }
 
 impl TrialRecord {
+    /// The record of a run that is no trial of a matrix (a `troupe mcp serve` session): one
+    /// trial of the default variant, task `task_id`, without checks, passed when it completed.
+    pub fn of_run(task_id: &str, measured: &Measured) -> TrialRecord {
+        let mut record = TrialRecord {
+            index: 0,
+            key: format!("{DEFAULT_VARIANT}/{task_id}/1"),
+            variant: DEFAULT_VARIANT.to_owned(),
+            task_id: task_id.to_owned(),
+            repetition: 1,
+            seed: 0,
+            status: String::new(),
+            pass: false,
+            score: 0.0,
+            checks: Vec::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: None,
+            wall_ms: 0,
+            subtasks: 0,
+            depth: 0,
+            tool_errors: 0,
+            limit_hits: 0,
+            turns: 0,
+            answer: None,
+            error: None,
+            folder: ".".to_owned(),
+        };
+        record.apply(measured);
+        let completed = measured.status == Some(RunStatus::Completed);
+        record.pass = completed;
+        record.score = if completed { 1.0 } else { 0.0 };
+        record
+    }
+
+    /// Takes how the run ended and what it measured (not its checks, pass or score).
+    pub fn apply(&mut self, measured: &Measured) {
+        self.status = measured.status.map_or("failed", RunStatus::as_str).to_owned();
+        self.input_tokens = measured.usage.input_tokens;
+        self.output_tokens = measured.usage.output_tokens;
+        self.cost = measured.cost;
+        self.wall_ms = measured.wall_ms;
+        self.subtasks = measured.subtasks;
+        self.depth = measured.depth;
+        self.tool_errors = measured.tool_errors;
+        self.limit_hits = measured.limit_hits;
+        self.turns = measured.turns;
+        self.error = self.error.take().or_else(|| measured.error.clone());
+        self.answer.clone_from(&measured.answer);
+    }
+
     pub fn tokens(&self) -> u64 {
         self.input_tokens + self.output_tokens
     }

@@ -1,7 +1,9 @@
 //! Running a matrix: the async shell around [`plan`](super::plan), `launch` and
 //! [`checks`](super::checks). Trials run concurrently up to a limit, each as an ordinary run in
 //! its own folder; each finished trial is scored and appended to `trials.jsonl`; the summary,
-//! report and charts are written at the end. Also `--resume` and `troupe merge`.
+//! report and charts are written at the end. Also `--resume` and `troupe merge`. A run of one
+//! trial is the same path with no matrix files; a live view may steer it ([`run_single_spec`]).
+//! After its record, each trial's run is learned from ([`learn`](super::learn)).
 //!
 //! Invariants: one trial's failure (a model error, a failed start, a crashed check) is that
 //! trial's record and never stops the others; a trial cancelled by the user is not recorded, so
@@ -16,20 +18,18 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::checks::run_checks;
+use super::learn::{EndedRun, learn_from_run};
 use super::meter::Meter;
 use super::plan::{Plan, Shard, TrialSpec, plan, trial_setup, variants};
 use super::record::{MatrixInfo, TrialRecord};
-use super::reflect::{RunToReflect, reflect};
 use super::store::{self, MatrixFile, StoreError, TrialLog};
 use super::summary::Summary;
-use crate::config::{ExperimentSpec, MemoryMode, REFLECTOR, VariantSpec, Workbench};
+use crate::config::{ExperimentSpec, MemoryMode, VariantSpec, Workbench};
 use crate::findings;
 use crate::launch::{self, LaunchError, RunOptions};
 use crate::mcp::client::McpPool;
 use crate::memory::recall::RunRecall;
-use crate::memory::service::Memory;
-use crate::memory::store::Provenance;
-use crate::model::{EnginePool, ModelTable};
+use crate::model::EnginePool;
 use crate::protocol::{Event, Op, RunStatus};
 use crate::runtime::Clock;
 
@@ -148,6 +148,8 @@ struct Shared {
     /// The workbench's memory, opened once per mode for all the trials (its embedder loads once).
     memories: Mutex<HashMap<MemoryMode, Option<Arc<RunRecall>>>>,
     mcp: Arc<McpPool>,
+    /// What a live view of a run of one trial sends it (cancelling a task); the trial takes it.
+    ops: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
 }
 
 impl Shared {
@@ -162,8 +164,8 @@ impl Shared {
             .entry(mode)
             .or_insert_with(|| {
                 let updates = self.updates.clone();
-                launch::run_memory(&self.workbench, mode, &mut |line| {
-                    let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
+                launch::run_memory_reporting(&self.workbench, mode, move |line| {
+                    let _ = updates.send(MatrixUpdate::Status(line.to_owned())); // the view may be gone
                 })
             })
             .clone()
@@ -188,10 +190,21 @@ pub async fn run_matrix_spec(
     options: MatrixOptions,
     env: MatrixEnv,
 ) -> Result<MatrixOutcome, MatrixError> {
+    start_matrix(workbench, spec, options, env, None).await
+}
+
+/// A new matrix folder for `spec` and its trials run; `ops` go to a run of one trial.
+async fn start_matrix(
+    workbench: &Workbench,
+    spec: ExperimentSpec,
+    options: MatrixOptions,
+    env: MatrixEnv,
+    ops: Option<mpsc::UnboundedReceiver<Op>>,
+) -> Result<MatrixOutcome, MatrixError> {
     let plan = plan(&spec);
     preflight(workbench, &spec, &env).await?;
     let now = env.clock.now();
-    let run_id = findings::new_run_id(&spec.name, now, launch::run_salt(now));
+    let run_id = launch::fresh_run_id(&workbench.root.join("findings"), &spec.name, now);
     let dir = workbench.root.join("findings").join(&run_id);
     if dir.exists() {
         return Err(findings::FindingsError::AlreadyExists { path: dir }.into());
@@ -212,7 +225,28 @@ pub async fn run_matrix_spec(
     };
     let to_run: Vec<TrialSpec> =
         plan.trials.iter().filter(|t| options.shard.is_none_or(|s| s.contains(t))).cloned().collect();
-    run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, env).await
+    run_trials(workbench, spec, plan, matrix, dir, to_run, Vec::new(), &options, env, ops).await
+}
+
+/// Runs `spec`, an experiment of one trial, exactly as `troupe run` does ([`run_matrix_spec`]:
+/// the same folder, seed, record, checks and learning), with a live view steering it through
+/// `ops`: `Op::CancelTask` reaches the run; `Op::CancelRun` cancels it as `env.cancel` does (the
+/// run is then not recorded and memory learns nothing from it). Refuses an experiment of
+/// several trials, whose trials take no ops.
+pub async fn run_single_spec(
+    workbench: &Workbench,
+    spec: ExperimentSpec,
+    options: MatrixOptions,
+    env: MatrixEnv,
+    ops: mpsc::UnboundedReceiver<Op>,
+) -> Result<MatrixOutcome, MatrixError> {
+    if !plan(&spec).is_single() || options.shard.is_some() {
+        return Err(MatrixError::Refused(format!(
+            "experiment `{}` is a matrix of several trials: run it as a matrix",
+            spec.name
+        )));
+    }
+    start_matrix(workbench, spec, options, env, Some(ops)).await
 }
 
 /// Finishes the matrix in `dir`: runs the trials of its share that `trials.jsonl` does not hold.
@@ -269,7 +303,7 @@ pub async fn resume_matrix(
         }
     }
     let options = MatrixOptions { shard, ..options };
-    run_trials(workbench, spec, plan, matrix, dir.to_path_buf(), to_run, recorded, &options, env).await
+    run_trials(workbench, spec, plan, matrix, dir.to_path_buf(), to_run, recorded, &options, env, None).await
 }
 
 /// Every variant must be able to start (models buildable, keys set) before any trial runs: a
@@ -308,6 +342,7 @@ async fn run_trials(
     recorded: Vec<TrialRecord>,
     options: &MatrixOptions,
     env: MatrixEnv,
+    ops: Option<mpsc::UnboundedReceiver<Op>>,
 ) -> Result<MatrixOutcome, MatrixError> {
     let MatrixEnv { pool, clock, updates, cancel, mcp } = env;
     let single = plan.is_single();
@@ -351,6 +386,7 @@ async fn run_trials(
         memory_override: options.memory,
         memories: Mutex::new(HashMap::new()),
         mcp,
+        ops: Mutex::new(ops.filter(|_| single)),
     });
     let permits = Arc::new(Semaphore::new(usize::try_from(concurrency.max(1)).unwrap_or(1)));
     let mut running = tokio::task::JoinSet::new();
@@ -477,6 +513,10 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     };
     let mut meter = Meter::default();
     let mut cancel_sent = false;
+    let mut ops = match shared.ops.lock() {
+        Ok(mut ops) => ops.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
     loop {
         tokio::select! {
             event = launched.next_event() => {
@@ -490,6 +530,13 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
                 cancel_sent = true;
                 launched.send(Op::CancelRun);
             }
+            op = next_op(&mut ops), if ops.is_some() => match op {
+                // Cancelling the whole run is the runner's cancellation, so that it is treated
+                // (not recorded) the same whichever way it was asked for.
+                Some(Op::CancelRun) => shared.cancel.cancel(),
+                Some(op @ Op::CancelTask { .. }) => launched.send(op),
+                None => ops = None,
+            },
         }
     }
     if let Err(err) = launched.finish().await {
@@ -499,18 +546,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     if cancel_sent {
         return None;
     }
-    record.status = measured.status.map_or("failed", RunStatus::as_str).to_owned();
-    record.input_tokens = measured.usage.input_tokens;
-    record.output_tokens = measured.usage.output_tokens;
-    record.cost = measured.cost;
-    record.wall_ms = measured.wall_ms;
-    record.subtasks = measured.subtasks;
-    record.depth = measured.depth;
-    record.tool_errors = measured.tool_errors;
-    record.limit_hits = measured.limit_hits;
-    record.turns = measured.turns;
-    record.error = record.error.or(measured.error);
-    record.answer.clone_from(&measured.answer);
+    record.apply(&measured);
     record.checks = run_checks(&spec.checks, measured.answer.as_deref(), &task, &models).await;
     let recalled = measured.recalled.clone();
     let completed = measured.status == Some(RunStatus::Completed);
@@ -522,95 +558,34 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         record.pass = passed == record.checks.len();
         record.score = passed as f64 / record.checks.len() as f64;
     }
-    // How the lessons it was given fared: what tells useful lessons from noise later.
-    if let Some(memory) = memory.clone().filter(|m| m.mode() == MemoryMode::On && !recalled.is_empty()) {
-        let (pass, at) = (record.pass, i64::try_from(shared.clock.now()).unwrap_or(i64::MAX));
-        let used = tokio::task::spawn_blocking(move || memory.memory().store().record_use(&recalled, pass, at)).await;
-        if let Ok(Err(err)) = used {
-            let _ =
-                shared.updates.send(MatrixUpdate::Status(format!("could not record which lessons were used: {err}")));
-        }
-    }
     let record = finish_record(shared, record);
-    if let Some(memory) = memory.filter(|m| m.mode() == MemoryMode::On) {
+    if let Some(memory) = memory {
         let run_id = options.run_id.clone().unwrap_or_default();
-        let learning = Learning { workbench: &workbench, spec: &spec, task: &task.input, dir: &dir, run_id: &run_id };
-        learn_from(shared, learning, &record, &models, memory.memory().clone()).await;
+        let ended = EndedRun {
+            workbench: &workbench,
+            spec: &spec,
+            task: &task.input,
+            dir: &dir,
+            run_id: &run_id,
+            models: &models,
+            record: &record,
+            recalled: &recalled,
+            ended_ms: i64::try_from(shared.clock.now()).unwrap_or(i64::MAX),
+        };
+        let status = |line: String| {
+            let _ = shared.updates.send(MatrixUpdate::Status(line)); // the view may be gone
+        };
+        learn_from_run(ended, &memory, &status).await;
     }
     Some(record)
 }
 
-/// A finished trial, as memory learns from it.
-struct Learning<'a> {
-    /// The trial's workbench (its variant applied).
-    workbench: &'a Workbench,
-    spec: &'a ExperimentSpec,
-    task: &'a str,
-    dir: &'a Path,
-    run_id: &'a str,
-}
-
-/// Keeps the trial's episode and, with `reflect = true`, the reflector's lessons from it.
-/// Problems are status lines: memory never changes a trial's record.
-async fn learn_from(
-    shared: &Shared,
-    trial: Learning<'_>,
-    record: &TrialRecord,
-    models: &ModelTable,
-    memory: Arc<Memory>,
-) {
-    let status = |line: String| {
-        let _ = shared.updates.send(MatrixUpdate::Status(line));
-    };
-    let run = trial.dir.strip_prefix(&trial.workbench.root).unwrap_or(trial.dir).display().to_string();
-    let data = serde_json::json!({
-        "experiment": trial.spec.name,
-        "variant": record.variant,
-        "task_id": record.task_id,
-        "repetition": record.repetition,
-        "root": trial.spec.root,
-        "status": record.status,
-        "pass": record.pass,
-        "score": record.score,
-        "checks": record.checks.iter().map(|c| serde_json::json!({"name": c.name, "pass": c.pass})).collect::<Vec<_>>(),
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-        "cost": record.cost,
-        "wall_ms": record.wall_ms,
-        "run": run,
-    });
-    let provenance =
-        Provenance { run_id: Some(trial.run_id.to_owned()), seq: None, expert: Some(trial.spec.root.clone()) };
-    let (episodes, task) = (memory.clone(), trial.task.to_owned());
-    match tokio::task::spawn_blocking(move || episodes.add_episode(&task, provenance, data)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => status(format!("the run's episode was not kept in memory: {err}")),
-        Err(err) => status(format!("keeping the run's episode stopped: {err}")),
+/// The next op of a live view; `None` once it is gone (or there is none).
+async fn next_op(ops: &mut Option<mpsc::UnboundedReceiver<Op>>) -> Option<Op> {
+    match ops {
+        Some(ops) => ops.recv().await,
+        None => None,
     }
-    if !trial.workbench.reflects(trial.spec) {
-        return;
-    }
-    let Some(reflector) = trial.workbench.agents.get(REFLECTOR) else {
-        status(format!(
-            "reflect = true, but the workbench has no `{REFLECTOR}` expert: add agents/{REFLECTOR}.toml (troupe ships one)"
-        ));
-        return;
-    };
-    let events = match findings::read_events(&trial.dir.join(findings::EVENTS_FILE)) {
-        Ok((events, _)) => events,
-        Err(err) => {
-            status(format!("no reflection: {err}"));
-            return;
-        }
-    };
-    let run = RunToReflect { dir: trial.dir, run_id: trial.run_id, task: trial.task, record, events: &events };
-    let reflection = reflect(run, reflector, models, memory).await;
-    let kept = reflection.kept.len();
-    let mut line = format!("reflection on {}: {kept} lesson{} kept", record.key, if kept == 1 { "" } else { "s" });
-    if let Some(problem) = reflection.problems.first() {
-        line.push_str(&format!(" ({problem})"));
-    }
-    status(line);
 }
 
 /// Records a finished trial (a matrix appends it at once) and tells the view.
@@ -677,7 +652,7 @@ pub fn merge(
         }
     }
     records.sort_by_key(|(r, _)| r.index);
-    let run_id = findings::new_run_id(&base.info.experiment, now, launch::run_salt(now));
+    let run_id = launch::fresh_run_id(findings_dir, &base.info.experiment, now);
     let dir = findings_dir.join(&run_id);
     if dir.exists() {
         return Err(findings::FindingsError::AlreadyExists { path: dir }.into());
@@ -718,4 +693,92 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), MatrixError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{EventBody, TaskId};
+    use crate::runtime::SystemClock;
+
+    /// A workbench whose one experiment's root thinks for ten minutes: it ends only if cancelled.
+    fn slow_workbench() -> (tempfile::TempDir, Workbench) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("troupe.toml", "[models.m]\nprovider = \"scripted\"\nscript = \"scripts/s.toml\"\n"),
+            ("agents/guide.toml", "model = \"m\"\nsystem_prompt = \"You answer.\"\n"),
+            ("scripts/s.toml", "[[conversation]]\n[[conversation.turn]]\ndelay_ms = 600000\ntext = \"Late.\"\n"),
+            ("experiments/slow.toml", "root = \"guide\"\ntask = \"Think it over.\"\nmemory = \"off\"\n"),
+        ];
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let workbench = crate::config::load_workbench(dir.path()).workbench.unwrap();
+        (dir, workbench)
+    }
+
+    /// Runs the slow experiment as a live view would, sending `op` once the root exists.
+    async fn steer(op: impl Fn(TaskId) -> Op) -> (tempfile::TempDir, MatrixOutcome) {
+        let (dir, workbench) = slow_workbench();
+        let spec = workbench.experiment("slow").unwrap().clone();
+        let (updates, mut heard) = mpsc::unbounded_channel();
+        let env = MatrixEnv {
+            pool: EnginePool::default(),
+            clock: Arc::new(SystemClock),
+            updates,
+            cancel: CancellationToken::new(),
+            mcp: McpPool::new(&workbench.settings.mcp_servers),
+        };
+        let (ops, receiver) = mpsc::unbounded_channel();
+        let options = MatrixOptions { forward_events: true, ..MatrixOptions::default() };
+        let run = run_single_spec(&workbench, spec, options, env, receiver);
+        let view = async {
+            while let Some(update) = heard.recv().await {
+                if let MatrixUpdate::Event { event, .. } = update
+                    && let EventBody::TaskCreated { uri, parent: None, .. } = event.body
+                {
+                    ops.send(op(uri)).unwrap();
+                }
+            }
+        };
+        let (outcome, ()) = tokio::join!(run, view);
+        (dir, outcome.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_live_view_cancels_a_task_of_a_single_run_which_is_then_recorded() {
+        let (_dir, outcome) = steer(|root| Op::CancelTask { uri: root }).await;
+        assert!(!outcome.cancelled);
+        let statuses: Vec<&str> = outcome.records.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(statuses, ["cancelled"], "the run ended (its root cancelled) and was recorded");
+        assert!(outcome.dir.join(store::TRIALS_FILE).is_file());
+    }
+
+    #[tokio::test]
+    async fn a_live_view_cancelling_the_whole_run_leaves_no_record_as_ctrl_c_does() {
+        let (_dir, outcome) = steer(|_| Op::CancelRun).await;
+        assert!(outcome.cancelled);
+        assert!(outcome.records.is_empty());
+        assert!(!outcome.dir.join(store::TRIALS_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_matrix_is_refused_as_a_single_run() {
+        let (_dir, workbench) = slow_workbench();
+        let mut spec = workbench.experiment("slow").unwrap().clone();
+        spec.repetitions = 2;
+        let (updates, _heard) = mpsc::unbounded_channel();
+        let env = MatrixEnv {
+            pool: EnginePool::default(),
+            clock: Arc::new(SystemClock),
+            updates,
+            cancel: CancellationToken::new(),
+            mcp: McpPool::new(&workbench.settings.mcp_servers),
+        };
+        let (_ops, receiver) = mpsc::unbounded_channel();
+        let refused = run_single_spec(&workbench, spec, MatrixOptions::default(), env, receiver).await;
+        assert!(matches!(refused, Err(MatrixError::Refused(_))), "{refused:?}");
+    }
 }

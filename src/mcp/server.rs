@@ -31,6 +31,9 @@ use tokio::sync::{OnceCell, broadcast};
 
 use super::client::McpPool;
 use crate::config::{AgentSpec, ExperimentSpec, TaskSpec, Workbench};
+use crate::experiment::learn::{EndedRun, learn_from_run};
+use crate::experiment::meter::{Measured, Meter};
+use crate::experiment::record::TrialRecord;
 use crate::launch::{self, RunOptions};
 use crate::model::EnginePool;
 use crate::protocol::{EventBody, TaskId, TaskStatus};
@@ -99,14 +102,19 @@ impl Session {
 
     async fn start(&self) -> Result<Running, String> {
         let context = self.context.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
+        let (prepared, learning) = tokio::task::spawn_blocking(move || {
             let (workbench, spec) = session_workbench(&context.workbench)?;
             let clock = SystemClock;
             let now = clock.now();
+            let status = context.status.clone();
             let memory =
-                launch::run_memory(&workbench, crate::config::MemoryMode::On, &mut |line| (context.status)(line));
-            let options =
-                RunOptions { memory, mcp: Some(context.mcp.clone()), external_root: true, ..RunOptions::default() };
+                launch::run_memory_reporting(&workbench, crate::config::MemoryMode::On, move |line| status(line));
+            let options = RunOptions {
+                memory: memory.clone(),
+                mcp: Some(context.mcp.clone()),
+                external_root: true,
+                ..RunOptions::default()
+            };
             let status = context.status.clone();
             let mut prepared = launch::prepare_spec(
                 &workbench,
@@ -119,7 +127,9 @@ impl Session {
             )
             .map_err(|err| err.to_string())?;
             prepared.unsnapshot(&spec.path);
-            Ok::<_, String>(prepared)
+            let learning =
+                memory.map(|memory| Learning { workbench, spec, models: prepared.config.models.clone(), memory });
+            Ok::<_, String>((prepared, learning))
         })
         .await
         .map_err(|err| format!("starting the session stopped: {err}"))??;
@@ -129,11 +139,20 @@ impl Session {
         (self.context.status)(&format!("session recorded in {}", dir.display()));
         let updates = self.updates.clone();
         let status = self.context.status.clone();
+        let folder = dir.clone();
         let pump = tokio::spawn(async move {
+            let mut meter = Meter::default();
+            // What the client delegated: the session's task, as its episode is found by.
+            let mut delegated: Vec<String> = Vec::new();
             while let Some(event) = launched.next_event().await {
+                meter.apply(&event);
                 match &event.body {
                     EventBody::TaskStatus { uri, .. } | EventBody::TaskCreated { uri, .. } => {
                         let _ = updates.send(uri.to_string()); // no subscriber is fine
+                    }
+                    EventBody::ToolCall { tool, arguments, .. } if CLIENT_TOOLS[..2].contains(&tool.as_str()) => {
+                        let task = arguments.get("task").or_else(|| arguments.get("prompt")).and_then(Value::as_str);
+                        delegated.extend(task.map(str::to_owned));
                     }
                     _ => {}
                 }
@@ -141,11 +160,17 @@ impl Session {
             if let Err(err) = launched.finish().await {
                 status(&format!("writing the session's findings failed: {err}"));
             }
+            if let Some(learning) = learning
+                && !delegated.is_empty()
+            {
+                learning.learn(&folder, &delegated.join("\n"), meter.finish(), status.as_ref()).await;
+            }
         });
         Ok(Running { caller, dir, pump: Mutex::new(Some(pump)) })
     }
 
-    /// Ends the session: its working subtasks are cancelled, and its findings written.
+    /// Ends the session: its working subtasks are cancelled, its findings written, and memory
+    /// has learned from it.
     pub async fn close(&self) {
         let Some(Ok(running)) = self.run.get() else { return };
         running.caller.finish_external("the MCP client disconnected".to_owned());
@@ -268,6 +293,34 @@ fn session_workbench(workbench: &Workbench) -> Result<(Workbench, ExperimentSpec
     let task = TaskSpec { id: "session".to_owned(), input: "An MCP client's session".to_owned(), expected: None };
     let spec = ExperimentSpec::new("mcp-serve", CLIENT_AGENT, vec![task], path);
     Ok((workbench, spec))
+}
+
+/// What memory needs to learn from a session once it ended, as from any run.
+struct Learning {
+    workbench: Workbench,
+    spec: ExperimentSpec,
+    models: crate::model::ModelTable,
+    memory: Arc<crate::memory::recall::RunRecall>,
+}
+
+impl Learning {
+    /// The lessons' use counts and the session's episode (its task: what the client delegated).
+    async fn learn(self, dir: &Path, task: &str, measured: Measured, status: &(dyn Fn(&str) + Send + Sync)) {
+        let record = TrialRecord::of_run("session", &measured);
+        let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let ended = EndedRun {
+            workbench: &self.workbench,
+            spec: &self.spec,
+            task,
+            dir,
+            run_id: &run_id,
+            models: &self.models,
+            record: &record,
+            recalled: &measured.recalled,
+            ended_ms: i64::try_from(SystemClock.now()).unwrap_or(i64::MAX),
+        };
+        learn_from_run(ended, &self.memory, &|line: String| status(&line)).await;
+    }
 }
 
 /// The MCP face of a session.

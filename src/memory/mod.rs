@@ -9,6 +9,8 @@
 //! - [`postgres`]: a store in PostgreSQL with pgvector (`backend = "postgres"`), shared by a
 //!   team's workbenches; exact search in the server. Its `server` starts a throwaway local
 //!   PostgreSQL for its tests and bench.
+//! - [`rank`]: the order a run recalls lessons in: similarity, with past usefulness and recency
+//!   breaking near-ties; shared by every backend.
 //! - [`search`]: exact top-k by dot product over an in-memory matrix of vectors.
 //! - `vectors`: the in-memory copy of a store's vectors and filter fields that search scans.
 //! - [`service`]: the memory as a person uses it (`troupe memory …`): a store plus a lazily
@@ -19,6 +21,7 @@
 
 pub mod embedder;
 pub mod postgres;
+pub mod rank;
 pub mod recall;
 pub mod search;
 pub mod service;

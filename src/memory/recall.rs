@@ -1,7 +1,8 @@
 //! The memory as a run uses it: [`RunMemory`] over the [`Memory`] service. Lessons visible to
-//! an expert (global ones and its own) are recalled for each agent's task; `remember` keeps a
-//! lesson with the run and the expert as its provenance; a frozen memory recalls but never
-//! writes.
+//! an expert (global ones and its own) are recalled for each agent's task, by similarity with
+//! near-ties going to the lesson that fared better, then the more recent
+//! (`Memory::recall_above`); `remember` keeps a lesson with the run and the expert as its
+//! provenance; a frozen memory recalls but never writes.
 //!
 //! Invariant: an empty store never loads the embedder, so runs on a workbench that has learned
 //! nothing yet pay nothing for memory.
@@ -46,7 +47,7 @@ impl RunRecall {
             return Ok(Vec::new());
         }
         let min_score = min_score.unwrap_or_else(|| self.memory.min_score());
-        let hits = self.memory.search_above(query, k, filter, min_score).map_err(|e| e.to_string())?;
+        let hits = self.memory.recall_above(query, k, filter, min_score).map_err(|e| e.to_string())?;
         Ok(hits.into_iter().map(|hit| Recalled { id: hit.item.id, score: hit.score, text: hit.item.text }).collect())
     }
 }

@@ -26,7 +26,7 @@ pub mod fit;
 pub mod records;
 pub mod render;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
@@ -40,6 +40,7 @@ pub use records::{Record, Shown, parse_line};
 
 use super::embedder::{EmbedError, EmbedderFiles, ready_files};
 use super::postgres::PostgresStore;
+use super::rank;
 use super::sqlite::SqliteStore;
 use super::store::{
     Author, Filter, Hit, Item, ItemId, ItemKind, MemoryError, MemoryStore, NewItem, PENDING_EMBEDDER, Provenance,
@@ -362,6 +363,22 @@ impl Memory {
         let vector = embed_one(embedder.as_ref(), query)?;
         let query = Query { vector: &vector, embedder: embedder.digest(), k, filter, min_score };
         Ok(self.store.search(&query)?)
+    }
+
+    /// What a run recalls: [`Memory::search_above`]'s hits with near-ties going to the item
+    /// that fared better, then to the more recently used ([`rank`](super::rank)). A person's
+    /// search shows hits by similarity alone, beside their scores; an agent is given the lessons
+    /// in this order.
+    pub fn recall_above(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Filter,
+        min_score: f32,
+    ) -> Result<Vec<Hit>, ServiceError> {
+        // A few more candidates than asked for, so a near-tie just below the k-th is seen.
+        let hits = self.search_above(query, rank::candidates(k), filter, min_score)?;
+        Ok(rank::rerank(hits, k))
     }
 
     /// Items matching `filter`, newest first, at most `limit`. Needs no embedder.

@@ -19,7 +19,9 @@
 //!        uses INTEGER, successes INTEGER, embedder TEXT, embedding BLOB)
 //! changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, item INTEGER)  -- items added, edited, forgotten
 //! ```
-//! The log keeps its last [`CHANGES_KEPT`] entries; a reader that fell further behind reloads.
+//! The log keeps its last [`CHANGES_KEPT`] entries (trimmed when a store is opened and no other
+//! process is writing; opening never waits for a writer); a reader that fell further behind
+//! reloads.
 
 use std::collections::HashMap;
 use std::fs;
@@ -177,18 +179,21 @@ impl SqliteStore {
             });
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(place.err("make commits durable"))?;
-        // Two processes may create the store at once: the check and the creation are one
-        // write transaction.
-        let tx =
-            conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(place.err("create its tables"))?;
-        if read_version(&tx, &place)?.is_none() {
-            tx.execute_batch(SCHEMA).map_err(place.err("create its tables"))?;
-            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
+        // Opening an existing store only reads, so it never waits for another process's
+        // write (an import, a re-embedding). Only a new store takes the write lock: two
+        // processes may create it at once, so the check and the creation are one transaction.
+        if read_version(&conn, &place)?.is_none() {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(place.err("create its tables"))?;
+            if read_version(&tx, &place)?.is_none() {
+                tx.execute_batch(SCHEMA).map_err(place.err("create its tables"))?;
+                tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
+                    .map_err(place.err("create its tables"))?;
+            }
+            tx.commit().map_err(place.err("create its tables"))?;
         }
-        tx.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?1", [CHANGES_KEPT])
-            .map_err(place.err("trim its change log"))?;
-        tx.commit().map_err(place.err("create its tables"))?;
+        trim_changes(&conn, &place, busy_timeout)?;
         Ok(SqliteStore {
             place,
             inner: Mutex::new(Inner {
@@ -650,6 +655,35 @@ fn track(table: &mut VectorTable, item: &Item) -> Result<(), WrongDims> {
 
 /// The last entry ever made in the `changes` log (0 if none), even if trimmed since:
 /// AUTOINCREMENT keeps it in `sqlite_sequence`.
+/// Trims the `changes` log to its last [`CHANGES_KEPT`] entries when it is longer, if the write
+/// lock is free at once: trimming is housekeeping that any later open can do, never a reason
+/// for opening to wait for (or fail on) another process's long write.
+fn trim_changes(conn: &Connection, place: &Place, busy_timeout: Duration) -> Result<(), MemoryError> {
+    let span: Option<i64> = conn
+        .query_row("SELECT max(seq) - min(seq) + 1 FROM changes", [], |r| r.get(0))
+        .map_err(place.err("read its change log"))?;
+    if span.is_none_or(|span| span <= CHANGES_KEPT) {
+        return Ok(());
+    }
+    conn.busy_timeout(Duration::ZERO).map_err(place.err("set its busy timeout"))?;
+    let trimmed = conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - {CHANGES_KEPT}; COMMIT;"
+    ));
+    let restored = conn.busy_timeout(busy_timeout).map_err(place.err("set its busy timeout"));
+    match trimmed {
+        Ok(()) => restored,
+        Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) => {
+            // Someone else is writing: leave the log for the next open. A failed BEGIN left no
+            // transaction; a failed DELETE or COMMIT did, and is rolled back.
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK").map_err(place.err("trim its change log"))?;
+            }
+            restored
+        }
+        Err(e) => Err(place.err("trim its change log")(e)),
+    }
+}
+
 fn last_change(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
 }

@@ -176,6 +176,12 @@ pub enum Report {
     RunRefused {
         error: String,
     },
+    /// The live run's checks once it is scored: how many passed of how many. Only for a run
+    /// whose experiment has checks.
+    RunScored {
+        passed: usize,
+        total: usize,
+    },
     /// The live run's findings are complete.
     RunClosed,
     /// The run is a matrix of several trials (or a fork's re-runs), shown as such from now on.
@@ -313,6 +319,8 @@ pub struct RunPane {
     pub streaming_lines: Vec<Line>,
     streaming_key: Option<(TaskId, usize, u16)>,
     pub dir: Option<PathBuf>,
+    /// Checks passed and run, once the run is scored.
+    pub checks: Option<(usize, usize)>,
 }
 
 impl RunPane {
@@ -590,6 +598,11 @@ impl App {
                     live.dir = Some(dir);
                 }
             }
+            Report::RunScored { passed, total } => {
+                if let Some(live) = &mut self.live {
+                    live.checks = Some((passed, total));
+                }
+            }
             Report::RunRefused { error } => {
                 self.running = false;
                 self.live = None;
@@ -616,7 +629,10 @@ impl App {
                     (None, None) => {}
                     (None, Some(live)) => {
                         let outcome = live.view.end.as_ref().map_or("ended", |end| end.status.as_str());
-                        self.say(format!("run {outcome}; findings written"), false);
+                        let checks = live
+                            .checks
+                            .map_or_else(String::new, |(passed, total)| format!("; {passed} of {total} checks passed"));
+                        self.say(format!("run {outcome}{checks}; findings written"), false);
                     }
                 }
                 commands.push(Command::ListFindings);
@@ -1512,6 +1528,19 @@ mod tests {
             matches!(&commands[..], [Command::Fork { run, .. }] if run == Path::new("/w/findings/old")),
             "{commands:?}"
         );
+    }
+
+    #[test]
+    fn a_finished_run_says_how_its_checks_went() {
+        let events = recorded();
+        let mut app = live(&events);
+        app.handle_report(Report::RunScored { passed: 1, total: 2 });
+        app.handle_report(Report::RunClosed);
+        assert_eq!(app.flash, Some(("run completed; 1 of 2 checks passed; findings written".to_owned(), false)));
+        // Without checks, nothing is said of them.
+        let mut app = live(&events);
+        app.handle_report(Report::RunClosed);
+        assert_eq!(app.flash, Some(("run completed; findings written".to_owned(), false)));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! [`app::Command`]s, with the Memory screen's part in [`memory`]; [`layout`] places regions;
 //! [`render`] and [`highlight`] draw.
 //!
-//! An experiment of one trial runs as a single run pumped here; one of several trials (and a
-//! fork's re-runs) runs through the matrix runner, whose updates are forwarded as reports.
+//! Every run goes through the matrix runner, as `troupe run` does, so a run ends the same way
+//! wherever it was started (record, checks, use counts, episode, reflection). An experiment of
+//! one trial is shown as a live run: its events are forwarded as run events and the user's ops
+//! (cancel a task) reach it; one of several trials (and a fork's re-runs) is shown as a matrix.
 //!
 //! Invariants: the shell never blocks on model, run or file work: runs are pumped by their own
 //! task and files are read, written and validated on blocking threads that report back. A
@@ -40,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ExperimentSpec, Severity, Workbench, check_agent_text, load_workbench};
 use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, write_fork_report};
 use crate::experiment::plan::plan;
-use crate::experiment::runner::{MatrixEnv, MatrixOptions, run_matrix, run_matrix_spec};
+use crate::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, run_matrix, run_matrix_spec, run_single_spec};
 use crate::experiment::store;
 use crate::findings;
 use crate::launch;
@@ -354,17 +356,7 @@ impl Shell {
                 let access = self.memory_access();
                 let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned());
                 blocking(reports, move || {
-                    Report::NotesLearned(access.with(|m| {
-                        let (mut added, mut merged) = (0, 0);
-                        for lesson in &lessons {
-                            let provenance = Provenance { run_id: run_id.clone(), seq: None, expert: None };
-                            match m.add(lesson, Scope::Global, Author::Notes, provenance)?.remembered {
-                                crate::memory::store::Remembered::Added(_) => added += 1,
-                                crate::memory::store::Remembered::Merged { .. } => merged += 1,
-                            }
-                        }
-                        Ok((added, merged))
-                    }))
+                    Report::NotesLearned(access.with(|m| keep_notes_lessons(m, run_id.as_deref(), &lessons)))
                 });
             }
             Command::MemoryUsedIn { id } => {
@@ -425,7 +417,7 @@ impl Shell {
         if self.live.is_some() {
             return;
         }
-        let (live, mut ops) = LiveRun::new();
+        let (live, ops) = LiveRun::new();
         let cancel = live.cancel.clone();
         self.live = Some(live);
         let reports = self.reports_tx.clone();
@@ -435,30 +427,12 @@ impl Shell {
         let mcp = self.mcp.clone();
         let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
-            let launched =
-                launch_run(root, experiment.clone(), clock.clone(), engines.clone(), mcp.clone(), reports.clone());
-            match launched.await {
-                Ok(Started::Single(mut launched)) => {
-                    let _ = reports.send(Report::RunFolder { dir: launched.dir().to_path_buf() });
-                    let mut ops_open = true;
-                    loop {
-                        tokio::select! {
-                            event = launched.next_event() => match event {
-                                Some(event) => { let _ = reports.send(Report::RunEvent(event)); }
-                                None => break,
-                            },
-                            op = ops.recv(), if ops_open => match op {
-                                Some(op) => launched.send(op),
-                                None => ops_open = false,
-                            },
-                        }
-                    }
-                    if let Err(err) = launched.finish().await {
-                        let _ = reports.send(Report::Status(format!("writing the findings failed: {err}")));
-                    }
+            match load_experiment(root, experiment.clone()).await {
+                Ok((workbench, spec)) if plan(&spec).is_single() => {
+                    let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
+                    pump_single(workbench, spec, (engines, mcp), clock, reports.clone(), cancel, ops).await;
                 }
-                Ok(Started::Matrix(setup)) => {
-                    let (workbench, spec) = *setup;
+                Ok((workbench, spec)) => {
                     let info = plan(&spec).info;
                     let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: None });
                     let target = MatrixTarget::Experiment(experiment);
@@ -532,18 +506,6 @@ impl Shell {
     }
 }
 
-/// How a live run started: one trial pumped by the shell, or a matrix for the runner.
-enum Started {
-    Single(launch::Launched),
-    Matrix(Box<(Workbench, ExperimentSpec)>),
-}
-
-/// What [`launch_run`] readies off the workers: a single run to launch, or a matrix's setup.
-enum Prepared {
-    Single(Box<launch::Prepared>),
-    Matrix(Box<(Workbench, ExperimentSpec)>),
-}
-
 /// What a matrix is of.
 enum MatrixTarget {
     /// An experiment of the workbench, by the name it was started with.
@@ -552,44 +514,15 @@ enum MatrixTarget {
     Fork(Box<Original>),
 }
 
-/// Loads the workbench as it is on disk and starts `experiment`, exactly as `troupe run` does:
-/// one of several trials is handed back to run as a matrix. Loading and readying the model
-/// (maybe fetching it) is blocking work, done off the workers.
-async fn launch_run(
-    root: PathBuf,
-    experiment: String,
-    clock: Arc<dyn Clock>,
-    engines: crate::model::EnginePool,
-    mcp: crate::mcp::client::SharedPool,
-    reports: mpsc::UnboundedSender<Report>,
-) -> Result<Started, String> {
-    let prepare_clock = clock.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
+/// The workbench as it is on disk and its experiment `experiment`, loaded off the workers.
+async fn load_experiment(root: PathBuf, experiment: String) -> Result<(Workbench, ExperimentSpec), String> {
+    tokio::task::spawn_blocking(move || {
         let workbench = load(&root)?;
-        // An unknown experiment goes the single way, whose error names the known ones.
-        if let Ok(spec) = launch::find_experiment(&workbench, &experiment)
-            && !plan(spec).is_single()
-        {
-            let spec = spec.clone();
-            return Ok(Prepared::Matrix(Box::new((workbench, spec))));
-        }
-        let now = prepare_clock.now();
-        let mut status = |line: &str| {
-            let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
-        };
-        let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
-        launch::prepare_in(&workbench, &experiment, now, launch::run_salt(now), &mut status, &engines, Some(mcp))
-            .map(|prepared| Prepared::Single(Box::new(prepared)))
-            .map_err(|e| e.to_string())
+        let spec = launch::find_experiment(&workbench, &experiment).map_err(|err| err.to_string())?.clone();
+        Ok((workbench, spec))
     })
     .await
-    .map_err(|join| format!("starting the run failed: {join}"))??;
-    match prepared {
-        Prepared::Single(prepared) => {
-            launch::launch(*prepared, clock).map(Started::Single).map_err(|err| err.to_string())
-        }
-        Prepared::Matrix(matrix) => Ok(Started::Matrix(matrix)),
-    }
+    .map_err(|join| format!("starting the run failed: {join}"))?
 }
 
 /// The workbench as it is on disk, or why it cannot run.
@@ -649,6 +582,62 @@ async fn pump_matrix(
     }
 }
 
+/// Runs an experiment of one trial through the runner, exactly as `troupe run` does (its
+/// record, checks, use counts, episode and reflection), and shows it as a live run: its events
+/// become [`Report::RunEvent`]s and `ops` (cancelling a task) reach it. The caller sends
+/// [`Report::RunClosed`] after.
+async fn pump_single(
+    workbench: Workbench,
+    spec: ExperimentSpec,
+    (engines, mcp): (crate::model::EnginePool, Arc<crate::mcp::client::McpPool>),
+    clock: Arc<dyn Clock>,
+    reports: mpsc::UnboundedSender<Report>,
+    cancel: CancellationToken,
+    ops: mpsc::UnboundedReceiver<Op>,
+) {
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let options = MatrixOptions { shard: None, concurrency: None, forward_events: true, memory: None };
+    let env = MatrixEnv { pool: engines, clock, updates: updates_tx, cancel, mcp };
+    let run = run_single_spec(&workbench, spec, options, env, ops);
+    // Ends when the runner drops its last sender, that is once the run is scored and learned from.
+    let forward = async {
+        let mut folder = None;
+        let mut started = false;
+        while let Some(update) = updates.recv().await {
+            // The shell may be quitting: every send below may fail, harmlessly.
+            match update {
+                MatrixUpdate::TrialStarted { dir, .. } => folder = Some(dir),
+                MatrixUpdate::Event { event, .. } => {
+                    // The folder exists once the run has started, that is by its first event.
+                    if !started && let Some(dir) = folder.take() {
+                        let _ = reports.send(Report::RunFolder { dir });
+                    }
+                    started = true;
+                    let _ = reports.send(Report::RunEvent(event));
+                }
+                MatrixUpdate::TrialFinished { record } => match record.error {
+                    Some(error) if !started => {
+                        let _ = reports.send(Report::RunRefused { error });
+                    }
+                    _ if !record.checks.is_empty() => {
+                        let passed = record.checks.iter().filter(|c| c.pass).count();
+                        let _ = reports.send(Report::RunScored { passed, total: record.checks.len() });
+                    }
+                    _ => {}
+                },
+                MatrixUpdate::Status(line) => {
+                    let _ = reports.send(Report::Status(line));
+                }
+                MatrixUpdate::Planned { .. } => {}
+            }
+        }
+    };
+    let (outcome, ()) = tokio::join!(run, forward);
+    if let Err(err) = outcome {
+        let _ = reports.send(Report::RunRefused { error: err.to_string() }); // the shell may be quitting
+    }
+}
+
 /// The memory once opened; `None` before, and after a store error (so the next operation opens
 /// the store again, say once a damaged file was moved aside).
 type MemorySlot = Arc<Mutex<Option<Arc<Memory>>>>;
@@ -691,6 +680,25 @@ impl MemoryAccess {
         *slot = Some(memory.clone());
         Ok(memory)
     }
+}
+
+/// Keeps the lessons of run `run_id`'s notes in memory, written by the user through the notes
+/// (author `notes`, the run as provenance): each is added, or merged into the lesson it repeats,
+/// so saving the same notes again (in another session) adds nothing. Returns (added, merged).
+fn keep_notes_lessons(
+    memory: &Memory,
+    run_id: Option<&str>,
+    lessons: &[String],
+) -> Result<(usize, usize), ServiceError> {
+    let (mut added, mut merged) = (0, 0);
+    for lesson in lessons {
+        let provenance = Provenance { run_id: run_id.map(str::to_owned), seq: None, expert: None };
+        match memory.add(lesson, Scope::Global, Author::Notes, provenance)?.remembered {
+            crate::memory::store::Remembered::Added(_) => added += 1,
+            crate::memory::store::Remembered::Merged { .. } => merged += 1,
+        }
+    }
+    Ok((added, merged))
 }
 
 /// What the Memory screen lists and searches: lessons (episodes are the runs' own record).
@@ -832,6 +840,38 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::service::EmbedderSource;
+    use crate::memory::service::tests::Words;
+    use crate::memory::store::Item;
+
+    #[test]
+    fn lessons_from_saved_notes_are_kept_once_with_the_run_as_provenance() {
+        let root = tempfile::tempdir().unwrap();
+        let settings = crate::config::MemorySettings::in_folder(root.path());
+        let memory = Memory::open(&settings, root.path())
+            .unwrap()
+            .with_embedder(EmbedderSource::Given(Words::new("sha256:words")));
+        let notes = "# Notes\n\nThe solver was slow.\n\n## Lessons\n- Ask the solver for units every time.\n\
+                     - Quote the final number exactly as computed.\n\n## Later\n- not a lesson\n";
+        let lessons = findings::notes::lessons_in_notes(notes);
+        let run = "20261125-123815-smoke-b3c8";
+        let kept = |memory: &Memory| -> Vec<(String, crate::memory::store::Author, Option<String>)> {
+            let mut items: Vec<Item> = memory.list(&super::lessons(), 10).unwrap();
+            items.sort_by_key(|item| item.id);
+            items.into_iter().map(|item| (item.text, item.author, item.provenance.run_id)).collect()
+        };
+
+        assert_eq!(keep_notes_lessons(&memory, Some(run), &lessons).unwrap(), (2, 0));
+        let expected = vec![
+            ("Ask the solver for units every time.".to_owned(), Author::Notes, Some(run.to_owned())),
+            ("Quote the final number exactly as computed.".to_owned(), Author::Notes, Some(run.to_owned())),
+        ];
+        assert_eq!(kept(&memory), expected);
+
+        // Saving the same notes again (another session of the workbench) adds nothing.
+        assert_eq!(keep_notes_lessons(&memory, Some(run), &lessons).unwrap(), (0, 2));
+        assert_eq!(kept(&memory), expected);
+    }
 
     #[test]
     fn a_lessons_run_is_found_as_a_run_or_a_matrix_trial_and_nothing_outside_findings() {

@@ -621,7 +621,10 @@ fn the_embedded_model_calls_a_real_mcp_tool_with_arguments_its_schema_accepts() 
         .collect();
     assert!(!calls.is_empty(), "tool_choice = required: the model called the tool");
     for arguments in &calls {
-        assert!(validator.is_valid(arguments), "the 135M model's call validates against the server's schema: {arguments}");
+        assert!(
+            validator.is_valid(arguments),
+            "the 135M model's call validates against the server's schema: {arguments}"
+        );
     }
     let answered = results(&run).into_iter().filter(|(tool, ..)| tool == "time__get_current_time").count();
     assert_eq!(answered, calls.len(), "every call reached the server and came back");

@@ -146,6 +146,20 @@ fn the_sdk_drives_troupe_over_stdio_with_and_without_tasks_and_each_session_is_a
             "{how}"
         );
         assert!(transcript.contains("agent greeter"), "{how}: the experts' work is in the run");
+        // Memory learns from a session as from any run: its episode is what the client delegated.
+        let listed = Command::new(BIN)
+            .arg("--root")
+            .arg(wb.path())
+            .args(["memory", "list", "--kind", "episode", "--json"])
+            .output()
+            .unwrap();
+        let episodes: Vec<Value> =
+            String::from_utf8_lossy(&listed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(episodes.len(), 1, "{how}: {episodes:?}");
+        let episode = &episodes[0];
+        assert!(episode["text"].as_str().unwrap().contains("Say hello"), "{how}: {episode}");
+        assert_eq!(episode["provenance"]["run_id"], dir.file_name().unwrap().to_string_lossy().as_ref(), "{how}");
+        assert_eq!(episode["data"]["experiment"], "mcp-serve", "{how}");
     }
 }
 

@@ -299,15 +299,37 @@ fn a_store_from_a_newer_troupe_is_refused() {
 }
 
 #[test]
-fn a_locked_store_is_reported_after_waiting() {
+fn a_store_another_process_writes_is_read_at_once_and_a_write_waiting_too_long_says_so() {
+    use troupe::memory::sqlite::SqliteStore;
+    use troupe::memory::store::{Author, ItemKind, MemoryStore, NewItem, Provenance, Scope};
+
     let dir = tempfile::tempdir().unwrap();
-    ok(dir.path(), &["list"]);
+    // An item stored without the embedder (forgetting it needs none either).
+    let item = SqliteStore::open(store(dir.path()))
+        .unwrap()
+        .add(NewItem {
+            kind: ItemKind::Lesson,
+            author: Author::User,
+            scope: Scope::Global,
+            provenance: Provenance::default(),
+            text: "Keep the import small.".into(),
+            data: Value::Null,
+            created_ms: 1,
+            embedding: vec![1.0],
+            embedder: "sha256:any".into(),
+        })
+        .unwrap();
+    // Another process in the middle of a long write (an import, a re-embedding).
     let conn = rusqlite::Connection::open(store(dir.path())).unwrap();
-    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let error = fails(dir.path(), &["list"], 1);
+    conn.execute_batch("BEGIN EXCLUSIVE; INSERT INTO meta (key, value) VALUES ('held', 'by an import');").unwrap();
+    // Reading needs no write lock (WAL): the listing is there at once.
+    assert!(ok(dir.path(), &["list"]).contains("Keep the import small."));
+    // A write waits for the other writer, then says what holds it.
+    let error = fails(dir.path(), &["forget", &item.id.to_string()], 1);
     assert!(error.contains("is busy: another process held it"), "{error}");
     assert!(error.contains(&store(dir.path()).display().to_string()), "{error}");
     conn.execute_batch("ROLLBACK").unwrap();
+    ok(dir.path(), &["forget", &item.id.to_string()]);
 }
 
 #[test]

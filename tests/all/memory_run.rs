@@ -13,7 +13,7 @@ use troupe::protocol::{EventBody, Role};
 
 const BIN: &str = env!("CARGO_BIN_EXE_troupe");
 
-fn workbench() -> tempfile::TempDir {
+pub(crate) fn workbench() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let files = [
         ("troupe.toml", "[models.m]\nprovider = \"scripted\"\nscript = \"scripts/s.toml\"\n"),
@@ -50,7 +50,7 @@ text = "Take the train."
     dir
 }
 
-fn troupe(root: &Path, args: &[&str]) -> Output {
+pub(crate) fn troupe(root: &Path, args: &[&str]) -> Output {
     let output = Command::new(BIN).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().unwrap();
     assert!(
         output.status.success(),
@@ -61,12 +61,12 @@ fn troupe(root: &Path, args: &[&str]) -> Output {
     output
 }
 
-fn run_folder(output: &Output) -> PathBuf {
+pub(crate) fn run_folder(output: &Output) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().last().unwrap())
 }
 
 /// The system prompt the root agent was sent, and the lessons the run recalled.
-fn sent(run: &Path) -> (String, Vec<String>) {
+pub(crate) fn sent(run: &Path) -> (String, Vec<String>) {
     let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
     let system = events
         .iter()
@@ -172,7 +172,7 @@ fn a_lesson_an_agent_remembers_reaches_the_next_run_unless_memory_is_frozen() {
 }
 
 /// The items of `kind` in the store, newest first, as `troupe memory list --json` prints them.
-fn items(root: &Path, kind: &str) -> Vec<serde_json::Value> {
+pub(crate) fn items(root: &Path, kind: &str) -> Vec<serde_json::Value> {
     let listed = troupe(root, &["memory", "list", "--kind", kind, "--json"]);
     String::from_utf8_lossy(&listed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -267,4 +267,39 @@ fn reflection_on_a_failed_run_keeps_a_lesson_pointing_at_its_events_and_the_next
     let (system, recalled) = sent(&run_folder(&troupe(root, &["run", "ask"])));
     assert_eq!(recalled, ["To get around Lisbon, recommend the 28 tram rather than the train."]);
     assert!(system.contains("28 tram"), "{system}");
+}
+
+#[test]
+fn a_run_says_when_its_memory_re_embeds_items_of_another_embedder() {
+    use troupe::memory::sqlite::{SqliteStore, default_path};
+    use troupe::memory::store::{Author, ItemKind, MemoryStore, NewItem, Provenance, Scope};
+
+    let _model = crate::local_model::one_model_at_a_time();
+    let wb = workbench();
+    let root = wb.path();
+    // A lesson whose vector another embedder made (an older troupe, another model): the first
+    // recall of the next run must embed it again before it can be compared.
+    let store = SqliteStore::open(default_path(root)).unwrap();
+    store
+        .add(NewItem {
+            kind: ItemKind::Lesson,
+            author: Author::User,
+            scope: Scope::Global,
+            provenance: Provenance::default(),
+            text: "In Lisbon, the 28 tram is the best way to get around the old town.".into(),
+            data: serde_json::Value::Null,
+            created_ms: 1,
+            embedding: vec![0.6, 0.8],
+            embedder: "sha256:an-older-embedder".into(),
+        })
+        .unwrap();
+    drop(store);
+
+    let output = troupe(root, &["run", "ask"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The memory's own progress reaches the run's status lines, in the middle of the run.
+    assert!(stderr.contains("re-embedding memory items made by another embedder (sha256:an-older-em"), "{stderr}");
+    assert!(stderr.contains("re-embedded 1 memory items"), "{stderr}");
+    let (_, recalled) = sent(&run_folder(&output));
+    assert_eq!(recalled, ["In Lisbon, the 28 tram is the best way to get around the old town."]);
 }

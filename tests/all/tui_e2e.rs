@@ -238,3 +238,58 @@ fn watch_smoke_then_browse_the_run_and_its_findings() {
     }
     eprintln!("tui_e2e: the whole session took {:?}", started.elapsed());
 }
+
+#[test]
+fn a_single_run_in_the_workbench_ends_like_troupe_run_and_memory_learns_from_it() {
+    use super::memory_run::{items, troupe, workbench};
+
+    let _model = crate::local_model::one_model_at_a_time();
+    let dir = workbench();
+    let root = dir.path();
+    fs::write(
+        root.join("experiments/checked.toml"),
+        "root = \"guide\"\ntask = \"How should I get around in Lisbon?\"\n\n[[checks]]\ntype = \"contains\"\nname = \"train\"\nvalue = \"train\"\n",
+    )
+    .unwrap();
+    troupe(root, &["memory", "add", "In Lisbon, the 28 tram is the best way to get around the old town."]);
+
+    let exit_file = root.join("exit-status");
+    let command = format!(
+        "{} --root {} watch checked; echo EXIT=$? > {}; sleep 5",
+        shell_quote(Path::new(BIN)),
+        shell_quote(root),
+        shell_quote(&exit_file)
+    );
+    let mut tmux = Tmux::start(&command);
+    // Said once the run is scored, learned from and its findings written.
+    tmux.wait_for("the run's end with its checks", |s| {
+        s.contains("run completed; 1 of 1 checks passed; findings written") && !tabs(s).contains("running")
+    });
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + DEADLINE;
+    while !fs::read_to_string(&exit_file).is_ok_and(|text| text.ends_with('\n')) {
+        assert!(Instant::now() < deadline, "troupe did not exit within {DEADLINE:?} of q\n{}", tmux.last_screen());
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(fs::read_to_string(&exit_file).unwrap().trim(), "EXIT=0", "{}", tmux.last_screen());
+
+    // The run folder holds what `troupe run` leaves: its record and its checks in the report.
+    let runs: Vec<PathBuf> =
+        fs::read_dir(root.join("findings")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
+    let record: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(run.join("trials.jsonl")).unwrap().trim()).unwrap();
+    assert_eq!((record["status"].as_str(), record["pass"].as_bool()), (Some("completed"), Some(true)), "{record}");
+    let report = fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("## Checks") && report.contains("1 of 1 passed"), "{report}");
+
+    // Memory learned from it: its episode, and the use of the lesson it was given.
+    let episodes = items(root, "episode");
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    assert_eq!(episodes[0]["provenance"]["run_id"], run.file_name().unwrap().to_string_lossy().as_ref());
+    assert_eq!(episodes[0]["data"]["checks"], serde_json::json!([{"name": "train", "pass": true}]));
+    let lessons = items(root, "lesson");
+    assert_eq!(lessons.len(), 1, "{lessons:?}");
+    assert_eq!((lessons[0]["uses"].as_u64(), lessons[0]["successes"].as_u64()), (Some(1), Some(1)), "{lessons:?}");
+}

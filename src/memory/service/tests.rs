@@ -11,14 +11,14 @@ use super::*;
 use crate::memory::store::ScopeFilter;
 
 /// Words as tokens: each word hashed into one of 64 dimensions. `window` counts two special
-/// tokens, as MiniLM's does.
-struct Words {
+/// tokens, as MiniLM's does. Other modules' tests use it as the memory's embedder.
+pub(crate) struct Words {
     digest: String,
     window: usize,
 }
 
 impl Words {
-    fn new(digest: &str) -> Arc<Words> {
+    pub(crate) fn new(digest: &str) -> Arc<Words> {
         Arc::new(Words { digest: digest.into(), window: 12 })
     }
 
@@ -251,6 +251,28 @@ fn search_ranks_the_related_item_first_and_respects_the_floor() {
     // "cargo test" scores about 0.6 against the first lesson: under a floor of 0.9, nothing.
     let strict = memory.with_min_score(0.9);
     assert_eq!(strict.search("cargo test", 3, Filter::default()).unwrap(), vec![]);
+}
+
+#[test]
+fn near_ties_in_recall_go_to_the_lesson_that_fared_better() {
+    let (memory, _dir) = memory();
+    // Both share two of their three words with the query: the same similarity.
+    let failing = add(&memory, "commit tests red").remembered.item().id;
+    let helping = add(&memory, "commit tests blue").remembered.item().id;
+    let recall = |k| memory.recall_above("commit tests", k, Filter::default(), 0.1).unwrap();
+    let first = |k| recall(k)[0].item.id;
+    assert_eq!(first(1), failing, "unused and equal: the older id");
+    memory.store().record_use(&[failing], false, 2_000).unwrap();
+    memory.store().record_use(&[helping], true, 2_000).unwrap();
+    assert_eq!(first(1), helping, "k = 1 still sees the tie below it");
+    // A lesson that matches the query exactly wins, however badly it fared.
+    let exact = add(&memory, "commit tests").remembered.item().id;
+    memory.store().record_use(&[exact], false, 3_000).unwrap();
+    let hits = recall(3);
+    assert_eq!(hits.iter().map(|h| h.item.id).collect::<Vec<_>>(), vec![exact, helping, failing]);
+    // A person's search shows the hits by similarity alone, beside their scores.
+    let searched = memory.search("commit tests", 3, Filter::default()).unwrap();
+    assert_eq!(searched.iter().map(|h| h.item.id).collect::<Vec<_>>(), vec![exact, failing, helping]);
 }
 
 #[test]

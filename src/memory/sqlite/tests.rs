@@ -298,6 +298,36 @@ fn a_store_locked_past_the_busy_timeout_says_so() {
 }
 
 #[test]
+fn opening_and_reading_do_not_wait_for_another_process_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = default_path(dir.path());
+    let first = SqliteStore::open(&path).unwrap();
+    first.add(lesson("kept", unit(0.0))).unwrap();
+    // A change log long enough that opening would like to trim it.
+    raw(&path)
+        .execute_batch("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10050) INSERT INTO changes (item) SELECT 1 FROM n")
+        .unwrap();
+    // Another process in the middle of a long write (an import, a re-embedding).
+    let other = raw(&path);
+    other.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('held', 'by an import');").unwrap();
+
+    // With no patience at all for a writer: opening and reading must not need the write lock.
+    let second = SqliteStore::open_with_timeout(&path, Duration::ZERO).unwrap();
+    assert_eq!(search(&second, &unit(0.0)), ["kept"]);
+    assert_eq!(second.list(&Filter::default(), 10).unwrap().len(), 1);
+    let untrimmed: i64 = other.query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
+    assert!(untrimmed > CHANGES_KEPT, "the log is left for a later open");
+
+    // Once the writer is done, the next open trims as usual, and the second store still writes.
+    other.execute_batch("COMMIT").unwrap();
+    drop(SqliteStore::open(&path).unwrap());
+    let kept: i64 = raw(&path).query_row("SELECT count(*) FROM changes", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept, CHANGES_KEPT);
+    second.add(lesson("later", unit(0.1))).unwrap();
+    assert_eq!(search(&first, &unit(0.0)), ["kept", "later"]);
+}
+
+#[test]
 fn a_folder_that_cannot_be_created_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");

@@ -327,11 +327,15 @@ impl Engine {
                     };
                     let (usable, dropped): (Vec<ToolSpec>, Vec<ToolSpec>) = tools.iter().cloned().partition(compiles);
                     let names: Vec<&str> = dropped.iter().map(|t| t.name.as_str()).collect();
-                    tracing::warn!("tools whose schemas do not compile to a grammar were left out of a turn: {names:?} ({err})");
+                    tracing::warn!(
+                        "tools whose schemas do not compile to a grammar were left out of a turn: {names:?} ({err})"
+                    );
                     let lark = tool_turn_grammar(&usable, &open, required, forced);
                     match factory.create_parser(TopLevelGrammar::from_lark(lark)) {
                         Ok(parser) => Some(Matcher::new(Ok(parser))),
-                        Err(err) => return Err((job, format!("the tools' schemas do not compile to a grammar: {err}"))),
+                        Err(err) => {
+                            return Err((job, format!("the tools' schemas do not compile to a grammar: {err}")));
+                        }
                     }
                 }
             },

@@ -33,7 +33,7 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String], required: bo
     let variants: Vec<Value> = tools
         .iter()
         .filter(|tool| forced.is_none_or(|name| tool.name == name))
-        .filter(|tool| !known_uris.is_empty() || !(is_builtin(tool) && takes_uri(tool)))
+        .filter(|tool| !(known_uris.is_empty() && is_builtin(tool) && takes_uri(tool)))
         .map(|tool| {
             let arguments = if is_builtin(tool) {
                 tighten(&tool.parameters, Some(known_uris), None)
@@ -157,7 +157,8 @@ mod tests {
             "timeout_seconds": {"type": "number", "minimum": 0, "maximum": 5},
             "name": {"type": "string", "maxLength": 40},
         }, "required": ["uri"]});
-        let mcp = ToolSpec { name: "files__fetch".into(), description: "Fetch a page".into(), parameters: params.clone() };
+        let mcp =
+            ToolSpec { name: "files__fetch".into(), description: "Fetch a page".into(), parameters: params.clone() };
         let tightened = tighten(&params, None, None);
         assert_eq!(tightened["properties"]["uri"], json!({"type": "string", "format": "uri", "maxLength": MAX_STRING}));
         assert_eq!(tightened["properties"]["timeout_seconds"], params["properties"]["timeout_seconds"]);
