@@ -77,7 +77,7 @@ pub struct MatrixBrief {
 
 impl PastRun {
     /// The row of `dir` before anything in it is read: named after the folder, unreadable.
-    fn unread(dir: &Path) -> PastRun {
+    pub(crate) fn unread(dir: &Path) -> PastRun {
         PastRun {
             id: dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
             dir: dir.to_owned(),

@@ -153,6 +153,41 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
     Ok((events, warning))
 }
 
+/// The events another process appended to `path` from byte `offset` on, and the offset just
+/// past the last whole line: for following a run as it is written (a `troupe mcp serve`
+/// session, a run in another terminal). A line still being written is left for the next read.
+pub fn read_events_from(path: &Path, offset: u64) -> Result<(Vec<Event>, u64), FindingsError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = fs::File::open(path).map_err(FindingsError::io("read", path))?;
+    file.seek(SeekFrom::Start(offset)).map_err(FindingsError::io("read", path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(FindingsError::io("read", path))?;
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+    let mut events = Vec::new();
+    for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<Event>(text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(event) => events.push(event),
+            Err(message) => {
+                // Only now is the file's own line number worth counting the lines before `offset`.
+                let before = fs::read(path).map_or(0, |all| {
+                    all[..usize::try_from(offset).unwrap_or(usize::MAX).min(all.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                });
+                return Err(FindingsError::BadLine { path: path.to_owned(), line: before + i + 1, message });
+            }
+        }
+    }
+    Ok((events, offset + whole as u64))
+}
+
 /// Rebuilds `transcript.md` and `report.md` of an existing run folder from its `events.jsonl`
 /// (for a run that was killed before it could write them, or after the renderers improved).
 /// The log was redacted when written, so no redactor is needed.

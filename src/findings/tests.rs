@@ -479,3 +479,24 @@ fn snapshots_keep_the_layout_and_stay_inside_config() {
     assert_eq!(read("external/same-2.toml"), "y");
     assert!(!run.join("x").exists());
 }
+
+#[test]
+fn a_run_being_written_is_read_a_whole_line_at_a_time_from_where_the_last_read_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(EVENTS_FILE);
+    let lines: Vec<String> = run_events().iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+    let (first, second) = (&lines[0], &lines[1]);
+    let (head, tail) = second.split_at(second.len() / 2);
+    fs::write(&path, format!("{first}\n{head}")).unwrap();
+    let (events, offset) = read_events_from(&path, 0).unwrap();
+    assert_eq!(events.len(), 1, "the line still being written waits");
+    assert_eq!(offset, first.len() as u64 + 1);
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, format!("{tail}\nnot json\n").as_bytes()).unwrap();
+    let err = read_events_from(&path, offset).unwrap_err().to_string();
+    assert!(err.contains("line 3"), "a bad line is named by its line in the file: {err}");
+    fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+    let (events, end) = read_events_from(&path, offset).unwrap();
+    assert_eq!((events.len(), end), (1, (first.len() + second.len() + 2) as u64));
+    assert_eq!(read_events_from(&path, end).unwrap(), (Vec::new(), end), "nothing new: nothing read");
+}

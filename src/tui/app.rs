@@ -22,7 +22,7 @@ use crate::experiment::summary::Summary;
 use crate::findings::PastRun;
 use crate::memory::service::{Edited, Learned};
 use crate::memory::store::{Hit, Item, ItemId};
-use crate::protocol::{Event, Millis, TaskId, TaskStatus};
+use crate::protocol::{Event, EventBody, Millis, TaskId, TaskStatus};
 
 use super::layout::{self, Areas};
 use super::matrix::{ForkOrigin, MatrixEnd, MatrixPane};
@@ -81,6 +81,12 @@ pub enum Command {
     ListFindings,
     OpenPastRun {
         dir: PathBuf,
+    },
+    /// Read what was appended to a past run's `events.jsonl` from byte `offset` on (another
+    /// process is still writing it) and report [`Report::PastRunGrew`].
+    FollowPastRun {
+        dir: PathBuf,
+        offset: u64,
     },
     /// Read a past matrix's `matrix.json` and `trials.jsonl` and report [`Report::PastMatrix`].
     OpenPastMatrix {
@@ -228,6 +234,12 @@ pub enum Report {
         events: Vec<Event>,
         warning: Option<String>,
     },
+    /// Events appended to a followed past run, and where the next read starts.
+    PastRunGrew {
+        dir: PathBuf,
+        events: Vec<Event>,
+        offset: u64,
+    },
     /// A past matrix's folder read: its plan and its records.
     PastMatrix {
         dir: PathBuf,
@@ -321,6 +333,21 @@ pub struct RunPane {
     pub dir: Option<PathBuf>,
     /// Checks passed and run, once the run is scored.
     pub checks: Option<(usize, usize)>,
+    /// A past run another process is still writing (no `run_finished` yet): followed until it
+    /// ends.
+    pub tail: Option<Tail>,
+}
+
+/// Following a run folder's `events.jsonl` as another process appends to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// Where the next read starts; 0 until the first read, which skips what was replayed.
+    pub offset: u64,
+    /// The last event shown: a read from the start skips up to it.
+    pub last_seq: Option<u64>,
+    /// A read was asked for and has not come back.
+    pub asked: bool,
+    pub asked_at: Millis,
 }
 
 impl RunPane {
@@ -440,6 +467,11 @@ pub struct NotesEditor {
 
 /// How long notes wait after an edit before they are saved.
 pub const NOTES_AUTOSAVE_MS: u64 = 700;
+/// How often a past run that is still being written is read for new events.
+pub const FOLLOW_MS: u64 = 500;
+/// How often the Findings list is read again while it is shown (a run of another process, a
+/// `troupe mcp serve` session, appears without a key).
+pub const FINDINGS_REFRESH_MS: u64 = 2_000;
 
 /// Which part of a screen takes keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -475,6 +507,8 @@ pub struct App {
     pub findings: Vec<PastRun>,
     pub finding_selected: usize,
     pub findings_focus: Focus,
+    /// When the Findings list was last asked for.
+    pub findings_listed_at: Millis,
     pub notes: Option<NotesEditor>,
     pub workbench_problems: Vec<String>,
     pub memory: MemoryPane,
@@ -505,6 +539,7 @@ impl App {
             findings: Vec::new(),
             finding_selected: 0,
             findings_focus: Focus::List,
+            findings_listed_at: 0,
             notes: None,
             workbench_problems: Vec::new(),
             memory: MemoryPane::default(),
@@ -731,20 +766,50 @@ impl App {
                 self.say(format!("not saved: {}: {error} (your text is still here)", path.display()), true);
             }
             Report::Findings(runs) => {
+                // The selection stays on its run when runs come and go above it, so the notes
+                // open beside it are never swapped for another run's.
+                let selected = self.findings.get(self.finding_selected).map(|run| run.dir.clone());
                 self.findings = runs;
-                self.finding_selected = self.finding_selected.min(self.findings.len().saturating_sub(1));
+                let kept = selected.and_then(|dir| self.findings.iter().position(|run| run.dir == dir));
+                self.finding_selected =
+                    kept.unwrap_or(self.finding_selected).min(self.findings.len().saturating_sub(1));
                 self.load_selected_notes(&mut commands);
             }
             Report::PastRun { dir, events, warning } => {
                 let mut pane = RunPane::new();
                 pane.view = RunView::replay(&events);
                 pane.selected = pane.view.nodes().first().map(|n| n.uri);
+                if !events.iter().any(|e| matches!(e.body, EventBody::RunFinished { .. })) {
+                    pane.tail = Some(Tail { last_seq: events.last().map(|e| e.seq), ..Tail::default() });
+                }
                 pane.dir = Some(dir);
                 self.past = Some(pane);
                 self.past_matrix = None;
                 self.screen = Screen::Run;
                 if let Some(warning) = warning {
                     self.say(warning, true);
+                }
+            }
+            Report::PastRunGrew { dir, events, offset } => {
+                let Some(pane) = self.past.as_mut().filter(|pane| pane.dir.as_deref() == Some(dir.as_path())) else {
+                    return commands;
+                };
+                let Some(tail) = pane.tail.as_mut() else { return commands };
+                tail.asked = false;
+                tail.offset = offset;
+                let mut ended = false;
+                let shown = tail.last_seq;
+                for event in events.iter().filter(|e| shown.is_none_or(|last| e.seq > last)) {
+                    pane.view.apply(event);
+                    tail.last_seq = Some(event.seq);
+                    ended |= matches!(event.body, EventBody::RunFinished { .. });
+                }
+                if pane.selected.is_none() {
+                    pane.selected = pane.view.nodes().first().map(|n| n.uri);
+                }
+                if ended {
+                    pane.tail = None;
+                    commands.push(Command::ListFindings);
                 }
             }
             Report::PastMatrix { dir, matrix, records } => {
@@ -1289,6 +1354,19 @@ impl App {
         if self.notes.as_ref().and_then(|n| n.dirty_since).is_some_and(|t| now.saturating_sub(t) >= NOTES_AUTOSAVE_MS) {
             self.save_notes_now(&mut commands);
         }
+        if let Some(pane) = self.past.as_mut()
+            && let (Some(dir), Some(tail)) = (&pane.dir, pane.tail.as_mut())
+            && !tail.asked
+            && now.saturating_sub(tail.asked_at) >= FOLLOW_MS
+        {
+            tail.asked = true;
+            tail.asked_at = now;
+            commands.push(Command::FollowPastRun { dir: dir.clone(), offset: tail.offset });
+        }
+        if self.screen == Screen::Findings && now.saturating_sub(self.findings_listed_at) >= FINDINGS_REFRESH_MS {
+            self.findings_listed_at = now;
+            commands.push(Command::ListFindings);
+        }
         // The detail pane follows the selection within a tick, whatever moved it.
         if self.screen == Screen::Memory
             && let Some(id) = self.memory.want_used_in()
@@ -1528,6 +1606,60 @@ mod tests {
             matches!(&commands[..], [Command::Fork { run, .. }] if run == Path::new("/w/findings/old")),
             "{commands:?}"
         );
+    }
+
+    #[test]
+    fn a_past_run_still_being_written_is_followed_until_it_ends() {
+        let events = recorded();
+        let dir = PathBuf::from("/w/findings/serving");
+        let mut app = App::new(PathBuf::from("/w"));
+        app.handle_report(Report::PastRun { dir: dir.clone(), events: events[..5].to_vec(), warning: None });
+        assert!(app.tick(FOLLOW_MS - 1).is_empty(), "not read again at once");
+        assert_eq!(app.tick(FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 0 }]);
+        assert!(app.tick(3 * FOLLOW_MS).is_empty(), "one read at a time");
+
+        // The first read is of the whole file: what was replayed is not applied twice.
+        let commands =
+            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[..9].to_vec(), offset: 900 });
+        assert!(commands.is_empty());
+        let pane = app.past.as_ref().unwrap();
+        assert_eq!(pane.view.nodes(), RunView::replay(&events[..9]).nodes());
+        assert_eq!(app.tick(4 * FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 900 }]);
+
+        // A report for a run no longer shown changes nothing.
+        let other = app.handle_report(Report::PastRunGrew {
+            dir: "/w/findings/other".into(),
+            events: events.clone(),
+            offset: 1,
+        });
+        assert!(other.is_empty());
+        let commands =
+            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[9..].to_vec(), offset: 2000 });
+        assert_eq!(commands, vec![Command::ListFindings], "its end is a new row in Findings");
+        let pane = app.past.as_ref().unwrap();
+        assert_eq!(pane.view.nodes(), RunView::replay(&events).nodes(), "the same tree as the finished run's");
+        assert!(pane.tail.is_none());
+        assert!(app.tick(10 * FOLLOW_MS).is_empty(), "an ended run is not read again");
+
+        // A finished run is not followed at all.
+        app.handle_report(Report::PastRun { dir: dir.clone(), events: events.clone(), warning: None });
+        assert!(app.tick(20 * FOLLOW_MS).is_empty());
+    }
+
+    #[test]
+    fn findings_are_read_again_while_shown_and_the_selection_stays_on_its_run() {
+        let mut app = App::new(PathBuf::from("/w"));
+        app.screen = Screen::Findings;
+        let run = |name: &str| crate::findings::PastRun::unread(&Path::new("/w/findings").join(name));
+        app.handle_report(Report::Findings(vec![run("b"), run("a")]));
+        app.finding_selected = 1;
+        assert!(app.tick(FINDINGS_REFRESH_MS).contains(&Command::ListFindings));
+        assert!(!app.tick(FINDINGS_REFRESH_MS + 100).contains(&Command::ListFindings));
+        // A new run appears above the selected one.
+        app.handle_report(Report::Findings(vec![run("c"), run("b"), run("a")]));
+        assert_eq!(app.findings[app.finding_selected].dir, Path::new("/w/findings/a"));
+        app.screen = Screen::Run;
+        assert!(!app.tick(10 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "only while shown");
     }
 
     #[test]

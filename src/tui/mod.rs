@@ -309,6 +309,12 @@ impl Shell {
                     Err(err) => Report::Status(format!("cannot open the run: {err}")),
                 });
             }
+            Command::FollowPastRun { dir, offset } => {
+                blocking(reports, move || match findings::read_events_from(&dir.join("events.jsonl"), offset) {
+                    Ok((events, offset)) => Report::PastRunGrew { dir, events, offset },
+                    Err(err) => Report::Status(format!("stopped following the run: {err}")),
+                });
+            }
             Command::OpenPastMatrix { dir } => {
                 blocking(reports, move || {
                     let read = store::read_matrix(&dir).and_then(|matrix| Ok((matrix, store::read_records(&dir)?)));

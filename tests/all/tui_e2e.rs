@@ -293,3 +293,41 @@ fn a_single_run_in_the_workbench_ends_like_troupe_run_and_memory_learns_from_it(
     assert_eq!(lessons.len(), 1, "{lessons:?}");
     assert_eq!((lessons[0]["uses"].as_u64(), lessons[0]["successes"].as_u64()), (Some(1), Some(1)), "{lessons:?}");
 }
+
+#[test]
+fn a_run_another_process_is_writing_grows_in_the_workbench_until_it_ends() {
+    let dir = workbench();
+    let root = dir.path();
+    // A real run's log, cut in two: the workbench sees the first half, then the rest arrives
+    // as it would from `troupe mcp serve` or a run in another terminal.
+    let output =
+        Command::new(BIN).arg("--root").arg(root).args(["run", "smoke"]).stdin(Stdio::null()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let finished = PathBuf::from(String::from_utf8_lossy(&output.stdout).lines().last().unwrap());
+    let log = fs::read_to_string(finished.join("events.jsonl")).unwrap();
+    fs::remove_dir_all(&finished).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let half = lines.len() / 2;
+    let growing = root.join("findings").join(finished.file_name().unwrap());
+    fs::create_dir_all(&growing).unwrap();
+    fs::write(growing.join("events.jsonl"), lines[..half].iter().map(|l| format!("{l}\n")).collect::<String>())
+        .unwrap();
+
+    let mut tmux = Tmux::start(&format!("{} --root {}", shell_quote(Path::new(BIN)), shell_quote(root)));
+    tmux.keys(&["4"]);
+    tmux.wait_for("the unfinished run in Findings", |s| s.contains("┌ runs (1) "));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the unfinished run on the Run screen", |s| header(s).starts_with("past run smoke "));
+    assert!(
+        !smoke_finished(&screen.replacen("past run ", "", 1)),
+        "half a log is not the finished run\n{}",
+        tmux.last_screen()
+    );
+
+    let mut file = fs::OpenOptions::new().append(true).open(growing.join("events.jsonl")).unwrap();
+    for line in &lines[half..] {
+        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    }
+    tmux.wait_for("the run grown to its end", |s| smoke_finished(&s.replacen("past run ", "", 1)));
+    tmux.keys(&["q"]);
+}
