@@ -105,36 +105,6 @@ impl Prepared {
     }
 }
 
-/// Resolves `experiment` in `workbench` into a run: fetches and prepares the embedded model if
-/// the run can reach it (telling `status` what it is doing), and starts the model thread.
-/// Nothing is written to the run folder yet.
-pub fn prepare(
-    workbench: &Workbench,
-    experiment: &str,
-    now: Millis,
-    salt: u32,
-    status: &mut dyn FnMut(&str),
-) -> Result<Prepared, LaunchError> {
-    prepare_in(workbench, experiment, now, salt, status, &EnginePool::default(), None)
-}
-
-/// [`prepare`], reusing the embedded model loaded in `pool` by an earlier run (the workbench
-/// keeps one pool for all its runs).
-pub fn prepare_in(
-    workbench: &Workbench,
-    experiment: &str,
-    now: Millis,
-    salt: u32,
-    status: &mut dyn FnMut(&str),
-    pool: &EnginePool,
-    mcp: Option<Arc<McpPool>>,
-) -> Result<Prepared, LaunchError> {
-    let spec = find_experiment(workbench, experiment)?;
-    let memory = run_memory(workbench, spec.memory.unwrap_or_default(), status);
-    let options = RunOptions { memory, mcp, ..RunOptions::default() };
-    prepare_spec(workbench, spec, now, salt, status, pool, &options)
-}
-
 /// The experiment named (or whose file is) `experiment`.
 pub fn find_experiment<'w>(workbench: &'w Workbench, experiment: &str) -> Result<&'w ExperimentSpec, LaunchError> {
     workbench.experiment(experiment).ok_or_else(|| LaunchError::UnknownExperiment {
@@ -167,27 +137,11 @@ pub struct RunOptions {
 
 /// The workbench's memory for runs in `mode`, or `None` when it is off. A store that cannot be
 /// opened (corrupt, locked, from a newer troupe) is reported through `status` and the run goes
-/// on without memory: a lesson store is advice, and a run must not be lost to it.
-///
-/// The memory's own progress lines during the run (fetching the embedder's files, re-embedding
-/// items) go nowhere: [`run_memory_reporting`] sends them to the run's status.
-pub fn run_memory(workbench: &Workbench, mode: MemoryMode, status: &mut dyn FnMut(&str)) -> Option<Arc<RunRecall>> {
-    if mode == MemoryMode::Off {
-        return None;
-    }
-    match crate::memory::service::Memory::open(&workbench.settings.memory, &workbench.root) {
-        Ok(memory) => Some(Arc::new(RunRecall::new(Arc::new(memory), mode))),
-        Err(err) => {
-            status(&format!("warning: running without memory: {err}"));
-            None
-        }
-    }
-}
-
-/// [`run_memory`], telling `status` also what the memory does later, whenever it does it: the
-/// embedder is loaded (its files fetched when missing, which takes a while) and stale vectors
-/// re-embedded on the first recall, in the middle of a run, and a person waiting should see why.
-pub fn run_memory_reporting(
+/// on without memory: a lesson store is advice, and a run must not be lost to it. `status`
+/// also hears what the memory does later, in the middle of the run: loading the embedder (its
+/// files fetched when missing, which takes a while) and re-embedding stale vectors on the
+/// first recall, so a person waiting sees why.
+pub fn run_memory(
     workbench: &Workbench,
     mode: MemoryMode,
     status: impl Fn(&str) + Send + Sync + 'static,
@@ -234,7 +188,8 @@ pub fn prepare_spec(
     let models = ModelTable::build_in(&aliases, local.as_ref(), pool)?;
     check_reachable(&reachable, &aliases, &models)?;
 
-    let run_id = options.run_id.clone().unwrap_or_else(|| findings::new_run_id(&spec.name, now, salt));
+    let run_id =
+        options.run_id.clone().unwrap_or_else(|| fresh_run_id(&workbench.root.join("findings"), &spec.name, now));
     let limits = workbench.limits_for(spec);
     let run_json = json!({
         "run_id": run_id,

@@ -225,6 +225,7 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let mut failed = false;
+            let mut reports = Vec::new();
             for name in pool.names() {
                 let report = pool.describe(&name).await;
                 failed |= report.health != "ok";
@@ -233,19 +234,16 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                 } else {
                     let _ = write!(std::io::stdout(), "{}", troupe::mcp::report::render(&report));
                 }
+                reports.push(report);
             }
             // What `troupe check` cannot know without starting the servers: an expert's entry
-            // that matches none of a running server's tools.
-            for agent in workbench.agents.values() {
-                let references: Vec<String> = agent.tools.iter().filter(|t| t.starts_with("mcp:")).cloned().collect();
-                if references.is_empty() {
-                    continue;
-                }
-                for problem in pool.resolve(&references).await.problems.iter().filter(|p| p.contains("matches no tool"))
-                {
-                    let file = agent.path.strip_prefix(&workbench.root).unwrap_or(&agent.path);
-                    say!("warning: {}: {problem}", file.display());
-                }
+            // that matches none of a started server's tools.
+            let experts = workbench.agents.values().map(|agent| {
+                let file = agent.path.strip_prefix(&workbench.root).unwrap_or(&agent.path);
+                (file.display().to_string(), agent.tools.as_slice())
+            });
+            for warning in troupe::mcp::report::unmatched_entries(&reports, experts) {
+                say!("warning: {warning}");
             }
             pool.close().await;
             if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }

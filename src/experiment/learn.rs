@@ -16,6 +16,7 @@ use crate::findings;
 use crate::memory::recall::RunRecall;
 use crate::memory::store::{ItemId, Provenance};
 use crate::model::ModelTable;
+use crate::protocol::RunStatus;
 
 /// A run that has ended, its folder finished, as memory learns from it.
 pub struct EndedRun<'a> {
@@ -60,8 +61,9 @@ pub async fn learn_from_run(run: EndedRun<'_>, memory: &RunRecall, status: &(dyn
         return learned;
     }
     let record = run.record;
-    // How the lessons it was given fared: what tells useful lessons from noise later.
-    if !run.recalled.is_empty() {
+    // How the lessons it was given fared: what tells useful lessons from noise later. A run
+    // someone cancelled (its root, say, from the workbench) says nothing of them either way.
+    if !run.recalled.is_empty() && record.status != RunStatus::Cancelled.as_str() {
         let (store, ids, pass, at) = (memory.memory().clone(), run.recalled.to_vec(), record.pass, run.ended_ms);
         match tokio::task::spawn_blocking(move || store.store().record_use(&ids, pass, at)).await {
             Ok(Ok(counted)) => learned.uses_counted = counted,

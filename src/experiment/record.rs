@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::meter::Measured;
-use crate::config::DEFAULT_VARIANT;
 use crate::protocol::RunStatus;
 
 /// The metrics every trial has, by the names `trials.jsonl`, `summary.json` and the report use.
@@ -104,17 +103,25 @@ pub struct TrialRecord {
 }
 
 impl TrialRecord {
-    /// The record of a run that is no trial of a matrix (a `troupe mcp serve` session): one
-    /// trial of the default variant, task `task_id`, without checks, passed when it completed.
-    pub fn of_run(task_id: &str, measured: &Measured) -> TrialRecord {
-        let mut record = TrialRecord {
-            index: 0,
-            key: format!("{DEFAULT_VARIANT}/{task_id}/1"),
-            variant: DEFAULT_VARIANT.to_owned(),
-            task_id: task_id.to_owned(),
-            repetition: 1,
-            seed: 0,
-            status: String::new(),
+    /// A trial's record before its run says anything: `error` with nothing measured, so a
+    /// run that cannot start is recorded as such.
+    pub fn unscored(
+        index: u32,
+        key: String,
+        variant: String,
+        task_id: String,
+        repetition: u32,
+        seed: u64,
+        folder: String,
+    ) -> TrialRecord {
+        TrialRecord {
+            index,
+            key,
+            variant,
+            task_id,
+            repetition,
+            seed,
+            status: "error".to_owned(),
             pass: false,
             score: 0.0,
             checks: Vec::new(),
@@ -129,13 +136,14 @@ impl TrialRecord {
             turns: 0,
             answer: None,
             error: None,
-            folder: ".".to_owned(),
-        };
-        record.apply(measured);
-        let completed = measured.status == Some(RunStatus::Completed);
-        record.pass = completed;
-        record.score = if completed { 1.0 } else { 0.0 };
-        record
+            folder,
+        }
+    }
+
+    /// Pass and score of a run without checks: whether it did what it was for.
+    pub fn score_by_completion(&mut self, completed: bool) {
+        self.pass = completed;
+        self.score = if completed { 1.0 } else { 0.0 };
     }
 
     /// Takes how the run ended and what it measured (not its checks, pass or score).

@@ -164,7 +164,7 @@ impl Shared {
             .entry(mode)
             .or_insert_with(|| {
                 let updates = self.updates.clone();
-                launch::run_memory_reporting(&self.workbench, mode, move |line| {
+                launch::run_memory(&self.workbench, mode, move |line| {
                     let _ = updates.send(MatrixUpdate::Status(line.to_owned())); // the view may be gone
                 })
             })
@@ -450,30 +450,15 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     let (workbench, spec) = trial_setup(&shared.workbench, &shared.spec, &variant, &task);
     let dir = if shared.single { shared.dir.clone() } else { shared.dir.join(&trial.folder) };
     let _ = shared.updates.send(MatrixUpdate::TrialStarted { trial: trial.clone(), dir: dir.clone() });
-    let mut record = TrialRecord {
-        index: trial.index,
-        key: trial.key.clone(),
-        variant: trial.variant.clone(),
-        task_id: trial.task_id.clone(),
-        repetition: trial.repetition,
-        seed: trial.seed,
-        status: "error".to_owned(),
-        pass: false,
-        score: 0.0,
-        checks: Vec::new(),
-        input_tokens: 0,
-        output_tokens: 0,
-        cost: None,
-        wall_ms: 0,
-        subtasks: 0,
-        depth: 0,
-        tool_errors: 0,
-        limit_hits: 0,
-        turns: 0,
-        answer: None,
-        error: None,
-        folder: trial.folder.clone(),
-    };
+    let mut record = TrialRecord::unscored(
+        trial.index,
+        trial.key.clone(),
+        trial.variant.clone(),
+        trial.task_id.clone(),
+        trial.repetition,
+        trial.seed,
+        trial.folder.clone(),
+    );
     let options = RunOptions {
         dir: Some(dir.clone()),
         run_id: Some(if shared.single {
@@ -551,8 +536,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     let recalled = measured.recalled.clone();
     let completed = measured.status == Some(RunStatus::Completed);
     if record.checks.is_empty() {
-        record.pass = completed;
-        record.score = if completed { 1.0 } else { 0.0 };
+        record.score_by_completion(completed);
     } else {
         let passed = record.checks.iter().filter(|c| c.pass).count();
         record.pass = passed == record.checks.len();
@@ -719,18 +703,23 @@ mod tests {
         (dir, workbench)
     }
 
-    /// Runs the slow experiment as a live view would, sending `op` once the root exists.
-    async fn steer(op: impl Fn(TaskId) -> Op) -> (tempfile::TempDir, MatrixOutcome) {
-        let (dir, workbench) = slow_workbench();
-        let spec = workbench.experiment("slow").unwrap().clone();
-        let (updates, mut heard) = mpsc::unbounded_channel();
-        let env = MatrixEnv {
+    /// A matrix environment of its own for `workbench`, reporting to `updates`.
+    fn test_env(workbench: &Workbench, updates: mpsc::UnboundedSender<MatrixUpdate>) -> MatrixEnv {
+        MatrixEnv {
             pool: EnginePool::default(),
             clock: Arc::new(SystemClock),
             updates,
             cancel: CancellationToken::new(),
             mcp: McpPool::new(&workbench.settings.mcp_servers),
-        };
+        }
+    }
+
+    /// Runs the slow experiment as a live view would, sending `op` once the root exists.
+    async fn steer(op: impl Fn(TaskId) -> Op) -> (tempfile::TempDir, MatrixOutcome) {
+        let (dir, workbench) = slow_workbench();
+        let spec = workbench.experiment("slow").unwrap().clone();
+        let (updates, mut heard) = mpsc::unbounded_channel();
+        let env = test_env(&workbench, updates);
         let (ops, receiver) = mpsc::unbounded_channel();
         let options = MatrixOptions { forward_events: true, ..MatrixOptions::default() };
         let run = run_single_spec(&workbench, spec, options, env, receiver);
@@ -770,13 +759,7 @@ mod tests {
         let mut spec = workbench.experiment("slow").unwrap().clone();
         spec.repetitions = 2;
         let (updates, _heard) = mpsc::unbounded_channel();
-        let env = MatrixEnv {
-            pool: EnginePool::default(),
-            clock: Arc::new(SystemClock),
-            updates,
-            cancel: CancellationToken::new(),
-            mcp: McpPool::new(&workbench.settings.mcp_servers),
-        };
+        let env = test_env(&workbench, updates);
         let (_ops, receiver) = mpsc::unbounded_channel();
         let refused = run_single_spec(&workbench, spec, MatrixOptions::default(), env, receiver).await;
         assert!(matches!(refused, Err(MatrixError::Refused(_))), "{refused:?}");

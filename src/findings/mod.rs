@@ -132,10 +132,7 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed = std::str::from_utf8(line)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<Event>(text).map_err(|e| e.to_string()));
-        match parsed {
+        match parse_event(line) {
             Ok(event) => events.push(event),
             Err(_) if i + 1 == lines.len() && !ends_whole => {
                 warning = Some(format!(
@@ -153,6 +150,13 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
     Ok((events, warning))
 }
 
+/// One line of `events.jsonl` as an event, or why it is not one. Bytes, not a `str`: a cut
+/// can fall inside a multi-byte character.
+fn parse_event(line: &[u8]) -> Result<Event, String> {
+    let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+    serde_json::from_str::<Event>(text).map_err(|e| e.to_string())
+}
+
 /// The events another process appended to `path` from byte `offset` on, and the offset just
 /// past the last whole line: for following a run as it is written (a `troupe mcp serve`
 /// session, a run in another terminal). A line still being written is left for the next read.
@@ -168,10 +172,7 @@ pub fn read_events_from(path: &Path, offset: u64) -> Result<(Vec<Event>, u64), F
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed = std::str::from_utf8(line)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<Event>(text).map_err(|e| e.to_string()));
-        match parsed {
+        match parse_event(line) {
             Ok(event) => events.push(event),
             Err(message) => {
                 // Only now is the file's own line number worth counting the lines before `offset`.

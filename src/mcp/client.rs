@@ -67,6 +67,9 @@ pub struct McpPool {
     /// `tasks/cancel`): nobody waits for them but [`McpPool::close`], so a run cancelled just
     /// before troupe exits still tells its servers.
     farewells: TaskTracker,
+    /// Set by [`McpPool::close`]: nothing starts a server after it (a late cancellation, an
+    /// eager start racing the exit).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for McpPool {
@@ -260,7 +263,7 @@ impl McpPool {
                 (name.clone(), Arc::new(server))
             })
             .collect();
-        Arc::new(McpPool { servers, env, farewells: TaskTracker::new() })
+        Arc::new(McpPool { servers, env, farewells: TaskTracker::new(), closed: Default::default() })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -298,6 +301,9 @@ impl McpPool {
     async fn connect(&self, name: &str) -> Result<Arc<Connection>, String> {
         let server = self.servers.get(name).ok_or_else(|| format!("no MCP server `{name}` in troupe.toml"))?;
         let mut slot = server.slot.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(format!("MCP server `{name}` is not started: troupe is closing its MCP connections"));
+        }
         let restarts = match &*slot {
             Slot::Up(connection) if !connection.peer.is_transport_closed() => return Ok(connection.clone()),
             Slot::Up(connection) if connection.answered.load(std::sync::atomic::Ordering::Relaxed) => 1,
@@ -536,16 +542,11 @@ impl McpPool {
             CancelOnDrop { peer: Some(handle.peer.clone()), id: handle.id.clone(), farewells: self.farewells.clone() };
         let response = tokio::select! {
             response = handle.await_response() => response,
-            () = cancel.cancelled() => {
-                if let Some(peer) = guard.peer.take() {
-                    let notice = cancelled_notice(guard.id.clone());
-                    let _ = tokio::time::timeout(Duration::from_secs(1), peer.send_notification(notice)).await;
-                }
-                return Err("cancelled".to_owned());
-            }
+            // The guard, still armed, tells the server.
+            () = cancel.cancelled() => return Err("cancelled".to_owned()),
         };
         guard.peer = None;
-        if response.is_ok() {
+        if matches!(response, Ok(_) | Err(ServiceError::McpError(_))) {
             connection.answered.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         match response {
@@ -574,12 +575,16 @@ impl McpPool {
     /// Where `tool`'s server's task `task_id` stands.
     pub async fn task_state(&self, tool: &McpTool, task_id: &str) -> Result<McpTaskState, String> {
         let server = tool.server.as_str();
-        let connection = self.connect(server).await?;
+        // A task lives in the process that runs it: a server started again knows nothing of it.
+        let connection = self.live(server).await.ok_or_else(|| {
+            format!("MCP server `{server}` exited while it ran the task for `{}`; the task is lost", tool.tool)
+        })?;
         let got = connection
             .peer
             .get_task(GetTaskParams::new(task_id.to_owned()))
             .await
             .map_err(|err| format!("MCP server `{server}`: tasks/get for `{}` failed: {err}", tool.tool))?;
+        connection.answered.store(true, std::sync::atomic::Ordering::Relaxed);
         let message = got.task.task.status_message.clone();
         Ok(match got.task.payload {
             TaskPayload::Completed { result } => {
@@ -600,12 +605,22 @@ impl McpPool {
     /// Asks `tool`'s server to cancel its task `task_id`.
     pub async fn cancel_task(&self, tool: &McpTool, task_id: &str) -> Result<(), String> {
         let server = tool.server.as_str();
-        let connection = self.connect(server).await?;
+        // Nothing to cancel in a server that exited: its tasks went with it.
+        let Some(connection) = self.live(server).await else { return Ok(()) };
         connection
             .peer
             .cancel_task(CancelTaskParams::new(task_id.to_owned()))
             .await
             .map_err(|err| format!("MCP server `{server}`: tasks/cancel failed: {err}"))
+    }
+
+    /// `name`'s connection if it is up, without starting it.
+    async fn live(&self, name: &str) -> Option<Arc<Connection>> {
+        let slot = self.servers.get(name)?.slot.lock().await;
+        match &*slot {
+            Slot::Up(connection) if !connection.peer.is_transport_closed() => Some(connection.clone()),
+            Slot::Up(_) | Slot::Down { .. } | Slot::Idle => None,
+        }
     }
 
     /// A failed call, said for the model and the transcript.
@@ -675,6 +690,7 @@ impl McpPool {
     /// Closes every connection and waits (bounded) for the servers to exit.
     pub async fn close(&self) {
         // Abandoned calls' cancellations go out before the connections close.
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
         self.farewells.close();
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.farewells.wait()).await;
         for server in self.servers.values() {

@@ -7,6 +7,31 @@ use serde_json::Value;
 
 use super::client::ServerReport;
 
+/// Warnings for an expert's `mcp:` entries that match none of a started server's tools, as
+/// `<file>: \`<entry>\` matches no tool of \`<server>\` (it has: …)`. `experts` gives each
+/// expert's file (as shown) and tools. Servers that failed are left out: their failure is
+/// reported already, and their tools are unknown.
+pub fn unmatched_entries<'a>(
+    reports: &[ServerReport],
+    experts: impl IntoIterator<Item = (String, &'a [String])>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (file, tools) in experts {
+        for entry in tools {
+            let Some(reference) = super::names::parse_reference(entry) else { continue };
+            let Some(report) = reports.iter().find(|r| r.name == reference.server && r.health == "ok") else {
+                continue;
+            };
+            let names: Vec<&str> = report.tools.iter().filter_map(|t| t.get("name").and_then(Value::as_str)).collect();
+            if !names.iter().any(|name| super::names::glob_matches(reference.pattern, name)) {
+                let has = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                warnings.push(format!("{file}: `{entry}` matches no tool of `{}` (it has: {has})", reference.server));
+            }
+        }
+    }
+    warnings
+}
+
 /// One server, as a block of lines.
 pub fn render(report: &ServerReport) -> String {
     let mut out = String::new();
@@ -67,6 +92,31 @@ pub fn render(report: &ServerReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_entry_matching_no_tool_of_a_started_server_is_a_warning() {
+        let server = |name: &str, health: &'static str, tools: &[&str]| ServerReport {
+            name: name.into(),
+            health,
+            error: None,
+            server_info: None,
+            protocol_version: None,
+            tools: tools.iter().map(|t| serde_json::json!({"name": t})).collect(),
+            resources: Vec::new(),
+            prompts: Vec::new(),
+        };
+        let reports = [server("time", "ok", &["get_current_time", "convert_time"]), server("down", "failed", &[])];
+        let tools: Vec<String> = ["mcp:time/get_*", "mcp:time/nothing*", "mcp:down/x", "call_slm", "mcp:gone/*"]
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        assert_eq!(
+            unmatched_entries(&reports, [("agents/clock.toml".to_owned(), &tools[..])]),
+            [
+                "agents/clock.toml: `mcp:time/nothing*` matches no tool of `time` (it has: get_current_time, convert_time)"
+            ]
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::{OnceCell, broadcast};
 
 use super::client::McpPool;
-use crate::config::{AgentSpec, ExperimentSpec, TaskSpec, Workbench};
+use crate::config::{AgentSpec, DEFAULT_VARIANT, ExperimentSpec, TaskSpec, Workbench};
 use crate::experiment::learn::{EndedRun, learn_from_run};
 use crate::experiment::meter::{Measured, Meter};
 use crate::experiment::record::TrialRecord;
@@ -46,6 +46,8 @@ pub const CLIENT_AGENT: &str = "mcp-client";
 const CLIENT_TOOLS: [&str; 5] = ["call_agent", "call_slm", "get_task_status", "cancel_task", "list_tasks"];
 /// How often an MCP task checks its subtask.
 const TASK_POLL: Duration = Duration::from_millis(100);
+/// The longest memory may take to learn from a session once it ended.
+const LEARNING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What serving needs: the workbench and the process-wide pools.
 #[derive(Clone)]
@@ -107,8 +109,7 @@ impl Session {
             let clock = SystemClock;
             let now = clock.now();
             let status = context.status.clone();
-            let memory =
-                launch::run_memory_reporting(&workbench, crate::config::MemoryMode::On, move |line| status(line));
+            let memory = launch::run_memory(&workbench, crate::config::MemoryMode::On, move |line| status(line));
             let options = RunOptions {
                 memory: memory.clone(),
                 mcp: Some(context.mcp.clone()),
@@ -142,17 +143,13 @@ impl Session {
         let folder = dir.clone();
         let pump = tokio::spawn(async move {
             let mut meter = Meter::default();
-            // What the client delegated: the session's task, as its episode is found by.
-            let mut delegated: Vec<String> = Vec::new();
+            let mut delegated = Delegated::default();
             while let Some(event) = launched.next_event().await {
                 meter.apply(&event);
+                delegated.apply(&event);
                 match &event.body {
                     EventBody::TaskStatus { uri, .. } | EventBody::TaskCreated { uri, .. } => {
                         let _ = updates.send(uri.to_string()); // no subscriber is fine
-                    }
-                    EventBody::ToolCall { tool, arguments, .. } if CLIENT_TOOLS[..2].contains(&tool.as_str()) => {
-                        let task = arguments.get("task").or_else(|| arguments.get("prompt")).and_then(Value::as_str);
-                        delegated.extend(task.map(str::to_owned));
                     }
                     _ => {}
                 }
@@ -161,9 +158,14 @@ impl Session {
                 status(&format!("writing the session's findings failed: {err}"));
             }
             if let Some(learning) = learning
-                && !delegated.is_empty()
+                && let Some(task) = delegated.task()
             {
-                learning.learn(&folder, &delegated.join("\n"), meter.finish(), status.as_ref()).await;
+                let learned =
+                    learning.learn(&folder, &task, delegated.all_completed(), meter.finish(), status.as_ref());
+                // Learning (a reflection is a model call) must not hold the server's exit for long.
+                if tokio::time::timeout(LEARNING_TIMEOUT, learned).await.is_err() {
+                    status("memory stopped learning from the session: it took too long");
+                }
             }
         });
         Ok(Running { caller, dir, pump: Mutex::new(Some(pump)) })
@@ -295,6 +297,42 @@ fn session_workbench(workbench: &Workbench) -> Result<(Workbench, ExperimentSpec
     Ok((workbench, spec))
 }
 
+/// What the client of a session delegated, and how each delegation ended, from the events:
+/// the client's own calls only, not what the experts delegated in turn.
+#[derive(Default)]
+struct Delegated {
+    root: Option<TaskId>,
+    tasks: Vec<(TaskId, String)>,
+    ended: std::collections::HashMap<TaskId, TaskStatus>,
+}
+
+impl Delegated {
+    fn apply(&mut self, event: &crate::protocol::Event) {
+        match &event.body {
+            EventBody::TaskCreated { uri, parent: None, .. } => self.root = Some(*uri),
+            EventBody::TaskCreated { uri, parent: Some(parent), task, .. } if Some(*parent) == self.root => {
+                self.tasks.push((*uri, task.clone()));
+            }
+            EventBody::TaskStatus { uri, status, .. } if status.is_terminal() => {
+                self.ended.insert(*uri, *status);
+            }
+            _ => {}
+        }
+    }
+
+    /// The session's task, as its episode is found by: what the client delegated, in order.
+    fn task(&self) -> Option<String> {
+        (!self.tasks.is_empty())
+            .then(|| self.tasks.iter().map(|(_, task)| task.as_str()).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Whether everything the client delegated completed: the session's outcome, since its root
+    /// (the client) always ends completed.
+    fn all_completed(&self) -> bool {
+        self.tasks.iter().all(|(uri, _)| self.ended.get(uri) == Some(&TaskStatus::Completed))
+    }
+}
+
 /// What memory needs to learn from a session once it ended, as from any run.
 struct Learning {
     workbench: Workbench,
@@ -305,8 +343,19 @@ struct Learning {
 
 impl Learning {
     /// The lessons' use counts and the session's episode (its task: what the client delegated).
-    async fn learn(self, dir: &Path, task: &str, measured: Measured, status: &(dyn Fn(&str) + Send + Sync)) {
-        let record = TrialRecord::of_run("session", &measured);
+    async fn learn(
+        self,
+        dir: &Path,
+        task: &str,
+        completed: bool,
+        measured: Measured,
+        status: &(dyn Fn(&str) + Send + Sync),
+    ) {
+        let task_id = "session".to_owned();
+        let key = format!("{DEFAULT_VARIANT}/{task_id}/1");
+        let mut record = TrialRecord::unscored(0, key, DEFAULT_VARIANT.to_owned(), task_id, 1, 0, ".".to_owned());
+        record.apply(&measured);
+        record.score_by_completion(completed);
         let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let ended = EndedRun {
             workbench: &self.workbench,
@@ -547,8 +596,8 @@ pub async fn serve_stdio(context: ServeContext) -> Result<Option<PathBuf>, Strin
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // An HTTP session ends when the client deletes it or it expires: its run ends too, and
-        // the run's own task writes the findings.
+        // A session dropped without `close` (its server stopped some other way): its run ends
+        // too, and the run's own task writes the findings as far as the runtime lets it.
         if let Some(Ok(running)) = self.run.get() {
             running.caller.finish_external("the MCP session ended".to_owned());
         }

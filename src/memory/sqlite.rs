@@ -653,11 +653,10 @@ fn track(table: &mut VectorTable, item: &Item) -> Result<(), WrongDims> {
     }
 }
 
-/// The last entry ever made in the `changes` log (0 if none), even if trimmed since:
-/// AUTOINCREMENT keeps it in `sqlite_sequence`.
 /// Trims the `changes` log to its last [`CHANGES_KEPT`] entries when it is longer, if the write
 /// lock is free at once: trimming is housekeeping that any later open can do, never a reason
-/// for opening to wait for (or fail on) another process's long write.
+/// for opening to wait for (or fail on) another process's long write, or on a file it may only
+/// read.
 fn trim_changes(conn: &Connection, place: &Place, busy_timeout: Duration) -> Result<(), MemoryError> {
     let span: Option<i64> = conn
         .query_row("SELECT max(seq) - min(seq) + 1 FROM changes", [], |r| r.get(0))
@@ -672,18 +671,23 @@ fn trim_changes(conn: &Connection, place: &Place, busy_timeout: Duration) -> Res
     let restored = conn.busy_timeout(busy_timeout).map_err(place.err("set its busy timeout"));
     match trimmed {
         Ok(()) => restored,
-        Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) => {
-            // Someone else is writing: leave the log for the next open. A failed BEGIN left no
-            // transaction; a failed DELETE or COMMIT did, and is rolled back.
+        Err(e) => {
+            // Someone else is writing (or the file is read-only): leave the log for a later
+            // open. A failed BEGIN left no transaction; a failed DELETE or COMMIT did, and is
+            // rolled back.
+            if !matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)) {
+                tracing::warn!("the memory's change log was not trimmed: {e}");
+            }
             if !conn.is_autocommit() {
                 conn.execute_batch("ROLLBACK").map_err(place.err("trim its change log"))?;
             }
             restored
         }
-        Err(e) => Err(place.err("trim its change log")(e)),
     }
 }
 
+/// The last entry ever made in the `changes` log (0 if none), even if trimmed since:
+/// AUTOINCREMENT keeps it in `sqlite_sequence`.
 fn last_change(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))
 }

@@ -57,12 +57,17 @@ timeout_seconds = 600
     for (name, text) in experiments {
         files.push((format!("experiments/{name}.toml"), (*text).to_owned()));
     }
+    write_files(dir.path(), files);
+    dir
+}
+
+/// Writes `files` (path under `root`, text), making their folders.
+fn write_files<P: AsRef<Path>, T: AsRef<[u8]>>(root: &Path, files: impl IntoIterator<Item = (P, T)>) {
     for (path, text) in files {
-        let path = dir.path().join(path);
+        let path = root.join(path);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, text).unwrap();
     }
-    dir
 }
 
 fn troupe(root: &Path, args: &[&str]) -> Output {
@@ -277,6 +282,26 @@ fn a_server_that_exits_on_every_call_is_restarted_a_bounded_number_of_times() {
     assert_eq!(starts, 4, "started once and restarted three times: {log}");
     let summary = fs::read_to_string(run.join("report.md")).unwrap();
     assert!(summary.contains("completed"), "the run went on: {summary}");
+
+    // A call the server answered starts the count again: after crash, echo, the next four
+    // crashes in a row are each a restart, not a refusal.
+    let crasher = "model = \"m\"\ntools = [\"mcp:bad/crash\", \"mcp:bad/echo\"]\nmax_turns = 8\n";
+    let mut script = String::from("[[conversation]]\nagent = \"crasher\"\n");
+    script.push_str("[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"bad__crash\"\narguments = {}\n");
+    script.push_str(
+        "[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"bad__echo\"\narguments = { text = \"up\" }\n",
+    );
+    for _ in 0..4 {
+        script.push_str("[[conversation.turn]]\n[[conversation.turn.call]]\ntool = \"bad__crash\"\narguments = {}\n");
+    }
+    script.push_str("[[conversation.turn]]\ntext = \"Gave up.\"\n");
+    let wb = workbench(&[("crasher", crasher)], &script, &[("crash", "root = \"crasher\"\ntask = \"Crash it.\"\n")]);
+    let run = run_folder(&troupe(wb.path(), &["run", "crash"]));
+    let texts: Vec<String> = results(&run).into_iter().map(|(_, text, _)| text).collect();
+    assert_eq!(texts[1], "up");
+    for text in texts.iter().filter(|t| *t != "up") {
+        assert!(text.contains("exited during the call"), "every crash reached the server: {text}");
+    }
 }
 
 #[test]
@@ -398,11 +423,7 @@ fn an_expert_calls_a_tool_of_a_streamable_http_server_with_its_token_from_the_en
         ("agents/sum.toml".to_owned(), "model = \"m\"\ntools = [\"mcp:adder/add\"]\n".to_owned()),
         ("experiments/sum.toml".to_owned(), "root = \"sum\"\ntask = \"Add 2 and 3.\"\n".to_owned()),
     ];
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    write_files(dir.path(), files);
     let output = Command::new(BIN)
         .arg("--root")
         .arg(dir.path())
@@ -460,11 +481,7 @@ fn a_call_a_server_runs_as_an_mcp_task_is_a_subtask_of_kind_mcp_polled_to_its_en
         ("experiments/far.toml".to_owned(), "root = \"caller\"\ntask = \"Get a greeting.\"\n".to_owned()),
         ("experiments/sleep.toml".to_owned(), "root = \"caller\"\ntask = \"Let them sleep.\"\n".to_owned()),
     ];
-    for (path, text) in files {
-        let path = client.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    write_files(client.path(), files);
     let run = run_folder(&troupe(client.path(), &["run", "far"]));
     let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
     let created = events
@@ -552,11 +569,7 @@ fn a_secret_a_server_echoes_is_redacted_from_the_findings() {
         ("agents/user.toml", "model = \"m\"\ntools = [\"mcp:leaky/*\"]\n"),
         ("experiments/leak.toml", "root = \"user\"\ntask = \"Use the leaky server.\"\n"),
     ];
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    write_files(dir.path(), files);
     let secret = "s3cret-value-4711";
     let output = Command::new(BIN)
         .arg("--root")
@@ -593,11 +606,7 @@ fn the_embedded_model_calls_a_real_mcp_tool_with_arguments_its_schema_accepts() 
         ),
         ("experiments/clock.toml".to_owned(), "root = \"clock\"\ntask = \"What time is it in Tokyo?\"\n".to_owned()),
     ];
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    write_files(dir.path(), files);
     let run = run_folder(&troupe(dir.path(), &["run", "clock"]));
     let (events, _) = read_events(&run.join("events.jsonl")).unwrap();
     let schema = events
@@ -655,11 +664,7 @@ fn an_eager_server_starts_with_troupe_and_every_server_is_closed_cleanly_on_exit
         ("agents/user.toml".to_owned(), "model = \"m\"\ntools = [\"mcp:used/echo\"]\n".to_owned()),
         ("experiments/use.toml".to_owned(), "root = \"user\"\ntask = \"Echo.\"\n".to_owned()),
     ];
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
+    write_files(dir.path(), files);
     let run = run_folder(&troupe(dir.path(), &["run", "use"]));
     assert_eq!(results(&run), [("used__echo".to_owned(), "hi".to_owned(), false)]);
     let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();

@@ -157,7 +157,13 @@ fn the_sdk_drives_troupe_over_stdio_with_and_without_tasks_and_each_session_is_a
             String::from_utf8_lossy(&listed.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(episodes.len(), 1, "{how}: {episodes:?}");
         let episode = &episodes[0];
-        assert!(episode["text"].as_str().unwrap().contains("Say hello"), "{how}: {episode}");
+        // The client's own calls, in order; not what its experts delegated in turn (slowpoke's
+        // sleepers), and the session failed, since the client cancelled one call.
+        assert_eq!(
+            episode["text"], "Say hello\nSay hello again\nWork on this for a long time; start helpers\nFail on purpose",
+            "{how}"
+        );
+        assert_eq!(episode["data"]["pass"], false, "{how}: {episode}");
         assert_eq!(episode["provenance"]["run_id"], dir.file_name().unwrap().to_string_lossy().as_ref(), "{how}");
         assert_eq!(episode["data"]["experiment"], "mcp-serve", "{how}");
     }
