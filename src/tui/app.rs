@@ -1363,7 +1363,11 @@ impl App {
             tail.asked_at = now;
             commands.push(Command::FollowPastRun { dir: dir.clone(), offset: tail.offset });
         }
-        if self.screen == Screen::Findings && now.saturating_sub(self.findings_listed_at) >= FINDINGS_REFRESH_MS {
+        // Not while notes are being written: the list is not what the user looks at then.
+        if self.screen == Screen::Findings
+            && self.findings_focus == Focus::List
+            && now.saturating_sub(self.findings_listed_at) >= FINDINGS_REFRESH_MS
+        {
             self.findings_listed_at = now;
             commands.push(Command::ListFindings);
         }
@@ -1658,6 +1662,9 @@ mod tests {
         // A new run appears above the selected one.
         app.handle_report(Report::Findings(vec![run("c"), run("b"), run("a")]));
         assert_eq!(app.findings[app.finding_selected].dir, Path::new("/w/findings/a"));
+        app.findings_focus = Focus::Editor;
+        assert!(!app.tick(5 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "not while notes are written");
+        app.findings_focus = Focus::List;
         app.screen = Screen::Run;
         assert!(!app.tick(10 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "only while shown");
     }
