@@ -168,8 +168,13 @@ fn draw_run(frame: &mut Frame, app: &App, areas: &Areas) {
     // Header: the run's totals.
     let counts = view.counts();
     let mut header = vec![];
-    if app.past.is_some() {
-        header.push(Span::styled("past run ", Style::new().fg(Color::Magenta).bold()));
+    match &app.past {
+        // Another process is still writing it (a `troupe mcp serve` session, say).
+        Some(past) if past.tail.is_some() => {
+            header.push(Span::styled("following ", Style::new().fg(Color::Magenta).bold()));
+        }
+        Some(_) => header.push(Span::styled("past run ", Style::new().fg(Color::Magenta).bold())),
+        None => {}
     }
     if let Some(info) = &view.info {
         header.push(Span::styled(info.experiment.clone(), Style::new().bold()));

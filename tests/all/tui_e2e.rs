@@ -317,9 +317,9 @@ fn a_run_another_process_is_writing_grows_in_the_workbench_until_it_ends() {
     tmux.keys(&["4"]);
     tmux.wait_for("the unfinished run in Findings", |s| s.contains("┌ runs (1) "));
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("the unfinished run on the Run screen", |s| header(s).starts_with("past run smoke "));
+    let screen = tmux.wait_for("the unfinished run on the Run screen", |s| header(s).starts_with("following smoke "));
     assert!(
-        !smoke_finished(&screen.replacen("past run ", "", 1)),
+        !smoke_finished(&screen.replacen("following ", "", 1)),
         "half a log is not the finished run\n{}",
         tmux.last_screen()
     );
