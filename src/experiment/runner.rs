@@ -479,7 +479,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         let mut status = move |line: &str| {
             let _ = updates.send(MatrixUpdate::Status(line.to_owned()));
         };
-        launch::prepare_spec(&workbench, &spec, now, launch::run_salt(now), &mut status, &shared.pool, &options)
+        launch::prepare_spec(&workbench, &spec, now, uri_salt(trial.seed), &mut status, &shared.pool, &options)
     };
     let prepared = match prepared {
         Ok(prepared) => prepared,
@@ -562,6 +562,13 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
         learn_from_run(ended, &memory, &status).await;
     }
     Some(record)
+}
+
+/// The salt of a trial's subtask URIs, from its seed: a trial run again (or its variant
+/// twin) hands its models the same URIs, so a small model's replies differ only where the work
+/// really did, not because `subtask://k3v9q2` became `subtask://x81f0c`.
+fn uri_salt(seed: u64) -> u32 {
+    (seed ^ (seed >> 32)) as u32
 }
 
 /// The next op of a live view; `None` once it is gone (or there is none).
@@ -751,6 +758,50 @@ mod tests {
         assert!(outcome.cancelled);
         assert!(outcome.records.is_empty());
         assert!(!outcome.dir.join(store::TRIALS_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_trial_run_again_hands_out_the_same_uris_and_another_repetition_others() {
+        let (_dir, workbench) = slow_workbench();
+        let mut spec = workbench.experiment("slow").unwrap().clone();
+        spec.repetitions = 2;
+        spec.root = "quick".to_owned();
+        let mut workbench = workbench.clone();
+        let mut quick = workbench.agents["guide"].clone();
+        quick.name = "quick".to_owned();
+        quick.model = "q".to_owned();
+        workbench.agents.insert("quick".to_owned(), quick);
+        let mut alias = workbench.settings.models["m"].clone();
+        let script = workbench.root.join("scripts/q.toml");
+        std::fs::write(&script, "[[conversation]]\nrepeat = true\n[[conversation.turn]]\ntext = \"Done.\"\n").unwrap();
+        alias.script = Some(script);
+        workbench.settings.models.insert("q".to_owned(), alias);
+        let mut roots = Vec::new();
+        for _ in 0..2 {
+            let (updates, _heard) = mpsc::unbounded_channel();
+            let outcome =
+                run_matrix_spec(&workbench, spec.clone(), MatrixOptions::default(), test_env(&workbench, updates))
+                    .await
+                    .unwrap();
+            let uris: Vec<String> = outcome
+                .records
+                .iter()
+                .map(|record| {
+                    let (events, _) =
+                        findings::read_events(&outcome.dir.join(&record.folder).join("events.jsonl")).unwrap();
+                    events
+                        .iter()
+                        .find_map(|e| match &e.body {
+                            crate::protocol::EventBody::TaskCreated { uri, parent: None, .. } => Some(uri.to_string()),
+                            _ => None,
+                        })
+                        .unwrap()
+                })
+                .collect();
+            roots.push(uris);
+        }
+        assert_eq!(roots[0], roots[1], "the same trials, the same URIs");
+        assert_ne!(roots[0][0], roots[0][1], "each repetition has its own");
     }
 
     #[tokio::test]
