@@ -57,7 +57,8 @@ fn known_list(known: &[String]) -> String {
     }
 }
 
-/// What varies subtask URIs between two runs started in the same millisecond by two processes.
+/// A salt that differs between calls, processes and milliseconds: what varies run ids (and
+/// the subtask URIs of a run that has no trial seed, a `troupe mcp serve` session).
 pub fn run_salt(now: Millis) -> u32 {
     // Mixed, not just XORed: two processes started a few pids and milliseconds apart could
     // otherwise cancel each other's changes and share a run id (seen in tests).

@@ -59,6 +59,11 @@ pub fn baseline(spec: &ExperimentSpec) -> String {
     spec.baseline.clone().unwrap_or_else(|| variants(spec).first().map(|v| v.name.clone()).unwrap_or_default())
 }
 
+/// A trial's key in `trials.jsonl`: `<variant>/<task id>/<repetition>`.
+pub fn trial_key(variant: &str, task_id: &str, repetition: u32) -> String {
+    format!("{variant}/{task_id}/{repetition}")
+}
+
 /// The matrix of `spec`. Trials are ordered task by task, repetition by repetition, and the
 /// variants of one (task, repetition) side by side, so that a matrix cut short (or run on a
 /// drifting machine) still holds comparable pairs.
@@ -80,7 +85,7 @@ pub fn plan(spec: &ExperimentSpec) -> Plan {
                 trials.push(TrialSpec {
                     index,
                     pair,
-                    key: format!("{}/{}/{repetition}", variant.name, task.id),
+                    key: trial_key(&variant.name, &task.id, repetition),
                     variant: variant.name.clone(),
                     task_id: task.id.clone(),
                     repetition,

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -498,10 +498,7 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
     };
     let mut meter = Meter::default();
     let mut cancel_sent = false;
-    let mut ops = match shared.ops.lock() {
-        Ok(mut ops) => ops.take(),
-        Err(poisoned) => poisoned.into_inner().take(),
-    };
+    let mut ops = shared.ops.lock().unwrap_or_else(PoisonError::into_inner).take();
     loop {
         tokio::select! {
             event = launched.next_event() => {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ pub struct McpPool {
     farewells: TaskTracker,
     /// Set by [`McpPool::close`]: nothing starts a server after it (a late cancellation, an
     /// eager start racing the exit).
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for McpPool {
@@ -109,7 +110,7 @@ struct Connection {
     restarts: u32,
     /// Whether a call was answered on it: a server that served and then exited starts a new
     /// count of restarts in a row, one that exits on every call runs out of them.
-    answered: std::sync::atomic::AtomicBool,
+    answered: AtomicBool,
 }
 
 impl Connection {
@@ -301,12 +302,12 @@ impl McpPool {
     async fn connect(&self, name: &str) -> Result<Arc<Connection>, String> {
         let server = self.servers.get(name).ok_or_else(|| format!("no MCP server `{name}` in troupe.toml"))?;
         let mut slot = server.slot.lock().await;
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(format!("MCP server `{name}` is not started: troupe is closing its MCP connections"));
         }
         let restarts = match &*slot {
             Slot::Up(connection) if !connection.peer.is_transport_closed() => return Ok(connection.clone()),
-            Slot::Up(connection) if connection.answered.load(std::sync::atomic::Ordering::Relaxed) => 1,
+            Slot::Up(connection) if connection.answered.load(Ordering::Relaxed) => 1,
             Slot::Up(connection) if connection.restarts >= MAX_RESTARTS => {
                 let message = format!(
                     "MCP server `{name}` exited again after {} restarts in a row without answering a call{}",
@@ -420,7 +421,7 @@ impl McpPool {
             stop,
             done: Mutex::new(Some(done)),
             restarts,
-            answered: std::sync::atomic::AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         }))
     }
 
@@ -547,7 +548,7 @@ impl McpPool {
         };
         guard.peer = None;
         if matches!(response, Ok(_) | Err(ServiceError::McpError(_))) {
-            connection.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            connection.answered.store(true, Ordering::Relaxed);
         }
         match response {
             Ok(ServerResult::CallToolResult(result)) => {
@@ -584,7 +585,7 @@ impl McpPool {
             .get_task(GetTaskParams::new(task_id.to_owned()))
             .await
             .map_err(|err| format!("MCP server `{server}`: tasks/get for `{}` failed: {err}", tool.tool))?;
-        connection.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        connection.answered.store(true, Ordering::Relaxed);
         let message = got.task.task.status_message.clone();
         Ok(match got.task.payload {
             TaskPayload::Completed { result } => {
@@ -690,7 +691,7 @@ impl McpPool {
     /// Closes every connection and waits (bounded) for the servers to exit.
     pub async fn close(&self) {
         // Abandoned calls' cancellations go out before the connections close.
-        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.closed.store(true, Ordering::Relaxed);
         self.farewells.close();
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.farewells.wait()).await;
         for server in self.servers.values() {

@@ -351,9 +351,10 @@ impl Learning {
         measured: Measured,
         status: &(dyn Fn(&str) + Send + Sync),
     ) {
-        let task_id = "session".to_owned();
-        let key = format!("{DEFAULT_VARIANT}/{task_id}/1");
-        let mut record = TrialRecord::unscored(0, key, DEFAULT_VARIANT.to_owned(), task_id, 1, 0, ".".to_owned());
+        let task_id = "session";
+        let key = crate::experiment::plan::trial_key(DEFAULT_VARIANT, task_id, 1);
+        let mut record =
+            TrialRecord::unscored(0, key, DEFAULT_VARIANT.to_owned(), task_id.to_owned(), 1, 0, ".".to_owned());
         record.apply(&measured);
         record.score_by_completion(completed);
         let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();

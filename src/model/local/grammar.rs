@@ -35,11 +35,7 @@ pub fn tool_turn_grammar(tools: &[ToolSpec], known_uris: &[String], required: bo
         .filter(|tool| forced.is_none_or(|name| tool.name == name))
         .filter(|tool| !(known_uris.is_empty() && is_builtin(tool) && takes_uri(tool)))
         .map(|tool| {
-            let arguments = if is_builtin(tool) {
-                tighten(&tool.parameters, Some(known_uris), None)
-            } else {
-                tighten(&tool.parameters, None, None)
-            };
+            let arguments = tighten(&tool.parameters, is_builtin(tool).then_some(known_uris), None);
             json!({
                 "type": "object",
                 "properties": {
