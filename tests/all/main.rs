@@ -14,12 +14,14 @@
 //! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
 //! - `mcp_client`: troupe as an MCP client of real servers (`mcp-server-time`, a misbehaving one);
 //!   `mcp_env` installs their Python side.
+//! - `faults`: the fault suite: hostile input and failures, and what the user gets.
 //! - `mcp_server`: `troupe mcp serve` driven by the official Python SDK, over stdio and HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
 mod embedder;
+mod faults;
 mod http_server;
 mod local_model;
 mod matrix;

@@ -1,0 +1,1 @@
+//! Fault cases: see `faults/mod.rs`.
