@@ -120,6 +120,8 @@ impl Gen {
                         root_agent: AGENTS[0].into(),
                         task: "Plan, research and write.".into(),
                         prices: Default::default(),
+                        format: troupe::protocol::EVENTS_FORMAT,
+                        troupe_version: None,
                     }),
                     Some(p) => {
                         let (tool, arguments) = if d == 4 {

@@ -89,8 +89,17 @@ enum Command {
         runs: Vec<PathBuf>,
     },
     /// Render transcript.md and report.md again from a run folder's events.jsonl (for a run
-    /// that was killed).
+    /// that was killed); for a matrix folder, also its summary, report and charts.
     Rerender {
+        /// The run folder (relative to the current folder or to --root).
+        run: PathBuf,
+        /// Write the renderings into this folder instead, leaving the run folder as it is.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Rewrite a run folder written by an older troupe in the current format, atomically.
+    /// (Older folders are always read as they are; this only saves upgrading them each time.)
+    Migrate {
         /// The run folder (relative to the current folder or to --root).
         run: PathBuf,
     },
@@ -158,9 +167,12 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// Writes a line to stderr, ignoring a closed or full stream.
+/// Outside text (a model's answer, a server's error) reaches the terminal without its control
+/// characters, so it cannot drive the user's terminal.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", troupe::printable::printable(&text));
     }};
 }
 
@@ -171,6 +183,17 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     let cli = Cli::parse();
+    // The terminal app owns the screen: its diagnostics go to a file under the workbench.
+    let log = match &cli.command {
+        // (Only in a folder that exists: a wrong --root is an error, not a folder to create.)
+        None | Some(Command::Watch { .. }) if cli.root.is_dir() => troupe::logging::workbench_log(&cli.root)
+            .map(troupe::logging::LogTarget::File)
+            .map_err(|e| format!("{}: {e}", cli.root.join(".troupe").display())),
+        None | Some(_) => Ok(troupe::logging::LogTarget::Stderr),
+    };
+    if let Err(err) = log.and_then(troupe::logging::install) {
+        say!("warning: troupe's log cannot be written ({err}); its warnings are dropped");
+    }
     match cli.command {
         None => workbench(&cli.root, None),
         Some(Command::Watch { experiment }) => workbench(&cli.root, Some(experiment)),
@@ -192,19 +215,8 @@ fn main() -> ExitCode {
             let request = ForkRequest { run: in_root(&cli.root, run), uri, agent, model, repetitions };
             runtime.block_on(fork(&cli.root, request))
         }
-        Some(Command::Rerender { run }) => {
-            let folder = in_root(&cli.root, run);
-            match troupe::findings::rerender(&folder) {
-                Ok(folder) => {
-                    let _ = writeln!(std::io::stdout(), "{}", folder.dir.display());
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    say!("error: {err}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
-        }
+        Some(Command::Rerender { run, out }) => rerender(&in_root(&cli.root, run), out.as_deref()),
+        Some(Command::Migrate { run }) => migrate(&in_root(&cli.root, run)),
         Some(Command::Models { command }) => models(command),
         Some(Command::Memory { command }) => memory(&cli.root, command),
         Some(Command::Mcp { command }) => {
@@ -443,13 +455,19 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
     };
 
     // Created once, before the loop: a signal arriving between two polls is kept, not lost.
-    let mut interrupts = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+    // SIGTERM (a `kill`, a job scheduler stopping the pod) stops the run as Ctrl-C does.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = match signal(SignalKind::interrupt()) {
         Ok(signal) => Some(signal),
         Err(err) => {
             say!("warning: Ctrl-C will not cancel the run cleanly: {err}");
             None
         }
     };
+    let mut terminations = signal(SignalKind::terminate()).ok();
+    // A file-size limit (`ulimit -f`) would kill the process mid-write with SIGXFSZ; caught, the
+    // write fails instead, and the run stops cleanly as it does on a full disk.
+    let _file_size_limit = signal(SignalKind::from_raw(SIGXFSZ)).ok();
     let live = std::io::stderr().is_terminal();
     let mut progress = Progress::default();
     let mut trials = MatrixProgress::default();
@@ -489,7 +507,7 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
                     _ => {}
                 }
             }
-            Some(()) = async { match interrupts.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+            Some(()) = next_signal(&mut interrupts, &mut terminations) => {
                 clear_line(live);
                 if interrupted {
                     say!("interrupted again: stopping at once{}", dir.as_ref().map(|d| format!("; the run folder is {}", d.display())).unwrap_or_default());
@@ -507,7 +525,7 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
                 frame += 1;
                 let line = if single { progress.line(clock.now(), frame) } else { trials.line(clock.now(), frame) };
                 let mut stderr = std::io::stderr();
-                let _ = write!(stderr, "\r\x1b[2K{line}");
+                let _ = write!(stderr, "\r\x1b[2K{}", troupe::printable::printable(&line));
                 let _ = stderr.flush();
             }
         }
@@ -528,8 +546,12 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
         }
     };
     if single {
-        say!("{}", redactor.redact(&progress.summary()));
+        let summary = progress.summary();
+        say!("{}", redactor.redact(&summary));
         if let Some(record) = outcome.records.first() {
+            if let Some(error) = record.error.as_deref().filter(|e| record.status != "completed" && !summary.contains(e)) {
+                say!("error: {}", redactor.redact(error));
+            }
             for check in &record.checks {
                 let mark = if check.pass { "pass" } else { "FAIL" };
                 say!("check {mark:<4} {}: {}", check.name, redactor.redact(&check.detail));
@@ -602,6 +624,58 @@ async fn fork(root: &Path, request: ForkRequest) -> ExitCode {
     run(root, Target::Spec(Box::new(plan)), options).await
 }
 
+/// `troupe rerender`: a matrix folder (it has `matrix.json`) or a single run's.
+fn rerender(folder: &Path, out: Option<&Path>) -> ExitCode {
+    let out = out.unwrap_or(folder);
+    let rendered = if folder.join(troupe::experiment::store::MATRIX_FILE).is_file() {
+        troupe::experiment::store::rerender_matrix(folder, out).map(|_| ()).map_err(|e| e.to_string())
+    } else {
+        troupe::findings::rerender_into(folder, out).map(|_| ()).map_err(|e| e.to_string())
+    };
+    match rendered {
+        Ok(()) => {
+            let _ = writeln!(std::io::stdout(), "{}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            say!("error: {err}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `troupe migrate`: what an older folder needs to be in the current format, written back.
+fn migrate(folder: &Path) -> ExitCode {
+    let matrix = folder.join(troupe::experiment::store::MATRIX_FILE);
+    if !matrix.is_file() {
+        // A run's `events.jsonl` has had one format so far; reading it is the whole check.
+        return match troupe::findings::read_events(&folder.join(troupe::findings::EVENTS_FILE)) {
+            Ok(_) => {
+                say!("{}: already in the current format; nothing to do", folder.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                say!("error: {err}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
+    match troupe::experiment::store::migrate_matrix(folder) {
+        Ok(changes) if changes.is_empty() => {
+            say!("{}: already in the current format; nothing to do", matrix.display());
+            ExitCode::SUCCESS
+        }
+        Ok(changes) => {
+            say!("{}: {}", matrix.display(), changes.join("; "));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            say!("error: {err}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
 fn merge(root: &Path, runs: Vec<PathBuf>) -> ExitCode {
     let runs: Vec<PathBuf> = runs.into_iter().map(|dir| in_root(root, dir)).collect();
     let findings = root.join("findings");
@@ -618,6 +692,26 @@ fn merge(root: &Path, runs: Vec<PathBuf>) -> ExitCode {
             say!("error: {err}");
             ExitCode::from(if err.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
         }
+    }
+}
+
+/// The signal number of SIGXFSZ (file size limit exceeded) on the platforms troupe runs on.
+const SIGXFSZ: i32 = 25;
+
+/// The next interrupt or termination request, whichever comes first.
+async fn next_signal(
+    interrupts: &mut Option<tokio::signal::unix::Signal>,
+    terminations: &mut Option<tokio::signal::unix::Signal>,
+) -> Option<()> {
+    async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+        match signal.as_mut() {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        got = recv(interrupts) => got,
+        got = recv(terminations) => got,
     }
 }
 
@@ -894,7 +988,8 @@ impl From<troupe::memory::service::ServiceError> for MemoryFailure {
 /// Writes to stdout, ignoring a closed or full stream (as `say!` does for stderr).
 macro_rules! out {
     ($($arg:tt)*) => {{
-        let _ = write!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = write!(std::io::stdout(), "{}", troupe::printable::printable(&text));
     }};
 }
 

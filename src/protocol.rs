@@ -398,6 +398,17 @@ pub struct Event {
     pub body: EventBody,
 }
 
+/// The format of `events.jsonl` this troupe writes and reads up to. Bumped when a change is not
+/// additive; a log of a newer format is refused naming the troupe that wrote it.
+pub const EVENTS_FORMAT: u32 = 1;
+
+/// This troupe's version, as written into the files it makes.
+pub const TROUPE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn first_events_format() -> u32 {
+    1
+}
+
 /// The kinds of [`Event`]. Names and fields are stable: other tools read them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -410,6 +421,13 @@ pub enum EventBody {
         /// Prices of the aliases that have one: any view derives cost from tokens with them.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         prices: BTreeMap<String, Price>,
+        /// The format of this `events.jsonl` ([`EVENTS_FORMAT`] when written); logs written
+        /// before the field existed are format 1.
+        #[serde(default = "first_events_format")]
+        format: u32,
+        /// The troupe that wrote the log, so a newer log can be named as such.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        troupe_version: Option<String>,
     },
     TaskCreated {
         uri: TaskId,

@@ -1,6 +1,11 @@
 //! Fork and re-run: from a finished run, one subtask's subtree run again from the state recorded
-//! at its start — its expert as the run's `config/` snapshot kept it, the task it was given, the
-//! model it ran on — as a small matrix: the same setup again, and with another expert or model.
+//! at its start — its expert as the run's `config/` snapshot kept it (with its trial's variant
+//! patches and the experiment's limits), the task it was given, the model alias it ran on — as a
+//! small matrix: the same setup again, and with another expert or model.
+//!
+//! A run folder is data, not configuration: models, routing, MCP servers, memory settings and
+//! every secret come from the workbench the fork runs in, never from the snapshot, and the
+//! report says which part came from where ([`Setup`]).
 //!
 //! A sub-agent starts from its own system prompt and the task its parent wrote (troupe does not
 //! hand it the parent's conversation), so that task and configuration *are* its start state;
@@ -40,8 +45,23 @@ pub struct Original {
     pub status: TaskStatus,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// Its whole subtree's usage (the subtask and every subtask under it): what a re-run's
+    /// record counts, so the two rows compare like with like.
     pub usage: Usage,
     pub wall_ms: Option<u64>,
+    /// Where the fork's setup came from.
+    pub setup: Setup,
+}
+
+/// Where each part of a fork's setup came from, for its report and `fork.json`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Setup {
+    /// Taken from the run folder (its config snapshot, its matrix's plan).
+    pub from_run: Vec<String>,
+    /// Taken from the workbench the fork runs in.
+    pub from_workbench: Vec<String>,
+    /// In the run folder, and deliberately not used.
+    pub ignored: Vec<String>,
 }
 
 /// A fork ready to run as a matrix.
@@ -70,24 +90,82 @@ pub const ORIGINAL_VARIANT: &str = "original";
 pub const FORKED_VARIANT: &str = "forked";
 
 /// Reads the source run and builds the fork's matrix. `current` is the workbench the command
-/// runs in: used when the run's snapshot cannot be loaded, and for where findings go.
+/// runs in, and the only source of models, routing, MCP servers, memory settings and keys: a
+/// run folder is data someone may have shared, so from its `config/` snapshot only what
+/// describes the agents is taken (experts' prompts, tools, experts and limits; the trial's
+/// variant patches and the experiment's `[limits]`), never a model, URL, key or command.
 pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan, ForkError> {
     let (events, _) = findings::read_events(&request.run.join("events.jsonl"))?;
     let original = original(&request.run, &request.uri, &events)?;
-    let (mut workbench, from_snapshot) = match snapshot_of(&request.run).and_then(|dir| load_workbench(&dir).workbench)
-    {
-        Some(snapshot) => (snapshot, true),
-        None => (current.clone(), false),
-    };
-    // Findings of the fork go to the current workbench, whatever its snapshot's folder.
-    workbench.root.clone_from(&current.root);
-    let root = match original.kind {
-        TaskKind::Mcp => {
-            return Err(ForkError::Invalid(format!(
-                "{} is a task an MCP server ran ({}): troupe cannot re-run it; fork the agent that called it",
-                original.uri, original.agent
-            )));
+    if original.kind == TaskKind::Mcp {
+        return Err(ForkError::Invalid(format!(
+            "{} is a task an MCP server ran ({}): troupe cannot re-run it; fork the agent that called it",
+            original.uri, original.agent
+        )));
+    }
+    let experiment = events.iter().find_map(|e| match &e.body {
+        EventBody::RunStarted { experiment, .. } => Some(experiment.clone()),
+        _ => None,
+    });
+    let snapshot_dir = snapshot_of(&request.run);
+    let snapshot = snapshot_dir.as_deref().and_then(|dir| load_workbench(dir).workbench);
+    let from_snapshot = snapshot.is_some();
+    let mut workbench = current.clone();
+    let mut setup = Setup::default();
+    let mut limits = crate::config::LimitsPatch::default();
+    match (&snapshot, &snapshot_dir) {
+        (Some(snapshot), Some(dir)) => {
+            workbench.agents.clone_from(&snapshot.agents);
+            setup.from_run.push(format!(
+                "experts (prompts, tools, experts, limits) from the run's config snapshot {}",
+                dir.display()
+            ));
+            let snapshot_experiment = experiment.as_deref().and_then(|name| snapshot.experiments.get(name));
+            if let Some(spec) = snapshot_experiment {
+                limits = spec.limits;
+                if limits != crate::config::LimitsPatch::default() {
+                    setup.from_run.push(format!("experiment `{}`'s [limits]", spec.name));
+                }
+                let mut ignored: Vec<String> = spec.models.keys().cloned().collect();
+                if let Some(variant) = trial_variant(&request.run)
+                    .and_then(|name| spec.variants.iter().find(|v| v.name == name))
+                {
+                    // The trial's own setup: its expert patches and limits (its models, never).
+                    let without_models = VariantSpec { models: Default::default(), ..variant.clone() };
+                    let task = TaskSpec { id: "subtask".to_owned(), input: String::new(), expected: None };
+                    let (patched, trial) = super::plan::trial_setup(&workbench, spec, &without_models, &task);
+                    workbench = patched;
+                    limits = trial.limits;
+                    ignored.extend(variant.models.keys().cloned());
+                    setup.from_run.push(format!("variant `{}`'s expert patches and limits", variant.name));
+                }
+                ignored.sort();
+                ignored.dedup();
+                if !ignored.is_empty() {
+                    setup.ignored.push(format!(
+                        "model aliases the run's experiment or variant defined ({}): models come from this workbench",
+                        ignored.join(", ")
+                    ));
+                }
+            }
         }
+        _ => setup.from_run.push("nothing: the run's config snapshot could not be loaded".to_owned()),
+    }
+    setup.from_workbench.push(format!(
+        "models, routing, MCP servers, memory settings and every key from {}",
+        current.settings.path.as_deref().map_or_else(|| "troupe.toml".to_owned(), |p| p.display().to_string())
+    ));
+    if !from_snapshot {
+        setup.from_workbench.push("experts, as this workbench defines them".to_owned());
+    }
+    // The source experiment's model overrides as this workbench has them, so aliases resolve as
+    // they do in a run started here.
+    let models =
+        experiment.as_deref().and_then(|name| current.experiments.get(name)).map(|e| e.models.clone()).unwrap_or_default();
+    let known_alias = |alias: &str| {
+        alias == "auto" || workbench.settings.models.contains_key(alias) || models.contains_key(alias)
+    };
+    let root = match original.kind {
         TaskKind::Agent => {
             if !workbench.agents.contains_key(&original.agent) {
                 return Err(ForkError::Invalid(format!(
@@ -97,7 +175,7 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
             }
             original.agent.clone()
         }
-        TaskKind::Slm => {
+        TaskKind::Slm | TaskKind::Mcp => {
             // The small model as an expert with no tools: one completion, like `call_slm`.
             let system = slm_system(&events, &original.uri).unwrap_or_default();
             let name = "slm-fork".to_owned();
@@ -112,6 +190,12 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
             name
         }
     };
+    if !known_alias(&original.model) && request.model.is_none() {
+        return Err(ForkError::Invalid(format!(
+            "{} ran on model `{}`, which this workbench does not define; a fork takes its models from this workbench, never from the run folder\n  = hint: add [models.{}] to troupe.toml, or fork onto another model with --model",
+            original.uri, original.model, original.model
+        )));
+    }
     if let Some(agent) = &request.agent
         && !workbench.agents.contains_key(agent)
     {
@@ -121,9 +205,11 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
     // The original setup: the expert on the model the subtask really ran on (routing or the
     // parent's choice may have picked another than the expert's default).
     let mut original_variant = VariantSpec { name: ORIGINAL_VARIANT.to_owned(), ..VariantSpec::default() };
-    original_variant
-        .agents
-        .insert(root.clone(), AgentPatch { model: Some(original.model.clone()), ..AgentPatch::default() });
+    if known_alias(&original.model) {
+        original_variant
+            .agents
+            .insert(root.clone(), AgentPatch { model: Some(original.model.clone()), ..AgentPatch::default() });
+    }
     let mut variants = vec![original_variant];
     if request.agent.is_some() || request.model.is_some() {
         let forked_root = request.agent.clone().unwrap_or_else(|| root.clone());
@@ -138,22 +224,13 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
         }
         variants.push(forked);
     }
-    let experiment = events.iter().find_map(|e| match &e.body {
-        EventBody::RunStarted { experiment, .. } => Some(experiment.clone()),
-        _ => None,
-    });
-    // The source experiment's model overrides, so the aliases resolve as they did.
-    let models = experiment
-        .as_deref()
-        .and_then(|name| workbench.experiments.get(name))
-        .map(|e| e.models.clone())
-        .unwrap_or_default();
     let task = TaskSpec { id: "subtask".to_owned(), input: original.task.clone(), expected: None };
     let spec = ExperimentSpec {
         description: format!("{} of {} re-run", original.uri, request.run.display()),
         repetitions: request.repetitions.max(1),
         variants,
         models,
+        limits,
         ..ExperimentSpec::new(
             format!("{}-fork", experiment.as_deref().unwrap_or("run")),
             root,
@@ -161,7 +238,24 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
             request.run.join("events.jsonl"),
         )
     };
+    let original = Original { setup, ..original };
     Ok(ForkPlan { workbench, spec, original, from_snapshot })
+}
+
+/// The variant a run folder was a trial of, from its matrix's (checked) plan: a trial folder
+/// inside a matrix, or a run of one trial that is its own matrix folder.
+fn trial_variant(run: &Path) -> Option<String> {
+    if run.join(super::store::MATRIX_FILE).is_file() {
+        let matrix = super::store::read_matrix(run).ok()?;
+        return matrix.trials.first().filter(|_| matrix.trials.len() == 1).map(|t| t.variant.clone());
+    }
+    let parent = run.parent()?;
+    if parent.file_name().is_none_or(|n| n != "trials") {
+        return None;
+    }
+    let folder = format!("trials/{}", run.file_name()?.to_str()?);
+    let matrix = super::store::read_matrix(parent.parent()?).ok()?;
+    matrix.trials.into_iter().find(|t| t.folder == folder).map(|t| t.variant)
 }
 
 fn describe_change(request: &ForkRequest) -> String {
@@ -223,11 +317,11 @@ fn original(run: &Path, uri: &str, events: &[crate::protocol::Event]) -> Result<
         error: None,
         usage: Usage::default(),
         wall_ms: None,
+        setup: Setup::default(),
     };
     for event in events {
         match &event.body {
             EventBody::Routed { uri: u, alias, .. } if Some(*u) == id => model.clone_from(alias),
-            EventBody::Usage { uri: u, task_total, .. } if Some(*u) == id => original.usage = *task_total,
             EventBody::TaskStatus { uri: u, status, result, error, .. } if Some(*u) == id => {
                 original.status = *status;
                 if status.is_terminal() && original.wall_ms.is_none() {
@@ -240,7 +334,33 @@ fn original(run: &Path, uri: &str, events: &[crate::protocol::Event]) -> Result<
         }
     }
     original.model = model;
+    if let Some(id) = id {
+        original.usage = subtree_usage(events, id);
+    }
     Ok(original)
+}
+
+/// The tokens and calls of `root` and every subtask under it, each task's last running total.
+fn subtree_usage(events: &[crate::protocol::Event], root: TaskId) -> Usage {
+    let mut in_subtree = std::collections::HashSet::from([root]);
+    let mut totals: std::collections::HashMap<TaskId, Usage> = std::collections::HashMap::new();
+    // A child is created after its parent, so one pass in order finds the whole subtree.
+    for event in events {
+        match &event.body {
+            EventBody::TaskCreated { uri, parent: Some(parent), .. } if in_subtree.contains(parent) => {
+                in_subtree.insert(*uri);
+            }
+            EventBody::Usage { uri, task_total, .. } if in_subtree.contains(uri) => {
+                totals.insert(*uri, *task_total);
+            }
+            _ => {}
+        }
+    }
+    totals.values().fold(Usage::default(), |sum, u| Usage {
+        input_tokens: sum.input_tokens + u.input_tokens,
+        output_tokens: sum.output_tokens + u.output_tokens,
+        model_calls: sum.model_calls + u.model_calls,
+    })
 }
 
 /// The system message a `call_slm` subtask was given.
@@ -263,6 +383,17 @@ pub fn original_section(original: &Original, summary: &super::summary::Summary) 
         original.agent,
         original.model
     ));
+    let setup = &original.setup;
+    for (heading, lines) in [
+        ("From the run folder", &setup.from_run),
+        ("From this workbench", &setup.from_workbench),
+        ("In the run folder but not used", &setup.ignored),
+    ] {
+        if !lines.is_empty() {
+            out.push_str(&format!("{heading}: {}.\n", lines.join("; ")));
+        }
+    }
+    out.push_str("\nTokens count the subtask's whole subtree, as each re-run's do.\n\n");
     out.push_str("| | runs | completed | tokens | wall time | answer |\n|---|---|---|---|---|---|\n");
     let answer = original.result.as_deref().or(original.error.as_deref()).unwrap_or("");
     out.push_str(&format!(
@@ -307,7 +438,9 @@ pub fn write_fork_report(
         "result": original.result,
         "error": original.error,
         "usage": original.usage,
+        "usage_counts": "the subtask's whole subtree",
         "wall_ms": original.wall_ms,
+        "setup": original.setup,
     });
     let path = outcome.dir.join("fork.json");
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();

@@ -133,6 +133,8 @@ mod tests {
                 root_agent: "a".into(),
                 task: "t".into(),
                 prices,
+                format: crate::protocol::EVENTS_FORMAT,
+                troupe_version: None,
             },
             created(0, None, "big"),
             created(1, Some(id(0)), "small"),

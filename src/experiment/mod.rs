@@ -2,6 +2,7 @@
 //! scored by checks, each variant compared with a baseline on paired trials.
 //!
 //! - [`record`]: what a trial records (`trials.jsonl`) and what a matrix is (`matrix.json`).
+//! - [`migrate`]: every `matrix.json` format ever written, read by this troupe.
 //! - [`checks`]: scoring an answer: `contains`, `regex`, `equals`, `number`, `json_schema`,
 //!   `exec`, `judge`.
 //! - [`stats`]: Wilson, bootstrap, McNemar, permutation and signed-rank tests.
@@ -15,6 +16,7 @@ pub mod checks;
 pub mod fork;
 pub mod learn;
 pub mod meter;
+pub mod migrate;
 pub mod plan;
 pub mod record;
 pub mod reflect;

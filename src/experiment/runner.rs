@@ -521,14 +521,17 @@ async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
             },
         }
     }
-    if let Err(err) = launched.finish().await {
-        record.error = Some(err.to_string());
-    }
+    let unrecorded = launched.finish().await.err().map(|err| err.to_string());
     let measured = meter.finish();
     if cancel_sent {
         return None;
     }
     record.apply(&measured);
+    if let Some(error) = unrecorded {
+        // The log could not be written: whatever the run did after, it failed as a record.
+        record.status = RunStatus::Failed.as_str().to_owned();
+        record.error = Some(error);
+    }
     record.checks = run_checks(&spec.checks, measured.answer.as_deref(), &task, &models).await;
     let recalled = measured.recalled.clone();
     let completed = measured.status == Some(RunStatus::Completed);
@@ -625,6 +628,18 @@ pub fn merge(
             )));
         }
         for record in store::read_records(dir)? {
+            // A record names its own folder: it must be the one the plan gives its trial, so a
+            // shard's line can only ever copy that shard's own trial folder.
+            let planned = base.trials.iter().find(|t| t.key == record.key);
+            if planned.is_none_or(|t| t.folder != record.folder) {
+                return Err(MatrixError::Refused(format!(
+                    "{}: trial {} names the folder {:?}, but the matrix's plan {}; refusing to merge a shard edited by hand",
+                    dir.join(store::TRIALS_FILE).display(),
+                    record.key,
+                    record.folder,
+                    planned.map_or_else(|| "has no such trial".to_owned(), |t| format!("puts it in {:?}", t.folder))
+                )));
+            }
             match records.iter().find(|(r, _)| r.key == record.key) {
                 Some((existing, other)) if existing != &record => {
                     return Err(MatrixError::Refused(format!(
@@ -667,14 +682,22 @@ pub fn merge(
     Ok(MatrixOutcome { dir, info: matrix.info, records, summary, complete, cancelled: false })
 }
 
-/// Copies a folder tree (a trial's run folder, a config snapshot).
+/// Copies a folder tree (a trial's run folder, a config snapshot). A symbolic link is refused,
+/// not followed: a shard is data, and a link in it could pull any file of this machine into
+/// the merged folder that is then shared.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), MatrixError> {
     let failed = findings::FindingsError::io;
     std::fs::create_dir_all(to).map_err(failed("create", to))?;
     for entry in std::fs::read_dir(from).map_err(failed("read", from))? {
         let entry = entry.map_err(failed("read", from))?;
         let target = to.join(entry.file_name());
-        if entry.file_type().map_err(failed("read", &entry.path()))?.is_dir() {
+        let kind = entry.file_type().map_err(failed("read", &entry.path()))?;
+        if kind.is_symlink() {
+            return Err(MatrixError::Refused(format!(
+                "{} is a symbolic link; a run folder holds only files and folders, so this one is refused",
+                entry.path().display()
+            )));
+        } else if kind.is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target).map_err(failed("copy", &entry.path()))?;

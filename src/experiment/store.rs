@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{Shard, TrialSpec};
 use super::record::{MatrixInfo, TrialRecord};
+use super::migrate::{Changes, is_trial_folder, upgrade_matrix};
 use super::summary::Summary;
 use crate::fsutil::write_atomic;
 
@@ -40,6 +41,8 @@ pub enum StoreError {
     BadRecord { path: PathBuf, line: usize, message: String },
     #[error("{}: {message}", path.display())]
     BadMatrix { path: PathBuf, message: String },
+    #[error("{0}")]
+    Findings(#[from] crate::findings::FindingsError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -69,18 +72,39 @@ pub fn write_matrix(dir: &Path, matrix: &MatrixFile) -> Result<(), StoreError> {
 }
 
 pub fn read_matrix(dir: &Path) -> Result<MatrixFile, StoreError> {
+    read_matrix_upgraded(dir).map(|(matrix, _)| matrix)
+}
+
+/// `matrix.json` as this troupe reads it, and what reading it upgraded (empty for a file in
+/// the current form): every format troupe ever wrote is read ([`super::migrate`]), a newer one
+/// is refused naming the version that wrote it, and every trial folder it names must lie inside
+/// the matrix folder.
+pub fn read_matrix_upgraded(dir: &Path) -> Result<(MatrixFile, Changes), StoreError> {
     let path = dir.join(MATRIX_FILE);
+    let bad = |message: String| StoreError::BadMatrix { path: path.clone(), message };
     let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
-    let matrix: MatrixFile = serde_json::from_str(&text)
-        .map_err(|e| StoreError::BadMatrix { path: path.clone(), message: format!("not a troupe matrix: {e}") })?;
-    if matrix.format > FORMAT {
-        let message = format!(
-            "written by a newer troupe (format {}, this one reads up to {FORMAT}); upgrade troupe to read it",
-            matrix.format
-        );
-        return Err(StoreError::BadMatrix { path, message });
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a troupe matrix: {e}")))?;
+    let changes = upgrade_matrix(&mut value, FORMAT).map_err(|e| bad(e.to_string()))?;
+    let matrix: MatrixFile =
+        serde_json::from_value(value).map_err(|e| bad(format!("not a troupe matrix: {e}")))?;
+    if let Some(trial) = matrix.trials.iter().find(|t| !is_trial_folder(&t.folder)) {
+        return Err(bad(format!(
+            "trial {} names the folder {:?}, which is not a folder of its own under trials/; a matrix folder never points outside itself, so this one was edited by hand and is refused",
+            trial.key, trial.folder
+        )));
     }
-    Ok(matrix)
+    Ok((matrix, changes))
+}
+
+/// `troupe migrate`: writes `matrix.json` back in the current form, atomically, and says what
+/// changed (nothing when it already was current; then the file is not touched).
+pub fn migrate_matrix(dir: &Path) -> Result<Changes, StoreError> {
+    let (matrix, changes) = read_matrix_upgraded(dir)?;
+    if !changes.is_empty() {
+        write_matrix(dir, &matrix)?;
+    }
+    Ok(changes)
 }
 
 /// Appends records to `trials.jsonl`, one synced line each.
@@ -135,6 +159,13 @@ pub fn read_records(dir: &Path) -> Result<Vec<TrialRecord>, StoreError> {
             continue;
         }
         match serde_json::from_str::<TrialRecord>(line) {
+            Ok(record) if !is_trial_folder(&record.folder) => {
+                let message = format!(
+                    "trial {} names the folder {:?}, which is not a folder of its own under trials/; a matrix folder never points outside itself, so this line was edited by hand",
+                    record.key, record.folder
+                );
+                return Err(StoreError::BadRecord { path: path.clone(), line: i + 1, message });
+            }
             Ok(record) => {
                 records.insert(record.key.clone(), record);
             }
@@ -170,6 +201,28 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), StoreError> {
     let path = dir.join(SUMMARY_FILE);
     let text = serde_json::to_string_pretty(summary).unwrap_or_default();
     write_atomic(&path, text.as_bytes()).map_err(io("write", &path))
+}
+
+/// `troupe rerender` of a matrix folder: the summary, report and charts again from
+/// `trials.jsonl`, and each recorded trial's transcript and report from its `events.jsonl`, all
+/// written under `out` (the folder itself, or another to compare with). A run of one trial
+/// (folder `.`) gets its own transcript and report with its checks.
+pub fn rerender_matrix(dir: &Path, out: &Path) -> Result<Summary, StoreError> {
+    let matrix = read_matrix(dir)?;
+    let records = read_records(dir)?;
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
+    let summary = if matrix.trials.len() == 1 {
+        super::summary::summarize(&matrix.info, &records)
+    } else {
+        write_outputs(out, &matrix.info, &records)?
+    };
+    for record in &records {
+        crate::findings::rerender_into(&dir.join(&record.folder), &out.join(&record.folder))?;
+        if record.folder == "." {
+            append_checks(out, record)?;
+        }
+    }
+    Ok(summary)
 }
 
 /// The checks of a run of one trial, appended to its own `report.md`.

@@ -221,6 +221,9 @@ enum Problem {
     FirstLineTooLong { path: PathBuf },
     #[error("{}: no complete line in its last {MAX_TAIL} bytes", path.display())]
     NoLineInTail { path: PathBuf },
+    /// The log is of a format this troupe does not read (the message names who wrote it).
+    #[error("{0}")]
+    Newer(String),
 }
 
 /// The `run_started` fields a listing shows.
@@ -428,6 +431,7 @@ fn read_head(mut file: &File, path: &Path, len: u64) -> Result<Head, Problem> {
     let mut line = Vec::new();
     BufReader::new(file.take(limit)).read_until(b'\n', &mut line).map_err(io_problem)?;
     let whole = line.last() == Some(&b'\n');
+    super::newer_format(&line, path).map_err(|e| Problem::Newer(e.to_string()))?;
     match serde_json::from_slice::<Event>(&line) {
         Ok(Event { ts, body: EventBody::RunStarted { experiment, root_agent, task, .. }, .. }) => {
             Ok(Head { started: ts, experiment, root_agent, task })
@@ -544,6 +548,8 @@ mod tests {
             root_agent: "coordinator".into(),
             task: task.into(),
             prices: Default::default(),
+            format: crate::protocol::EVENTS_FORMAT,
+            troupe_version: None,
         }
     }
 

@@ -68,6 +68,11 @@ pub enum FindingsError {
     BadLine { path: PathBuf, line: usize, message: String },
     #[error("the findings writer for {} has stopped, so recent events may be missing", dir.display())]
     WriterStopped { dir: PathBuf },
+    #[error(
+        "{} was written by a newer troupe ({written_by}, events format {format}; this one is troupe {} and reads up to format {}): upgrade troupe to read it",
+        path.display(), crate::protocol::TROUPE_VERSION, crate::protocol::EVENTS_FORMAT
+    )]
+    NewerFormat { path: PathBuf, format: u64, written_by: String },
 }
 
 impl FindingsError {
@@ -126,6 +131,9 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
     // spoil the last line, not the whole file.
     let ends_whole = bytes.last().is_none_or(|&b| b == b'\n');
     let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if let Some(first) = lines.first() {
+        newer_format(first, path)?;
+    }
     let mut events = Vec::with_capacity(lines.len());
     let mut warning = None;
     for (i, line) in lines.iter().enumerate() {
@@ -148,6 +156,23 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
         }
     }
     Ok((events, warning))
+}
+
+/// Refuses a log whose first line says a newer troupe wrote it, before any of its lines is
+/// taken for a damaged one: a newer format may hold events this troupe does not know.
+pub(crate) fn newer_format(first_line: &[u8], path: &Path) -> Result<(), FindingsError> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(first_line) else { return Ok(()) };
+    let format = value.get("format").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if value.get("type").and_then(serde_json::Value::as_str) != Some("run_started")
+        || format <= u64::from(crate::protocol::EVENTS_FORMAT)
+    {
+        return Ok(());
+    }
+    let written_by = value
+        .get("troupe_version")
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| "an unknown version".to_owned(), |v| format!("troupe {v}"));
+    Err(FindingsError::NewerFormat { path: path.to_owned(), format, written_by })
 }
 
 /// One line of `events.jsonl` as an event, or why it is not one. Bytes, not a `str`: a cut
@@ -193,8 +218,14 @@ pub fn read_events_from(path: &Path, offset: u64) -> Result<(Vec<Event>, u64), F
 /// (for a run that was killed before it could write them, or after the renderers improved).
 /// The log was redacted when written, so no redactor is needed.
 pub fn rerender(dir: &Path) -> Result<RunFolder, FindingsError> {
-    let folder = RunFolder { dir: dir.to_owned() };
-    let (events, warning) = read_events(&folder.events())?;
+    rerender_into(dir, dir)
+}
+
+/// [`rerender`], writing `transcript.md` and `report.md` into `out` (created if needed) and
+/// leaving `dir` as it is.
+pub fn rerender_into(dir: &Path, out: &Path) -> Result<RunFolder, FindingsError> {
+    let source = RunFolder { dir: dir.to_owned() };
+    let (events, warning) = read_events(&source.events())?;
     let mut transcript = render_transcript(&events);
     let mut report = render_report(&events);
     if let Some(warning) = warning {
@@ -202,6 +233,8 @@ pub fn rerender(dir: &Path) -> Result<RunFolder, FindingsError> {
         transcript.push_str(&note);
         report.push_str(&note);
     }
+    fs::create_dir_all(out).map_err(FindingsError::io("create", out))?;
+    let folder = RunFolder { dir: out.to_owned() };
     write_replacing(&folder.transcript(), &transcript)?;
     write_replacing(&folder.report(), &report)?;
     Ok(folder)

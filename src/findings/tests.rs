@@ -35,6 +35,8 @@ fn run_events() -> Vec<Event> {
             root_agent: "coordinator".into(),
             task: "Find the capital of France".into(),
             prices: Default::default(),
+            format: crate::protocol::EVENTS_FORMAT,
+            troupe_version: None,
         },
         EventBody::TaskCreated {
             uri: root(),

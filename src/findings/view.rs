@@ -173,7 +173,7 @@ impl<'e> RunView<'e> {
         self.first_ts = Some(self.first_ts.map_or(event.ts, |t| t.min(event.ts)));
         self.last_ts = Some(self.last_ts.map_or(event.ts, |t| t.max(event.ts)));
         match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => {
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices, .. } => {
                 self.info = Some(RunInfo { run_id, experiment, root_agent, task, ts: event.ts, prices });
             }
             EventBody::TaskCreated { uri, parent, kind, agent, model, task } => {

@@ -326,6 +326,8 @@ pub fn spawn_run(
                 root_agent: config.root_agent.clone(),
                 task: config.task.clone(),
                 prices: config.prices.clone(),
+                format: crate::protocol::EVENTS_FORMAT,
+                troupe_version: Some(crate::protocol::TROUPE_VERSION.to_owned()),
             },
         );
         let new = NewTask {

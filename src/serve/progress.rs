@@ -170,6 +170,8 @@ mod tests {
                 root_agent: "a".into(),
                 task: "t".into(),
                 prices: Default::default(),
+                format: crate::protocol::EVENTS_FORMAT,
+                troupe_version: None,
             },
         ));
         for _ in 0..3 {

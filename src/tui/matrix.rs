@@ -426,6 +426,8 @@ mod tests {
                     root_agent: "x".into(),
                     task: "t".into(),
                     prices: Default::default(),
+                    format: crate::protocol::EVENTS_FORMAT,
+                    troupe_version: None,
                 },
             };
             matrix.apply(MatrixUpdate::Event { key: spec(index).key, event }, 0);

@@ -606,6 +606,11 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
                     Style::new().dim(),
                 )),
             }
+            if run.outcome == PastOutcome::Unreadable
+                && let Some(problem) = &run.problem
+            {
+                spans.push(Span::styled(format!(" · {}", problem_in_a_line(problem, &run.dir)), Style::new().fg(Color::Red)));
+            }
             ListItem::new(Line::from(spans))
         })
         .collect();
@@ -634,6 +639,13 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
         Some(notes) if notes.loaded => frame.render_widget(&notes.editor, inner),
         _ => frame.render_widget(Paragraph::new("loading…").dim(), inner),
     }
+}
+
+/// Why a past run is unreadable, in one line: paths inside its folder are named from the folder
+/// (`matrix.json: …`), since the row already says which run it is.
+fn problem_in_a_line(problem: &str, dir: &std::path::Path) -> String {
+    let prefix = format!("{}{}", dir.display(), std::path::MAIN_SEPARATOR);
+    problem.replace(&prefix, "").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn draw_memory(frame: &mut Frame, app: &App, areas: &Areas) {

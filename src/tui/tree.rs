@@ -199,7 +199,7 @@ impl RunView {
     pub fn apply(&mut self, event: &Event) {
         self.last_ts = Some(self.last_ts.map_or(event.ts, |t| t.max(event.ts)));
         match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => {
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices, .. } => {
                 self.info = Some(RunInfo {
                     run_id: run_id.clone(),
                     experiment: experiment.clone(),
@@ -670,6 +670,8 @@ mod tests {
                 root_agent: "host".into(),
                 task: "t".into(),
                 prices: [("big".to_owned(), price)].into_iter().collect(),
+                format: crate::protocol::EVENTS_FORMAT,
+                troupe_version: None,
             },
         ));
         view.apply(&created(1, 1, None, "host"));

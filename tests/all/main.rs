@@ -14,6 +14,7 @@
 //! - `matrix`: matrices of trials through the binary: records, shards and merge, resume, checks.
 //! - `mcp_client`: troupe as an MCP client of real servers (`mcp-server-time`, a misbehaving one);
 //!   `mcp_env` installs their Python side.
+//! - `formats`: every run folder format ever written stays readable (shipped findings, frozen fixtures).
 //! - `faults`: the fault suite: hostile input and failures, and what the user gets.
 //! - `mcp_server`: `troupe mcp serve` driven by the official Python SDK, over stdio and HTTP.
 
@@ -22,6 +23,7 @@
 mod cli;
 mod embedder;
 mod faults;
+mod formats;
 mod http_server;
 mod local_model;
 mod matrix;
