@@ -1,5 +1,5 @@
 //! File-system helpers shared by every part of troupe that replaces a file in place (renderings,
-//! settings, notes written by the workbench).
+//! settings, notes written by the workbench), and the workbench's own folder, `.troupe/`.
 //!
 //! Invariant: [`write_atomic`] leaves the target either wholly old or wholly new, never half of
 //! one, and never leaves its temporary file behind when it fails. A reader, a crash or a second
@@ -105,6 +105,22 @@ fn sync_directory(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+/// The workbench's own folder (`.troupe/`: the memory database, the terminal app's log),
+/// created on first use with a `.gitignore` that keeps it out of git: what it holds is what runs
+/// saw, and `troupe memory export` is how lessons are shared.
+pub fn own_folder(root: &Path) -> io::Result<PathBuf> {
+    let own = root.join(".troupe");
+    fs::create_dir_all(&own)?;
+    let ignore = own.join(".gitignore");
+    let note = "# troupe's own files (memory database, log): not for git; share lessons with `troupe memory export`\n*\n";
+    match OpenOptions::new().write(true).create_new(true).open(&ignore) {
+        Ok(mut file) => file.write_all(note.as_bytes())?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    Ok(own)
 }
 
 #[cfg(test)]

@@ -151,7 +151,10 @@ pub fn run_memory(
         return None;
     }
     match crate::memory::service::Memory::open(&workbench.settings.memory, &workbench.root) {
-        Ok(memory) => Some(Arc::new(RunRecall::new(Arc::new(memory.with_status(status)), mode))),
+        Ok(memory) => {
+            let memory = memory.with_status(status).with_redactor(redactor_of(workbench, &workbench.settings.models));
+            Some(Arc::new(RunRecall::new(Arc::new(memory), mode)))
+        }
         Err(err) => {
             status(&format!("warning: running without memory: {err}"));
             None
@@ -432,6 +435,8 @@ pub struct Launched {
     /// The same redaction the findings get, for what a view prints.
     redactor: Redactor,
     finished: bool,
+    /// Whether the run was stopped because its log could not be written.
+    stopped_for_log: bool,
 }
 
 /// Opens the run folder (events, config snapshot, notes) and starts the run.
@@ -460,7 +465,7 @@ pub fn launch(prepared: Prepared, clock: Arc<dyn Clock>) -> Result<Launched, Lau
     }
     let (tx, events) = mpsc::unbounded_channel();
     let handle = spawn_run(config, tx, clock)?;
-    Ok(Launched { handle, events, writer, redactor: snapshot_redactor, finished: false })
+    Ok(Launched { handle, events, writer, redactor: snapshot_redactor, finished: false, stopped_for_log: false })
 }
 
 impl Launched {
@@ -471,6 +476,12 @@ impl Launched {
         }
         let event = self.events.recv().await?;
         self.writer.record(&event);
+        // A run whose log cannot be written (a full disk) is stopped: what it would do next
+        // could not be seen or kept. `finish` then reports the failure, and the run fails.
+        if !self.stopped_for_log && self.writer.failure().is_some() {
+            self.stopped_for_log = true;
+            self.handle.send(Op::CancelRun);
+        }
         if matches!(event.body, crate::protocol::EventBody::RunFinished { .. }) {
             self.finished = true;
         }

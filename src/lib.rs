@@ -18,15 +18,19 @@
 //! - [`tui`]: the workbench, the terminal app: a pure run view model, the screens' state, and
 //!   the shell that drives them.
 //! - [`fsutil`]: atomic file writes, so a failed save never loses what was on disk.
+//! - [`logging`]: troupe's own diagnostics: stderr, or a file for the terminal app; redacted.
+//! - [`printable`]: outside text made safe for the terminal (no control characters).
 
 pub mod config;
 pub mod experiment;
 pub mod findings;
 pub mod fsutil;
 pub mod launch;
+pub mod logging;
 pub mod mcp;
 pub mod memory;
 pub mod model;
+pub mod printable;
 pub mod protocol;
 pub mod runtime;
 pub mod serve;

@@ -168,13 +168,28 @@ impl AgentDraft {
     }
 }
 
-/// An optional, non-empty `name` that is not the reserved `*`.
+/// The longest name an agent or experiment may have.
+const MAX_NAME_LEN: usize = 64;
+
+/// An optional, non-empty `name` that is not the reserved `*` and can be a file's name (the
+/// workbench saves an expert as `agents/<name>.toml`; a run folder's name includes the
+/// experiment's): letters, digits, `-`, `_` and `.`, not starting with `.`.
 pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Located<String>> {
     let name = table.string(cx, "name")?;
-    let problem = if name.value.trim().is_empty() {
-        Some("`name` must not be empty")
-    } else if name.value == "*" {
-        Some("`*` cannot be a name: in `experts` it means every agent")
+    let value = name.value.as_str();
+    let problem = if value.trim().is_empty() {
+        Some("`name` must not be empty".to_owned())
+    } else if value == "*" {
+        Some("`*` cannot be a name: in `experts` it means every agent".to_owned())
+    } else if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        Some(format!(
+            "`name` must be usable as a file name, and {} is not allowed in it",
+            if bad.is_control() { format!("the control character U+{:04X}", u32::from(bad)) } else { format!("`{bad}`") }
+        ))
+    } else if value.starts_with('.') {
+        Some("`name` must not start with `.` (it would be a hidden file)".to_owned())
+    } else if value.len() > MAX_NAME_LEN {
+        Some(format!("`name` is {} characters long; at most {MAX_NAME_LEN} are allowed", value.len()))
     } else {
         None
     };
@@ -182,7 +197,7 @@ pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Locate
         Some(message) => {
             cx.push(
                 Diagnostic::error(name.at.clone(), message)
-                    .with_hint("for example: name = \"researcher\", or leave `name` out to use the file's name"),
+                    .with_hint("use letters, digits, `-`, `_` and `.`, for example: name = \"researcher\", or leave `name` out to use the file's name"),
             );
             None
         }

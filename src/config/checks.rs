@@ -215,9 +215,9 @@ fn read_schema(cx: &mut Cx<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> Option<se
     match value.get_ref() {
         DeValue::Table(_) => Some(to_json(value.get_ref())),
         DeValue::String(path) => {
-            let abs = dirs.abs.join(path.as_ref());
-            let parsed = std::fs::read_to_string(&abs)
-                .map_err(|e| e.to_string())
+            let parsed = dirs
+                .inside(path.as_ref())
+                .and_then(|(_, abs)| super::workbench::read_capped(&abs, super::workbench::MAX_CONFIG_BYTES))
                 .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
             match parsed {
                 Ok(schema) => Some(schema),

@@ -110,7 +110,7 @@ impl ExperimentDraft {
             return draft;
         };
         draft.complete = true;
-        let dirs = Dirs::of(&src.path, abs);
+        let dirs = Dirs::of_nested(&src.path, abs);
         let table = Table::document(&doc, EXPERIMENT_SCHEMA);
         table.check_unknown(&mut cx);
         let spec = &mut draft.spec;
@@ -223,10 +223,13 @@ fn read_tasks(cx: &mut Cx<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> (Vec<TaskS
         }
         _ => {
             if let Some(file) = table.string(cx, "dataset") {
-                let abs = dirs.abs.join(&file.value);
-                let shown = dirs.shown.join(&file.value);
-                tasks = read_dataset(cx, &file, &shown, &abs);
-                dataset = Some(abs);
+                match dirs.inside(&file.value) {
+                    Ok((shown, abs)) => {
+                        tasks = read_dataset(cx, &file, &shown, &abs);
+                        dataset = Some(abs);
+                    }
+                    Err(message) => cx.push(Diagnostic::error(file.at.clone(), message)),
+                }
             }
         }
     }
@@ -313,10 +316,13 @@ fn scalar_text(value: &DeValue<'_>) -> Option<String> {
     }
 }
 
+/// The largest dataset troupe reads: tens of thousands of tasks.
+const MAX_DATASET_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A JSON-lines dataset: one task per line (`{"input": …, "expected": …, "id": …}`); blank
 /// lines are skipped. Errors point into the dataset at the line and column.
 fn read_dataset(cx: &mut Cx<'_>, file: &Located<String>, shown: &Path, abs: &Path) -> Vec<LocatedTask> {
-    let text = match std::fs::read_to_string(abs) {
+    let text = match super::workbench::read_capped(abs, MAX_DATASET_BYTES) {
         Ok(text) => text,
         Err(err) => {
             cx.push(

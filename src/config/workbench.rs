@@ -111,6 +111,34 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The largest `troupe.toml`, expert or experiment troupe reads: far beyond any prompt a person
+/// writes, and a bound on what a file in a shared run folder's snapshot can make troupe hold.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A file's text, or why not: unreadable, not UTF-8, or larger than `cap` (checked before
+/// reading, and again while reading, since the file may grow in between).
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let too_big = |len: u64| {
+        format!(
+            "the file is {:.1} MiB; troupe reads files of this kind up to {} MiB",
+            len as f64 / (1024.0 * 1024.0),
+            cap / (1024 * 1024)
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > cap {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
 /// One file to read: the path diagnostics show, its absolute path, and its text (or why it
 /// could not be read).
 struct FileInput {
@@ -121,7 +149,7 @@ struct FileInput {
 
 impl FileInput {
     fn read(shown: PathBuf, abs: PathBuf) -> Self {
-        let text = std::fs::read_to_string(&abs).map_err(|e| e.to_string());
+        let text = read_capped(&abs, MAX_CONFIG_BYTES);
         FileInput { shown, abs, text }
     }
 

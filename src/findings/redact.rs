@@ -113,7 +113,7 @@ impl Redactor {
     }
 
     /// Redacts every string of a JSON value, object keys included (tool arguments are free-form).
-    fn value(&self, value: &Value) -> Value {
+    pub fn value(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text)),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
@@ -127,13 +127,17 @@ impl Redactor {
     /// (a status, a URI, a time) that other tools parse.
     pub fn redact_event(&self, event: &Event) -> Event {
         let body = match &event.body {
-            EventBody::RunStarted { run_id, experiment, root_agent, task, prices } => EventBody::RunStarted {
-                run_id: self.text(run_id),
-                experiment: self.text(experiment),
-                root_agent: self.text(root_agent),
-                task: self.text(task),
-                prices: prices.clone(),
-            },
+            EventBody::RunStarted { run_id, experiment, root_agent, task, prices, format, troupe_version } => {
+                EventBody::RunStarted {
+                    run_id: self.text(run_id),
+                    experiment: self.text(experiment),
+                    root_agent: self.text(root_agent),
+                    task: self.text(task),
+                    prices: prices.clone(),
+                    format: *format,
+                    troupe_version: troupe_version.clone(),
+                }
+            }
             EventBody::TaskCreated { uri, parent, kind, agent, model, task } => EventBody::TaskCreated {
                 uri: *uri,
                 parent: *parent,

@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +35,9 @@ pub struct FindingsWriter {
     dir: PathBuf,
     /// Set after the first failed send, so a stopped writer is logged once, not per event.
     warned: AtomicBool,
+    /// Why the log stopped (a full disk, a file-size limit), set by the writer thread at its
+    /// first failed append, so the run can be stopped rather than go on unrecorded.
+    failure: Arc<OnceLock<String>>,
 }
 
 impl FindingsWriter {
@@ -58,12 +62,15 @@ impl FindingsWriter {
             deltas: DeltaGuard::default(),
             kept: Vec::new(),
             failure: None,
+            good_len: 0,
+            told: Arc::default(),
         };
+        let failure = state.told.clone();
         std::thread::Builder::new()
             .name("troupe-findings".to_owned())
             .spawn(move || state.run(rx))
             .map_err(FindingsError::io("start the writer thread for", dir))?;
-        Ok(FindingsWriter { tx, dir: dir.to_owned(), warned: AtomicBool::new(false) })
+        Ok(FindingsWriter { tx, dir: dir.to_owned(), warned: AtomicBool::new(false), failure })
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,6 +83,11 @@ impl FindingsWriter {
         if self.tx.send(Command::Record(event.clone())).is_err() && !self.warned.swap(true, Ordering::Relaxed) {
             tracing::error!(dir = %self.dir.display(), "the findings writer has stopped; events are no longer recorded");
         }
+    }
+
+    /// Why the log stopped being written, once it has: the run should stop too.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
     }
 
     /// Waits until every event recorded so far is written; reports the first write failure.
@@ -111,6 +123,11 @@ struct WriterState {
     kept: Vec<Event>,
     /// The first failed append; from then on nothing more is appended.
     failure: Option<io::Error>,
+    /// Bytes of whole lines written: a failed append is cut back to this, so the log ends on a
+    /// whole line however the disk filled up.
+    good_len: u64,
+    /// The failure, told to the handle (see [`FindingsWriter::failure`]).
+    told: Arc<OnceLock<String>>,
 }
 
 impl WriterState {
@@ -157,9 +174,18 @@ impl WriterState {
             match serde_json::to_string(&clean) {
                 Ok(mut line) => {
                     line.push('\n');
-                    if let Err(source) = self.file.write_all(line.as_bytes()) {
-                        tracing::error!(path = %self.path.display(), %source, "could not append an event; the log stops here");
-                        self.failure = Some(source);
+                    match self.file.write_all(line.as_bytes()) {
+                        Ok(()) => self.good_len += line.len() as u64,
+                        Err(source) => {
+                            // Part of the line may be on disk: cut it, so every line is whole.
+                            let _ = self.file.set_len(self.good_len); // best effort: a reader skips a torn last line anyway
+                            tracing::error!(path = %self.path.display(), %source, "could not append an event; the log stops here");
+                            let _ = self.told.set(format!(
+                                "could not append to {}: {source}; the log stops at its last whole line",
+                                self.path.display()
+                            )); // set once: this is the first failure
+                            self.failure = Some(source);
+                        }
                     }
                 }
                 Err(error) => {

@@ -47,6 +47,7 @@ use super::store::{
     Query, Remembered, Scope, check_text,
 };
 use crate::config::{MemoryBackend, MemorySettings};
+use crate::findings::Redactor;
 
 /// Items re-embedded per batch: enough to amortise the model's per-call cost, few enough that a
 /// store of many thousands is never held in memory twice.
@@ -153,6 +154,15 @@ pub struct Imported {
     pub truncated: usize,
 }
 
+/// A store in the workbench's own folder gets that folder's `.gitignore` (see
+/// [`crate::fsutil::own_folder`]). Best effort: a folder that cannot be written is reported
+/// when the store opens.
+fn keep_out_of_git(root: &Path, store: &Path) {
+    if store.starts_with(root.join(".troupe")) {
+        let _ = crate::fsutil::own_folder(root); // the store's own open names any problem
+    }
+}
+
 /// The workbench's memory: a store and, once needed, an embedder.
 pub struct Memory {
     store: Box<dyn MemoryStore>,
@@ -166,6 +176,9 @@ pub struct Memory {
     current: AtomicBool,
     status: Box<dyn Fn(&str) + Send + Sync>,
     now_ms: fn() -> i64,
+    /// Every text and detail is redacted before it is stored: the store is meant to be
+    /// exported and shared, so a secret a run saw must never reach it.
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for Memory {
@@ -190,6 +203,7 @@ impl Memory {
         match &settings.backend {
             MemoryBackend::Sqlite => {
                 let path = settings.store_path(root);
+                keep_out_of_git(root, &path);
                 let store = SqliteStore::open(&path)?;
                 Ok(Memory::new(Box::new(store), path, settings))
             }
@@ -218,7 +232,15 @@ impl Memory {
             current: AtomicBool::new(false),
             status: Box::new(|_| {}),
             now_ms: system_now_ms,
+            redactor: Redactor::from_env(&[]),
         }
+    }
+
+    /// Hides these secrets too (the workbench's `api_key_env` values, named in `troupe.toml`),
+    /// besides the environment's secret-looking variables every memory hides.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Memory {
+        self.redactor = redactor;
+        self
     }
 
     /// Takes the embedder from `source` instead of the model cache.
@@ -286,7 +308,9 @@ impl Memory {
         provenance: Provenance,
         data: serde_json::Value,
     ) -> Result<Learned, ServiceError> {
-        let text = text.trim();
+        let text = self.redactor.redact(text.trim()).into_owned();
+        let text = text.as_str();
+        let data = self.redactor.value(&data);
         check_text(text)?;
         let embedder = self.embedder()?;
         let fitted = embedder.fit(text)?;
@@ -316,7 +340,9 @@ impl Memory {
         provenance: Provenance,
         data: serde_json::Value,
     ) -> Result<Item, ServiceError> {
-        let task = task.trim();
+        let task = self.redactor.redact(task.trim()).into_owned();
+        let task = task.as_str();
+        let data = self.redactor.value(&data);
         check_text(task)?;
         let loaded = lock(&self.embedder).clone();
         let (text, embedding, embedder) = match loaded {
@@ -394,7 +420,8 @@ impl Memory {
     /// Replaces an item's text (trimmed, cut to the window) and embeds it again. The item keeps
     /// its id, provenance, times and counters: a correction, not a new memory.
     pub fn edit(&self, id: ItemId, text: &str) -> Result<Edited, ServiceError> {
-        let text = text.trim();
+        let text = self.redactor.redact(text.trim()).into_owned();
+        let text = text.as_str();
         check_text(text)?;
         // An unknown id is reported before the model is loaded for nothing.
         self.get(id)?;
@@ -452,7 +479,7 @@ impl Memory {
         let embedder = self.embedder()?;
         let mut fitted = Vec::with_capacity(records.len());
         for (line, record) in &records {
-            let fit = embedder.fit(record.text.trim())?;
+            let fit = embedder.fit(&self.redactor.redact(record.text.trim()))?;
             if let Some(truncation) = &fit.truncated {
                 imported.truncated += 1;
                 (self.status)(&format!("{source_name} line {line}: {truncation}"));
@@ -504,7 +531,7 @@ impl Memory {
                 scope: record.scope.clone(),
                 provenance: record.provenance.clone(),
                 text: text.clone(),
-                data: record.data.clone(),
+                data: self.redactor.value(&record.data),
                 created_ms: record.created_ms.unwrap_or(now),
                 embedding,
                 embedder: digest.clone(),

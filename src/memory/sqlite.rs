@@ -116,6 +116,11 @@ impl Place {
         }
     }
 
+    /// An I/O error of the store's file, naming it.
+    fn err_io(&self, action: &'static str) -> impl Fn(std::io::Error) -> MemoryError + '_ {
+        move |e| MemoryError::Backend { path: self.path.clone(), action, reason: e.to_string() }
+    }
+
     fn corrupt(&self, reason: impl Into<String>) -> MemoryError {
         MemoryError::Corrupt { path: self.path.clone(), reason: reason.into() }
     }
@@ -150,6 +155,21 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Creates an empty store file readable by its owner alone (SQLite gives its `-wal` and `-shm`
+/// files the same mode), unless it exists: the memory holds what runs saw, and a shared machine
+/// must not read it. An empty file is an empty SQLite database.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating it (and its folders) if missing.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, MemoryError> {
@@ -164,6 +184,7 @@ impl SqliteStore {
                 .map_err(|source| MemoryError::CreateDir { path: parent.to_path_buf(), source })?;
         }
         let place = Place { path, busy_timeout };
+        create_private(&place.path).map_err(place.err_io("create the file"))?;
         let mut conn = Connection::open(&place.path).map_err(place.err("open the file"))?;
         conn.busy_timeout(busy_timeout).map_err(place.err("set its busy timeout"))?;
         // Refuse a newer store or another program's database before changing anything in it.
