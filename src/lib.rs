@@ -18,6 +18,7 @@
 //! - [`tui`]: the workbench, the terminal app: a pure run view model, the screens' state, and
 //!   the shell that drives them.
 //! - [`fsutil`]: atomic file writes, so a failed save never loses what was on disk.
+//! - [`urls`]: credentials in URLs (`user:pass@`) hidden in messages.
 
 pub mod config;
 pub mod experiment;
@@ -31,3 +32,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod serve;
 pub mod tui;
+pub mod urls;

@@ -245,7 +245,10 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
         cx.push(
             Diagnostic::error(
                 url.at.clone(),
-                format!("`base_url` must start with http:// or https://, found `{}`", url.value),
+                format!(
+                    "`base_url` must start with http:// or https://, found `{}`",
+                    crate::urls::redact_url_credentials(&url.value)
+                ),
             )
             .with_hint("for example: base_url = \"https://api.openai.com/v1\""),
         );
