@@ -9,7 +9,9 @@
 //! Invariants: a request is sent again only while its decoder has decoded nothing, so a reply
 //! is never streamed twice; cancellation drops the request at once (the whole exchange is one
 //! future raced against the token); the API key reaches only the request headers (marked
-//! sensitive), never a log line or an error message.
+//! sensitive), never a log line or an error message, and neither do credentials written into
+//! `base_url` (`user:pass@` is shown as `***@`); a response is read with bounded memory (the
+//! decoder's line and event limits, 64 KiB of an error body).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -327,7 +329,12 @@ impl Call {
                 Ok(Ok(Some(bytes))) => bytes,
             };
             received_any = true;
-            for event in events.push(&bytes) {
+            // A line or event past the decoder's limits is the server's fault and would be
+            // again: the reply fails for good rather than growing until the wall-time limit.
+            let decoded = events.push(&bytes).map_err(|err| {
+                Stop::failed(Failure::Fatal, format!("the stream from {provider} was refused: {err}"))
+            })?;
+            for event in decoded {
                 let chunks = decoder
                     .event(event.event.as_deref(), &event.data)
                     .map_err(|message| Stop::failed(Failure::Interrupted, format!("{provider}: {message}")))?;
