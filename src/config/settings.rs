@@ -76,6 +76,7 @@ pub(crate) const LIMITS_SCHEMA: Schema = &[
     ("max_tokens_per_run", "max_tokens_per_run = 500000"),
     ("max_cost", "max_cost = 0.50"),
     ("on_finish", "on_finish = \"cancel_children\""),
+    ("max_tool_result_bytes", "max_tool_result_bytes = 65536"),
 ];
 
 const MEMORY_SCHEMA: Schema = &[
@@ -447,7 +448,18 @@ pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Opti
         max_tokens_per_run: table.u64(cx, "max_tokens_per_run", true),
         max_cost: table.number(cx, "max_cost", 0.0, 1e9),
         on_finish: table.choice(cx, "on_finish", &ON_FINISH).map(|c| c.value),
+        max_tool_result_bytes: read_tool_result_bytes(cx, &table),
     })
+}
+
+/// The largest `max_tool_result_bytes` accepted: far above any model's context, below what a
+/// run folder's events should ever carry in one line.
+pub(crate) const MAX_TOOL_RESULT_BYTES_SETTING: u64 = 64 * 1024 * 1024;
+
+/// `max_tool_result_bytes` (in `[limits]`, an expert, or a variant's expert): from 1 byte to
+/// [`MAX_TOOL_RESULT_BYTES_SETTING`].
+pub(crate) fn read_tool_result_bytes(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<u64> {
+    table.uint(cx, "max_tool_result_bytes", true, MAX_TOOL_RESULT_BYTES_SETTING)
 }
 
 /// `[memory]`: the keys present over the defaults. `None` (reported) when it has an error, so
