@@ -346,7 +346,7 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_env_var_name(name: &str) -> bool {
+pub(crate) fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -354,7 +354,7 @@ fn is_env_var_name(name: &str) -> bool {
 
 /// A value that is probably an API key rather than a variable's name: a known key prefix, a
 /// character no variable name has, or a long mixed-case string of letters and digits.
-fn looks_like_key(value: &str) -> bool {
+pub(crate) fn looks_like_key(value: &str) -> bool {
     let has = |f: fn(char) -> bool| value.chars().any(f);
     value.starts_with("sk-")
         || value.starts_with("sk_")

@@ -722,7 +722,8 @@ pub enum CheckKind {
     /// The answer (or its first fenced JSON block) is JSON valid against `schema`.
     JsonSchema { schema: serde_json::Value },
     /// `command` gets the answer on stdin and the task as JSON in `TROUPE_TASK`; exit 0 passes.
-    Exec { command: Vec<String>, timeout_seconds: u64, cwd: PathBuf },
+    /// Its environment is only `PATH`, `HOME`, `TROUPE_TASK` and the variables `env` names.
+    Exec { command: Vec<String>, timeout_seconds: u64, cwd: PathBuf, env: Vec<String> },
     /// The model `model` grades the answer against `rubric`.
     Judge { model: String, rubric: String },
 }
