@@ -214,6 +214,7 @@ pub fn prepare_spec(
             "max_wall_seconds_per_subtask": limits.max_wall_seconds_per_subtask,
             "max_tokens_per_run": limits.max_tokens_per_run,
             "on_finish": limits.on_finish.as_str(),
+            "max_tool_result_bytes": limits.max_tool_result_bytes,
         },
         "models": aliases.iter().map(|(alias, spec)| {
             let info = models.get(alias).ok().map(|m| m.info());

@@ -20,6 +20,7 @@
 //! - [`fsutil`]: atomic file writes, so a failed save never loses what was on disk.
 //! - [`logging`]: troupe's own diagnostics: stderr, or a file for the terminal app; redacted.
 //! - [`printable`]: outside text made safe for the terminal (no control characters).
+//! - [`urls`]: credentials in URLs (`user:pass@`) hidden in messages.
 
 pub mod config;
 pub mod experiment;
@@ -35,3 +36,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod serve;
 pub mod tui;
+pub mod urls;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::diagnostic::Diagnostic;
 use super::reader::{Cx, Located, Schema, Source, Table, start_of};
-use super::settings::ON_FINISH;
+use super::settings::{ON_FINISH, read_tool_result_bytes};
 use super::suggest;
 use super::types::{AgentSpec, Location};
 use crate::protocol::ToolChoice;
@@ -40,6 +40,7 @@ const AGENT_SCHEMA: Schema = &[
     ("max_children", "max_children = 4"),
     ("max_wall_seconds", "max_wall_seconds = 300"),
     ("on_finish", "on_finish = \"wait_for_children\""),
+    ("max_tool_result_bytes", "max_tool_result_bytes = 16384"),
     ("tool_choice", "tool_choice = \"required\""),
     ("tool_plan", "tool_plan = [\"call_agent\", \"get_task_status\"]"),
     ("tools", AGENT_TOOLS_EXAMPLE),
@@ -118,6 +119,7 @@ impl AgentDraft {
         spec.max_children = table.u32(&mut cx, "max_children", false);
         spec.max_wall_seconds = table.u64(&mut cx, "max_wall_seconds", true);
         spec.on_finish = table.choice(&mut cx, "on_finish", &ON_FINISH).map(|c| c.value);
+        spec.max_tool_result_bytes = read_tool_result_bytes(&mut cx, &table);
         spec.self_copies = table.boolean(&mut cx, "self_copies").unwrap_or(true);
         spec.choose_model = table.boolean(&mut cx, "choose_model").unwrap_or(false);
         spec.recall_k = table.u32(&mut cx, "recall_k", false);

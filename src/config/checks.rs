@@ -3,7 +3,7 @@
 //! here, so a mistake in them is a diagnostic, not a failed trial.
 //!
 //! Invariant: a check is kept only when its table had no error. A judge's model alias is a
-//! [`Reference`], checked by the workbench.
+//! [`Reference`], checked by the workbench. An exec check's `env` holds only variable names.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ use toml::de::DeValue;
 use super::diagnostic::Diagnostic;
 use super::experiment::{RefKind, Reference, non_empty};
 use super::reader::{Cx, Located, Schema, Table, type_name};
-use super::settings::Dirs;
+use super::settings::{Dirs, is_env_var_name, looks_like_key};
 use super::types::{CheckKind, CheckSpec, TaskSpec};
 
 const CHECK_SCHEMA: Schema = &[
@@ -26,6 +26,7 @@ const CHECK_SCHEMA: Schema = &[
     ("schema", "schema = { type = \"object\", required = [\"answer\"] }"),
     ("command", "command = [\"python3\", \"grade.py\"]"),
     ("timeout_seconds", "timeout_seconds = 30"),
+    ("env", "env = [\"GRADER_TOKEN\"]"),
     ("model", "model = \"big\""),
     ("rubric", "rubric = \"Pass if the answer names a real octopus fact.\""),
 ];
@@ -47,7 +48,7 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
         "regex" => &["pattern"],
         "number" => &["value", "tolerance"],
         "json_schema" => &["schema"],
-        "exec" => &["command", "timeout_seconds"],
+        "exec" => &["command", "timeout_seconds", "env"],
         "judge" => &["model", "rubric"],
         _ => &[],
     }
@@ -137,6 +138,7 @@ pub(crate) fn read_checks(
                 command,
                 timeout_seconds: table.u64(cx, "timeout_seconds", true).unwrap_or(DEFAULT_EXEC_SECONDS),
                 cwd: dirs.abs.clone(),
+                env: read_env_names(cx, &table),
             }),
             _ => {
                 let model = non_empty(cx, &table, "model");
@@ -257,6 +259,26 @@ fn to_json(value: &DeValue<'_>) -> serde_json::Value {
             Value::Object(table.iter().map(|(k, v)| (k.get_ref().to_string(), to_json(v.get_ref()))).collect())
         }
     }
+}
+
+/// `env = ["NAME", …]`: the variables of troupe's environment an exec check's program sees
+/// besides `PATH`, `HOME` and `TROUPE_TASK` (it gets nothing else: answers are model-written).
+/// Each entry must be a variable's name; a bad one is reported where it is written.
+fn read_env_names(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Vec<String> {
+    let Some(names) = table.string_array(cx, "env") else { return Vec::new() };
+    for name in names.iter().filter(|name| !is_env_var_name(&name.value)) {
+        // A value pasted where its name belongs is a secret: it is not repeated.
+        let message = if looks_like_key(&name.value) {
+            "`env` lists names of environment variables, not their values".to_owned()
+        } else {
+            format!("`env` lists `{}`, which is not an environment variable's name", name.value)
+        };
+        cx.push(
+            Diagnostic::error(name.at.clone(), message)
+                .with_hint("a name is letters, digits and `_`, not starting with a digit: env = [\"GRADER_TOKEN\"]"),
+        );
+    }
+    names.into_iter().map(|name| name.value).collect()
 }
 
 /// `command = ["prog", "arg"]`, or a string run by `sh -c`.

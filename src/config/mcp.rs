@@ -160,7 +160,10 @@ fn read_server(cx: &mut Cx<'_>, name: &str, value: &Spanned<DeValue<'_>>, dirs: 
                 cx.push(
                     Diagnostic::error(
                         url.at.clone(),
-                        format!("`url` must be an http:// or https:// address, found `{}`", url.value),
+                        format!(
+                            "`url` must be an http:// or https:// address, found `{}`",
+                            crate::urls::redact_url_credentials(&url.value)
+                        ),
                     )
                     .with_hint("for example: url = \"http://127.0.0.1:8000/mcp\""),
                 );

@@ -76,6 +76,7 @@ pub(crate) const LIMITS_SCHEMA: Schema = &[
     ("max_tokens_per_run", "max_tokens_per_run = 500000"),
     ("max_cost", "max_cost = 0.50"),
     ("on_finish", "on_finish = \"cancel_children\""),
+    ("max_tool_result_bytes", "max_tool_result_bytes = 65536"),
 ];
 
 const MEMORY_SCHEMA: Schema = &[
@@ -279,7 +280,10 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
         cx.push(
             Diagnostic::error(
                 url.at.clone(),
-                format!("`base_url` must start with http:// or https://, found `{}`", url.value),
+                format!(
+                    "`base_url` must start with http:// or https://, found `{}`",
+                    crate::urls::redact_url_credentials(&url.value)
+                ),
             )
             .with_hint("for example: base_url = \"https://api.openai.com/v1\""),
         );
@@ -382,7 +386,7 @@ fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: 
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_env_var_name(name: &str) -> bool {
+pub(crate) fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -390,7 +394,7 @@ fn is_env_var_name(name: &str) -> bool {
 
 /// A value that is probably an API key rather than a variable's name: a known key prefix, a
 /// character no variable name has, or a long mixed-case string of letters and digits.
-fn looks_like_key(value: &str) -> bool {
+pub(crate) fn looks_like_key(value: &str) -> bool {
     let has = |f: fn(char) -> bool| value.chars().any(f);
     value.starts_with("sk-")
         || value.starts_with("sk_")
@@ -484,7 +488,18 @@ pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Opti
         max_tokens_per_run: table.u64(cx, "max_tokens_per_run", true),
         max_cost: table.number(cx, "max_cost", 0.0, 1e9),
         on_finish: table.choice(cx, "on_finish", &ON_FINISH).map(|c| c.value),
+        max_tool_result_bytes: read_tool_result_bytes(cx, &table),
     })
+}
+
+/// The largest `max_tool_result_bytes` accepted: far above any model's context, below what a
+/// run folder's events should ever carry in one line.
+pub(crate) const MAX_TOOL_RESULT_BYTES_SETTING: u64 = 64 * 1024 * 1024;
+
+/// `max_tool_result_bytes` (in `[limits]`, an expert, or a variant's expert): from 1 byte to
+/// [`MAX_TOOL_RESULT_BYTES_SETTING`].
+pub(crate) fn read_tool_result_bytes(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<u64> {
+    table.uint(cx, "max_tool_result_bytes", true, MAX_TOOL_RESULT_BYTES_SETTING)
 }
 
 /// `[memory]`: the keys present over the defaults. `None` (reported) when it has an error, so

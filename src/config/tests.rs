@@ -67,7 +67,7 @@ fn diagnostics_are_exact() {
             "unknown key far from any known key",
             vec![("troupe.toml", MODELS), ("agents/writer.toml", "model = \"small\"\nflavour = 3\n")],
             vec![
-                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, choose_model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, tool_choice, tool_plan, tools, experts, self_copies, recall_k, recall_min_score, system_prompt",
+                "<root>/agents/writer.toml:2:1: error: unknown key `flavour`\n  = hint: known keys: name, description, model, difficulty, choose_model, temperature, top_p, max_tokens, seed, max_turns, max_children, max_wall_seconds, on_finish, max_tool_result_bytes, tool_choice, tool_plan, tools, experts, self_copies, recall_k, recall_min_score, system_prompt",
             ],
         ),
         (
@@ -310,6 +310,20 @@ fn diagnostics_are_exact() {
             ],
         ),
         (
+            "a tool result limit of nothing",
+            vec![
+                (
+                    "troupe.toml",
+                    "[limits]\nmax_tool_result_bytes = 0\n[models.small]\nprovider = \"local\"\n[models.slm]\nprovider = \"local\"\n",
+                ),
+                ("agents/writer.toml", "model = \"small\"\nmax_tool_result_bytes = 100000000\n"),
+            ],
+            vec![
+                "<root>/agents/writer.toml:2:25: error: `max_tool_result_bytes` must be a positive integer no larger than 67108864, found 100000000\n  = hint: for example: max_tool_result_bytes = 16384",
+                "<root>/troupe.toml:2:25: error: `max_tool_result_bytes` must be a positive integer, found 0\n  = hint: for example: max_tool_result_bytes = 65536",
+            ],
+        ),
+        (
             "files that are not .toml are ignored",
             vec![("troupe.toml", MODELS), ("agents/notes.md", "# notes"), ("agents/writer.toml", WRITER)],
             vec![],
@@ -325,7 +339,7 @@ fn a_valid_workbench_loads() {
     let dir = write(&[
         (
             "troupe.toml",
-            "[models.small]\nprovider = \"local\"\nmodel = \"smollm2-135m-instruct\"\ntemperature = 1\n\n[models.fake]\nprovider = \"scripted\"\nscript = \"scripts/fake.toml\"\n\n[limits]\nmax_depth = 2\non_finish = \"wait_for_children\"\n",
+            "[models.small]\nprovider = \"local\"\nmodel = \"smollm2-135m-instruct\"\ntemperature = 1\n\n[models.fake]\nprovider = \"scripted\"\nscript = \"scripts/fake.toml\"\n\n[limits]\nmax_depth = 2\non_finish = \"wait_for_children\"\nmax_tool_result_bytes = 32768\n",
         ),
         ("scripts/fake.toml", "# replies\n"),
         (
@@ -341,6 +355,7 @@ max_turns = 8
 max_children = 2
 max_wall_seconds = 60
 on_finish = "cancel_children"
+max_tool_result_bytes = 4000
 tools = ["call_slm", "call_agent"]
 experts = ["summarizer"]
 system_prompt = """
@@ -355,7 +370,15 @@ Be careful."""
     let wb = loaded.workbench.unwrap();
     let root = dir.path().to_path_buf();
     assert_eq!(wb.root, root);
-    assert_eq!(wb.settings.limits, Limits { max_depth: 2, on_finish: OnFinish::WaitForChildren, ..Limits::default() });
+    assert_eq!(
+        wb.settings.limits,
+        Limits {
+            max_depth: 2,
+            on_finish: OnFinish::WaitForChildren,
+            max_tool_result_bytes: 32768,
+            ..Limits::default()
+        }
+    );
     let small = ModelSpec {
         model: Some("smollm2-135m-instruct".into()),
         temperature: Some(1.0),
@@ -385,6 +408,7 @@ Be careful."""
             max_children: Some(2),
             max_wall_seconds: Some(60),
             on_finish: Some(OnFinish::CancelChildren),
+            max_tool_result_bytes: Some(4000),
             tool_choice: crate::protocol::ToolChoice::Auto,
             tool_plan: vec![],
             tools: vec!["call_slm".into(), "call_agent".into()],
@@ -412,6 +436,7 @@ Be careful."""
             max_children: None,
             max_wall_seconds: None,
             on_finish: None,
+            max_tool_result_bytes: None,
             tool_choice: Default::default(),
             tool_plan: vec![],
             tools: vec![],

@@ -66,6 +66,7 @@ schema = { type = "object", required = ["answer"] }
 [[checks]]
 type = "exec"
 command = "grep -q 42"
+env = ["GRADER_TOKEN", "LANG"]
 
 [[checks]]
 type = "judge"
@@ -110,6 +111,7 @@ rubric = "Pass if correct."
             command: vec!["sh".into(), "-c".into(), "grep -q 42".into()],
             timeout_seconds: 60,
             cwd: dir.path().join("experiments"),
+            env: vec!["GRADER_TOKEN".into(), "LANG".into()],
         }
     );
     assert_eq!(
@@ -214,6 +216,25 @@ fn matrix_mistakes_are_diagnosed_where_they_are() {
             with_experiment("root = \"host\"\ntask = \"a\"\n[[checks]]\ntype = \"regex\"\npattern = \"(unclosed\"\n"),
             vec![
                 "<root>/experiments/e.toml:5:11: error: `pattern` is not a valid regular expression: error: unclosed group\n  = hint: for example: pattern = '^\\d+$'",
+            ],
+        ),
+        (
+            "an exec check's env entry that is not a variable's name",
+            with_experiment(
+                "root = \"host\"\ntask = \"a\"\n[[checks]]\ntype = \"exec\"\ncommand = \"true\"\nenv = [\"OK_NAME\", \"NOT A NAME\", \"sk-proj-0123456789abcdefABCDEF\"]\n",
+            ),
+            vec![
+                "<root>/experiments/e.toml:6:19: error: `env` lists `NOT A NAME`, which is not an environment variable's name\n  = hint: a name is letters, digits and `_`, not starting with a digit: env = [\"GRADER_TOKEN\"]",
+                "<root>/experiments/e.toml:6:33: error: `env` lists names of environment variables, not their values\n  = hint: a name is letters, digits and `_`, not starting with a digit: env = [\"GRADER_TOKEN\"]",
+            ],
+        ),
+        (
+            "env on a check that runs no program",
+            with_experiment(
+                "root = \"host\"\ntask = \"a\"\n[[checks]]\ntype = \"contains\"\nvalue = \"x\"\nenv = [\"A\"]\n",
+            ),
+            vec![
+                "<root>/experiments/e.toml:6:1: error: `env` does not apply to a `contains` check\n  = hint: a `contains` check uses `value`, `case_sensitive`",
             ],
         ),
         (

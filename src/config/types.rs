@@ -333,7 +333,13 @@ pub struct Limits {
     /// Dollars the whole run may cost, counted with the aliases' prices (`max_cost`).
     pub max_cost: Option<f64>,
     pub on_finish: OnFinish,
+    /// The most of one tool result a model reads (and an event records); a longer result is
+    /// cut and ends with `[truncated N bytes]`.
+    pub max_tool_result_bytes: u64,
 }
+
+/// `max_tool_result_bytes` when nothing sets it: a long web page or file, not a whole log.
+pub const DEFAULT_MAX_TOOL_RESULT_BYTES: u64 = 64 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -347,6 +353,7 @@ impl Default for Limits {
             max_tokens_per_run: 500_000,
             max_cost: None,
             on_finish: OnFinish::CancelChildren,
+            max_tool_result_bytes: DEFAULT_MAX_TOOL_RESULT_BYTES,
         }
     }
 }
@@ -363,6 +370,7 @@ pub struct LimitsPatch {
     pub max_tokens_per_run: Option<u64>,
     pub max_cost: Option<f64>,
     pub on_finish: Option<OnFinish>,
+    pub max_tool_result_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -377,6 +385,7 @@ impl Limits {
             max_tokens_per_run,
             max_cost,
             on_finish,
+            max_tool_result_bytes,
         } = *patch;
         if let Some(v) = max_depth {
             self.max_depth = v;
@@ -404,6 +413,9 @@ impl Limits {
         }
         if let Some(v) = on_finish {
             self.on_finish = v;
+        }
+        if let Some(v) = max_tool_result_bytes {
+            self.max_tool_result_bytes = v;
         }
         self
     }
@@ -434,6 +446,8 @@ pub struct AgentSpec {
     pub max_wall_seconds: Option<u64>,
     /// Overrides `limits.on_finish`.
     pub on_finish: Option<OnFinish>,
+    /// Overrides `limits.max_tool_result_bytes` for this expert's tool results.
+    pub max_tool_result_bytes: Option<u64>,
     /// `"required"`: every turn that offers tools must call one (the last turn answers).
     pub tool_choice: ToolChoice,
     /// Turn by turn, the tool each of the first turns must call: a scaffold for small models
@@ -473,6 +487,7 @@ impl AgentSpec {
             max_children: None,
             max_wall_seconds: None,
             on_finish: None,
+            max_tool_result_bytes: None,
             tool_choice: ToolChoice::Auto,
             tool_plan: Vec::new(),
             tools: Vec::new(),
@@ -633,6 +648,7 @@ pub struct AgentPatch {
     pub max_turns: Option<u32>,
     pub max_children: Option<u32>,
     pub max_wall_seconds: Option<u64>,
+    pub max_tool_result_bytes: Option<u64>,
     pub self_copies: Option<bool>,
 }
 
@@ -652,6 +668,7 @@ impl AgentPatch {
             max_turns,
             max_children,
             max_wall_seconds,
+            max_tool_result_bytes,
             self_copies,
         } = self;
         if let Some(v) = model {
@@ -675,6 +692,7 @@ impl AgentPatch {
         out.max_turns = max_turns.or(out.max_turns);
         out.max_children = max_children.or(out.max_children);
         out.max_wall_seconds = max_wall_seconds.or(out.max_wall_seconds);
+        out.max_tool_result_bytes = max_tool_result_bytes.or(out.max_tool_result_bytes);
         out.self_copies = self_copies.unwrap_or(out.self_copies);
         out
     }
@@ -704,7 +722,8 @@ pub enum CheckKind {
     /// The answer (or its first fenced JSON block) is JSON valid against `schema`.
     JsonSchema { schema: serde_json::Value },
     /// `command` gets the answer on stdin and the task as JSON in `TROUPE_TASK`; exit 0 passes.
-    Exec { command: Vec<String>, timeout_seconds: u64, cwd: PathBuf },
+    /// Its environment is only `PATH`, `HOME`, `TROUPE_TASK` and the variables `env` names.
+    Exec { command: Vec<String>, timeout_seconds: u64, cwd: PathBuf, env: Vec<String> },
     /// The model `model` grades the answer against `rubric`.
     Judge { model: String, rubric: String },
 }

@@ -13,7 +13,7 @@ use super::agent::{AGENT_TOOLS_EXAMPLE, check_tool};
 use super::diagnostic::Diagnostic;
 use super::experiment::{RefKind, Reference, non_empty, optional_non_empty};
 use super::reader::{Cx, Schema, Table};
-use super::settings::{Dirs, read_limits, read_models};
+use super::settings::{Dirs, read_limits, read_models, read_tool_result_bytes};
 use super::types::{AgentPatch, DEFAULT_VARIANT, VariantSpec};
 
 const VARIANT_SCHEMA: Schema = &[
@@ -39,6 +39,7 @@ const PATCH_SCHEMA: Schema = &[
     ("max_turns", "max_turns = 8"),
     ("max_children", "max_children = 4"),
     ("max_wall_seconds", "max_wall_seconds = 300"),
+    ("max_tool_result_bytes", "max_tool_result_bytes = 16384"),
     ("self_copies", "self_copies = false"),
 ];
 
@@ -178,6 +179,7 @@ fn read_patches(
         patch.max_turns = table.u32(cx, "max_turns", true);
         patch.max_children = table.u32(cx, "max_children", false);
         patch.max_wall_seconds = table.u64(cx, "max_wall_seconds", true);
+        patch.max_tool_result_bytes = read_tool_result_bytes(cx, &table);
         patch.self_copies = table.boolean(cx, "self_copies");
         patches.insert(agent, patch);
     }

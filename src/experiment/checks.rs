@@ -4,11 +4,17 @@
 //! `json_schema` are pure text tests ([`check_text`]); `exec` runs a program on the answer and
 //! `judge` asks a model ([`run_checks`]).
 //!
-//! Invariant: scoring never fails and never panics. A check that cannot be carried out (a bad
+//! Invariants:
+//! - An `exec` check's program runs model-written answers, so it gets a cleared environment:
+//!   `PATH`, `HOME`, `TROUPE_TASK` and only the variables its `env` names (as the MCP stdio
+//!   client does for servers). troupe's own keys and tokens never reach it unasked.
+//!
+//! Scoring never fails and never panics. A check that cannot be carried out (a bad
 //! pattern, a program that does not start, a judge model that errs or stalls, a task without
 //! the `expected` a check relies on) is a *failed* check whose `detail` says why, so a matrix of
 //! hundreds of trials always yields a record per trial.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, LazyLock};
@@ -70,8 +76,9 @@ pub async fn run_checks(
         let (pass, detail) = match answer {
             None => (false, NO_ANSWER.to_owned()),
             Some(answer) => match &check.kind {
-                CheckKind::Exec { command, timeout_seconds, cwd } => {
-                    run_exec(command, Duration::from_secs(*timeout_seconds), cwd, answer, task).await
+                CheckKind::Exec { command, timeout_seconds, cwd, env } => {
+                    let env = exec_env(env, |name| std::env::var_os(name));
+                    run_exec(command, Duration::from_secs(*timeout_seconds), cwd, &env, answer, task).await
                 }
                 CheckKind::Judge { model, rubric } => run_judge(judge, model, rubric, answer, task).await,
                 kind => check_text(kind, answer, task)
@@ -278,9 +285,36 @@ fn fenced_blocks(text: &str) -> Vec<(&str, &str)> {
     blocks
 }
 
-/// Runs an exec check: `command` in `cwd`, the answer on stdin, the task as JSON in
-/// `TROUPE_TASK`; exit 0 passes.
-async fn run_exec(command: &[String], limit: Duration, cwd: &Path, answer: &str, task: &TaskSpec) -> (bool, String) {
+/// Variables an exec check's program always gets, so that programs are found and behave.
+const EXEC_BASE_ENV: [&str; 2] = ["PATH", "HOME"];
+
+/// The environment of an exec check's program besides `TROUPE_TASK`: [`EXEC_BASE_ENV`] and the
+/// check's `env` names, each with its value from `lookup` (troupe's environment); a variable
+/// troupe does not have is left out, as is a name given twice.
+fn exec_env(names: &[String], lookup: impl Fn(&str) -> Option<OsString>) -> Vec<(String, OsString)> {
+    let mut env: Vec<(String, OsString)> = Vec::new();
+    let names = EXEC_BASE_ENV.into_iter().chain(names.iter().map(String::as_str));
+    for name in names.filter(|name| *name != "TROUPE_TASK") {
+        if env.iter().any(|(seen, _)| seen == name) {
+            continue;
+        }
+        if let Some(value) = lookup(name) {
+            env.push((name.to_owned(), value));
+        }
+    }
+    env
+}
+
+/// Runs an exec check: `command` in `cwd` with only `env` and the task as JSON in
+/// `TROUPE_TASK` for environment, the answer on stdin; exit 0 passes.
+async fn run_exec(
+    command: &[String],
+    limit: Duration,
+    cwd: &Path,
+    env: &[(String, OsString)],
+    answer: &str,
+    task: &TaskSpec,
+) -> (bool, String) {
     let Some((program, args)) = command.split_first() else {
         return (false, "the check's `command` is empty".to_owned());
     };
@@ -288,6 +322,8 @@ async fn run_exec(command: &[String], limit: Duration, cwd: &Path, answer: &str,
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("TROUPE_TASK", task_json)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -750,7 +786,12 @@ mod tests {
 
     #[test]
     fn exec_and_judge_are_not_text_checks() {
-        let exec = CheckKind::Exec { command: vec!["true".into()], timeout_seconds: 1, cwd: PathBuf::from("/") };
+        let exec = CheckKind::Exec {
+            command: vec!["true".into()],
+            timeout_seconds: 1,
+            cwd: PathBuf::from("/"),
+            env: Vec::new(),
+        };
         assert_eq!(check_text(&exec, "x", &task(None)), None);
         let judge = CheckKind::Judge { model: "j".into(), rubric: "r".into() };
         assert_eq!(check_text(&judge, "x", &task(None)), None);
@@ -761,6 +802,7 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), script.into()],
             timeout_seconds,
             cwd: std::env::temp_dir(),
+            env: Vec::new(),
         })
     }
 
@@ -806,6 +848,47 @@ mod tests {
         assert!(outcome.detail.contains(r#""expected":null"#), "{}", outcome.detail);
     }
 
+    #[test]
+    fn exec_gets_path_home_and_only_the_variables_it_lists() {
+        let troupe_env = |name: &str| {
+            let value = match name {
+                "PATH" => "/usr/bin",
+                "HOME" => "/home/me",
+                "GRADER_TOKEN" => "g-123",
+                "OPENAI_API_KEY" => "sk-not-for-checks",
+                "TROUPE_TASK" => "troupe's own, not the task",
+                _ => return None,
+            };
+            Some(OsString::from(value))
+        };
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        // (the check's `env`, the environment its program gets)
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+        let table: &[Case] = &[
+            (&[], &[("PATH", "/usr/bin"), ("HOME", "/home/me")]),
+            (&["GRADER_TOKEN"], &[("PATH", "/usr/bin"), ("HOME", "/home/me"), ("GRADER_TOKEN", "g-123")]),
+            // Unset names are left out; repeats and the task's own variable are ignored.
+            (&["MISSING", "HOME", "TROUPE_TASK"], &[("PATH", "/usr/bin"), ("HOME", "/home/me")]),
+        ];
+        for (listed, expected) in table {
+            let env = exec_env(&names(listed), troupe_env);
+            let expected: Vec<(String, OsString)> =
+                expected.iter().map(|(n, v)| ((*n).to_owned(), OsString::from(v))).collect();
+            assert_eq!(env, expected, "{listed:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_sees_no_variable_it_was_not_given() {
+        let none = ModelTable::default();
+        // `env` lists how the program found its environment; the check passes on exactly
+        // PATH, HOME (when the test has one), PWD (the shell's own) and TROUPE_TASK.
+        let script =
+            "env | cut -d= -f1 | grep -v -x -e PATH -e HOME -e PWD -e TROUPE_TASK -e SHLVL -e _ ; test $? -eq 1";
+        let outcome = one(exec(script, 10), Some("x"), &task(None), &none).await;
+        assert!(outcome.pass, "{}", outcome.detail);
+    }
+
     #[tokio::test]
     async fn exec_that_hangs_is_killed_at_its_time_limit() {
         let none = ModelTable::default();
@@ -834,11 +917,17 @@ mod tests {
             command: vec!["troupe-no-such-program".into()],
             timeout_seconds: 5,
             cwd: std::env::temp_dir(),
+            env: Vec::new(),
         });
         let outcome = one(spec, Some("x"), &task(None), &none).await;
         assert!(!outcome.pass);
         assert!(outcome.detail.starts_with("cannot start `troupe-no-such-program`"), "{}", outcome.detail);
-        let empty = check(CheckKind::Exec { command: Vec::new(), timeout_seconds: 5, cwd: std::env::temp_dir() });
+        let empty = check(CheckKind::Exec {
+            command: Vec::new(),
+            timeout_seconds: 5,
+            cwd: std::env::temp_dir(),
+            env: Vec::new(),
+        });
         assert!(!one(empty, Some("x"), &task(None), &none).await.pass);
     }
 

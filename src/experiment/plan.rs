@@ -202,6 +202,7 @@ fn merge_limits(base: &LimitsPatch, over: &LimitsPatch) -> LimitsPatch {
         max_tokens_per_run: over.max_tokens_per_run.or(base.max_tokens_per_run),
         max_cost: over.max_cost.or(base.max_cost),
         on_finish: over.on_finish.or(base.on_finish),
+        max_tool_result_bytes: over.max_tool_result_bytes.or(base.max_tool_result_bytes),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Redaction: keeps the values of secret environment variables (API keys, tokens, passwords)
-//! out of everything troupe writes to a run folder.
+//! Redaction: keeps the values of secret environment variables (API keys, tokens, passwords),
+//! and credentials written into URLs (`https://user:pass@host`), out of everything troupe
+//! writes to a run folder.
 //!
 //! Invariant: a [`Redactor`] never shows its secrets: not in `Debug`, not in errors, not in
 //! logs. Redaction works on values, not on names: a key is caught wherever a model, a tool or a
@@ -12,6 +13,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::protocol::{Event, EventBody, TaskId};
+use crate::urls::redact_url_credentials;
 
 /// What a secret is replaced by.
 pub const REDACTED: &str = "[redacted]";
@@ -92,10 +94,11 @@ impl Redactor {
         self.secrets.is_empty()
     }
 
-    /// `text` with every secret replaced by [`REDACTED`]; borrowed when there was nothing to
-    /// replace, which is almost always.
+    /// `text` with every secret replaced by [`REDACTED`], and the credentials of URLs by
+    /// `***` (a `base_url` with `user:pass@` quoted in an error); borrowed when there was
+    /// nothing to replace, which is almost always.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(text);
+        let mut out = redact_url_credentials(text);
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
                 out = Cow::Owned(out.replace(secret.as_str(), REDACTED));
@@ -300,6 +303,13 @@ mod tests {
         );
         let text = "sk-live-123456 ghp_abcdefgh custom-provider-secret 1 short /home/someone creds-creds";
         assert_eq!(r.redact(text), "[redacted] [redacted] [redacted] 1 short /home/someone [redacted]");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_hidden_even_without_secrets() {
+        let r = Redactor::default();
+        let text = "cannot reach openai at http://bob:hunter2@127.0.0.1:9/v1: connection refused";
+        assert_eq!(r.redact(text), "cannot reach openai at http://***@127.0.0.1:9/v1: connection refused");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - A server that exited is started again on its next call, after a backoff, at most
 //!   [`MAX_RESTARTS`] times in a row; then its calls fail at once, saying so.
 //! - Only what `env` lists reaches a server's environment.
+//! - A server's stderr is copied with bounded memory and disk: a line is cut at
+//!   [`STDERR_LINE_BYTES`] (and says so), and past [`STDERR_BYTES_PER_RUN`] per server and run
+//!   one line says the rest was dropped; the pipe is still drained, so the server never blocks.
 //! - Cancelling a call (its subtask was cancelled) sends `notifications/cancelled`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -31,23 +34,28 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, ServiceExt as _};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt as _;
+use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::content;
-use super::http_client::McpHttpClient;
+use super::http_client::{McpHttpClient, REFUSED_MARK};
 use super::names::{glob_matches, model_name, parse_reference};
 use crate::config::{McpServerSpec, McpStart, McpTransport};
 use crate::findings::Redactor;
 use crate::model::expand_env;
 use crate::protocol::ToolSpec;
 use crate::runtime::mcp::{McpFuture, McpOutcome, McpProgress, McpReply, McpResolved, McpTaskState, McpTool, McpTools};
+use crate::urls::redact_url_credentials;
 
 /// Times in a row an exited server is started again before its calls fail at once.
 pub const MAX_RESTARTS: u32 = 3;
 /// Lines of a server's stderr kept to explain its failures.
 const STDERR_TAIL: usize = 12;
+/// The longest line of a server's stderr kept; the rest of the line is cut and counted.
+pub const STDERR_LINE_BYTES: usize = 16 * 1024;
+/// The most of one server's stderr copied into one run's folder.
+pub const STDERR_BYTES_PER_RUN: usize = 4 * 1024 * 1024;
 /// The least time a server is given to start and answer `initialize` and `tools/list`.
 const MIN_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server's stderr may still arrive after it failed to start.
@@ -83,8 +91,8 @@ struct Server {
     spec: McpServerSpec,
     slot: tokio::sync::Mutex<Slot>,
     /// Run folders whose `mcp/<server>.stderr` receives this server's stderr, each with the
-    /// redaction its findings get.
-    sinks: Arc<Mutex<Vec<(PathBuf, Redactor)>>>,
+    /// redaction its findings get and what it has received so far.
+    sinks: Arc<Mutex<Vec<StderrSink>>>,
     /// The last lines of its stderr.
     tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -293,7 +301,7 @@ impl McpPool {
     /// `redactor` (the run's).
     pub fn for_run(self: &Arc<Self>, run_dir: &Path, redactor: &Redactor) -> RunMcp {
         for server in self.servers.values() {
-            lock(&server.sinks).push((run_dir.to_path_buf(), redactor.clone()));
+            lock(&server.sinks).push(StderrSink::new(run_dir, redactor, STDERR_BYTES_PER_RUN));
         }
         RunMcp { pool: self.clone(), dir: run_dir.to_path_buf() }
     }
@@ -366,15 +374,22 @@ impl McpPool {
                 let pump = stderr.map(|stderr| {
                     let (sinks, tail, name) = (server.sinks.clone(), server.tail.clone(), name.clone());
                     tokio::spawn(async move {
-                        let mut lines = tokio::io::BufReader::new(stderr).lines();
-                        while let Ok(Some(line)) = lines.next_line().await {
+                        let deliver = |line: String| {
                             copy_stderr(&sinks, &name, &line);
                             let mut tail = lock(&tail);
                             if tail.len() == STDERR_TAIL {
                                 tail.pop_front();
                             }
                             tail.push_back(line);
+                        };
+                        // Read in pieces, not by line: a line that never ends must not grow.
+                        let mut stderr = stderr;
+                        let mut buffer = vec![0u8; 8 * 1024];
+                        let mut lines = StderrLines::new(STDERR_LINE_BYTES);
+                        while let Ok(read @ 1..) = stderr.read(&mut buffer).await {
+                            lines.push(&buffer[..read]).into_iter().for_each(deliver);
                         }
+                        lines.finish().into_iter().for_each(deliver);
                     })
                 });
                 (handshake(handler, transport, &stop, limit).await, pump)
@@ -396,6 +411,8 @@ impl McpPool {
                 } else {
                     ""
                 };
+                // rmcp's and reqwest's errors quote the server's URL, credentials and all.
+                let err = redact_url_credentials(&err);
                 return Err(format!("MCP server `{name}` did not start: {err}{hint}{}", said(&server.tail)));
             }
             Err(_) => {
@@ -624,21 +641,12 @@ impl McpPool {
         }
     }
 
-    /// A failed call, said for the model and the transcript.
+    /// A failed call, said for the model and the transcript (never with the credentials of a
+    /// server's `url`, which a transport error may quote).
     fn failure(&self, server: &str, tool: &str, err: ServiceError, timeout: u64) -> String {
         let tail = self.servers.get(server).map(|s| said(&s.tail)).unwrap_or_default();
-        match err {
-            ServiceError::Timeout { .. } => {
-                format!("MCP server `{server}` did not answer `{tool}` within {timeout}s; the call was cancelled")
-            }
-            ServiceError::TransportClosed | ServiceError::TransportSend(_) => format!(
-                "MCP server `{server}` exited during the call to `{tool}`{tail}; it is started again on the next call"
-            ),
-            ServiceError::McpError(error) => {
-                format!("MCP server `{server}` refused the call to `{tool}`: {} (code {})", error.message, error.code.0)
-            }
-            other => format!("MCP server `{server}` failed the call to `{tool}`: {other}{tail}"),
-        }
+        let message = failure_text(server, tool, err, timeout, &tail);
+        redact_url_credentials(&message).into_owned()
     }
 
     /// Starts `name` if needed and describes it: its tools, resources and prompts.
@@ -704,6 +712,26 @@ impl McpPool {
                 }
             }
         }
+    }
+}
+
+/// What a failed call says, from rmcp's error.
+fn failure_text(server: &str, tool: &str, err: ServiceError, timeout: u64, tail: &str) -> String {
+    match err {
+        ServiceError::Timeout { .. } => {
+            format!("MCP server `{server}` did not answer `{tool}` within {timeout}s; the call was cancelled")
+        }
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => format!(
+            "MCP server `{server}` exited during the call to `{tool}`{tail}; it is started again on the next call"
+        ),
+        // troupe's own error for an answer too large to read (see `http_client`).
+        ServiceError::McpError(error) if error.data.as_ref().is_some_and(|d| d.get(REFUSED_MARK).is_some()) => {
+            format!("MCP server `{server}` answered `{tool}`, but {}", error.message)
+        }
+        ServiceError::McpError(error) => {
+            format!("MCP server `{server}` refused the call to `{tool}`: {} (code {})", error.message, error.code.0)
+        }
+        other => format!("MCP server `{server}` failed the call to `{tool}`: {other}{tail}"),
     }
 }
 
@@ -809,7 +837,7 @@ impl Drop for RunMcp {
     fn drop(&mut self) {
         for server in self.pool.servers.values() {
             let mut sinks = lock(&server.sinks);
-            if let Some(at) = sinks.iter().position(|(d, _)| *d == self.dir) {
+            if let Some(at) = sinks.iter().position(|sink| sink.dir == self.dir) {
                 sinks.remove(at);
             }
         }
@@ -855,19 +883,124 @@ fn reply_of(result: &Value, is_error: bool) -> McpReply {
     McpReply { content: Value::String(content::for_model(result)), is_error }
 }
 
-/// Appends a line of `server`'s stderr to `mcp/<server>.stderr` in every run folder using it.
-fn copy_stderr(sinks: &Mutex<Vec<(PathBuf, Redactor)>>, server: &str, line: &str) {
-    let dirs = lock(sinks).clone();
-    for (dir, redactor) in dirs {
+/// Appends a line of `server`'s stderr to `mcp/<server>.stderr` in every run folder using it,
+/// within each run's budget.
+fn copy_stderr(sinks: &Mutex<Vec<StderrSink>>, server: &str, line: &str) {
+    // Decided under the lock, written outside it: a slow disk must not hold up other servers.
+    let writes: Vec<(PathBuf, String)> =
+        lock(sinks).iter_mut().filter_map(|sink| Some((sink.dir.clone(), sink.admit(line)?))).collect();
+    for (dir, text) in writes {
         let folder = dir.join("mcp");
         let appended = std::fs::create_dir_all(&folder).and_then(|()| {
             let mut file =
                 std::fs::OpenOptions::new().create(true).append(true).open(folder.join(format!("{server}.stderr")))?;
-            file.write_all(format!("{}\n", redactor.redact(line)).as_bytes())
+            file.write_all(text.as_bytes())
         });
         if let Err(err) = appended {
             tracing::warn!("could not copy MCP server {server}'s stderr into {}: {err}", folder.display());
         }
+    }
+}
+
+/// One run folder receiving a server's stderr, and how much of it so far.
+struct StderrSink {
+    dir: PathBuf,
+    redactor: Redactor,
+    budget: usize,
+    copied: usize,
+    /// The budget ran out and the line saying so was written.
+    full: bool,
+}
+
+impl StderrSink {
+    fn new(dir: &Path, redactor: &Redactor, budget: usize) -> Self {
+        StderrSink { dir: dir.to_path_buf(), redactor: redactor.clone(), budget, copied: 0, full: false }
+    }
+
+    /// The text to append for `line` (redacted, with its line break): the line while the
+    /// budget lasts, then once a line saying the rest is dropped, then nothing.
+    fn admit(&mut self, line: &str) -> Option<String> {
+        if self.full {
+            return None;
+        }
+        let text = format!("{}\n", self.redactor.redact(line));
+        if self.copied.saturating_add(text.len()) > self.budget {
+            self.full = true;
+            return Some(format!(
+                "[troupe: this server wrote more than {} of stderr during the run; the rest is dropped]\n",
+                size(self.budget)
+            ));
+        }
+        self.copied += text.len();
+        Some(text)
+    }
+}
+
+/// `4 MiB`, `2 KiB` or `100 bytes`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A server's stderr split into lines of at most `max` bytes (pure): a longer line keeps its
+/// first `max` bytes (to a character boundary) and ends with `… [cut N bytes]`.
+struct StderrLines {
+    max: usize,
+    line: Vec<u8>,
+    /// Bytes of the current line beyond `max`, dropped.
+    cut: usize,
+}
+
+impl StderrLines {
+    fn new(max: usize) -> Self {
+        StderrLines { max, line: Vec::new(), cut: 0 }
+    }
+
+    /// The lines `bytes` complete.
+    fn push(&mut self, mut bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'\n');
+            let piece = &bytes[..end.unwrap_or(bytes.len())];
+            let room = self.max.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&piece[..piece.len().min(room)]);
+            self.cut += piece.len().saturating_sub(room);
+            match end {
+                Some(end) => {
+                    lines.push(self.take());
+                    bytes = &bytes[end + 1..];
+                }
+                None => break,
+            }
+        }
+        lines
+    }
+
+    /// The last line, when the stream ended without a line break.
+    fn finish(&mut self) -> Option<String> {
+        (!self.line.is_empty() || self.cut > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        let mut line = std::mem::take(&mut self.line);
+        let mut cut = std::mem::take(&mut self.cut);
+        if line.last() == Some(&b'\r') && cut == 0 {
+            line.pop();
+        }
+        if cut > 0 {
+            // A character the cut went through is dropped whole rather than shown broken.
+            let whole = match std::str::from_utf8(&line) {
+                Err(err) if err.error_len().is_none() => err.valid_up_to(),
+                _ => line.len(),
+            };
+            cut += line.len() - whole;
+            line.truncate(whole);
+            return format!("{}… [cut {cut} bytes]", String::from_utf8_lossy(&line));
+        }
+        String::from_utf8_lossy(&line).into_owned()
     }
 }
 
@@ -931,6 +1064,55 @@ mod tests {
             routes.deliver(&ProgressToken(NumberOrString::Number(1000 + n)), "nobody asked".into());
         }
         assert!(routes.lock().early.len() <= EARLY_PROGRESS, "unasked-for progress is bounded");
+    }
+
+    #[test]
+    fn stderr_lines_are_cut_at_the_limit_and_say_how_much_was_cut() {
+        // (stream, limit, lines): every split of the stream gives the same lines.
+        let table: &[(&[u8], usize, &[&str])] = &[
+            (b"one\ntwo\n", 8, &["one", "two"]),
+            (b"crlf\r\nend", 8, &["crlf", "end"]),
+            (b"0123456789\nok\n", 8, &["01234567… [cut 2 bytes]", "ok"]),
+            (b"exactly8\n", 8, &["exactly8"]),
+            // A cut through a character drops it whole: `é` is two bytes, its first is 8th.
+            ("1234567é tail\n".as_bytes(), 8, &["1234567… [cut 7 bytes]"]),
+            (b"\n\n", 8, &["", ""]),
+            (b"no line break at the end", 4, &["no l… [cut 20 bytes]"]),
+        ];
+        for (stream, limit, expected) in table {
+            for piece in [1, 3, stream.len()] {
+                let mut lines = StderrLines::new(*limit);
+                let mut got: Vec<String> = stream.chunks(piece).flat_map(|chunk| lines.push(chunk)).collect();
+                got.extend(lines.finish());
+                assert_eq!(got, *expected, "{} in pieces of {piece}", String::from_utf8_lossy(stream));
+            }
+        }
+        // A line that never ends holds no more than the limit.
+        let mut lines = StderrLines::new(STDERR_LINE_BYTES);
+        for _ in 0..256 {
+            assert!(lines.push(&[b'y'; 8192]).is_empty());
+        }
+        assert_eq!(lines.line.len(), STDERR_LINE_BYTES);
+        assert_eq!(
+            lines.finish().unwrap(),
+            format!("{}… [cut {} bytes]", "y".repeat(STDERR_LINE_BYTES), 256 * 8192 - STDERR_LINE_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_runs_copy_of_stderr_stops_at_its_budget_with_one_line_saying_so() {
+        let redactor = Redactor::new(vec!["tok-secret-1".into()]);
+        let mut sink = StderrSink::new(Path::new("/run"), &redactor, 2048);
+        assert_eq!(sink.admit("using tok-secret-1").as_deref(), Some("using [redacted]\n"));
+        let line = "x".repeat(1500);
+        assert_eq!(sink.admit(&line).map(|t| t.len()), Some(1501));
+        let notice = sink.admit(&line).unwrap();
+        assert_eq!(
+            notice,
+            "[troupe: this server wrote more than 2 KiB of stderr during the run; the rest is dropped]\n"
+        );
+        assert_eq!(sink.admit("later"), None, "nothing after the notice");
+        assert_eq!(sink.admit(""), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::mcp::{McpOutcome, McpTaskState, McpTool, McpTools};
 use super::memory::{RecallLimits, RunMemory};
 use super::registry::{CreateError, CreateLimits, NewTask, Outcome, Registry};
 use super::routing::{self, Route};
-use super::tools::{BuiltinCall, ExpertOffer, ToolContext, builtin_spec, parse_builtin};
+use super::tools::{BuiltinCall, ExpertOffer, ToolContext, bound_tool_result, builtin_spec, parse_builtin};
 use crate::config::{AUTO_MODEL, AgentSpec, Limits, Routing};
 use crate::model::{ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use crate::protocol::{
@@ -244,6 +244,8 @@ struct Profile {
     wall: Duration,
     on_finish: OnFinish,
     sampling: Sampling,
+    /// The most of a tool result its model reads.
+    max_tool_result_bytes: usize,
 }
 
 struct State {
@@ -393,6 +395,10 @@ fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
                 max_children: spec.max_children.unwrap_or(limits.max_children_per_agent),
                 wall: Duration::from_secs(spec.max_wall_seconds.unwrap_or(limits.max_wall_seconds_per_subtask)),
                 on_finish: spec.on_finish.unwrap_or(limits.on_finish),
+                max_tool_result_bytes: usize::try_from(
+                    spec.max_tool_result_bytes.unwrap_or(limits.max_tool_result_bytes),
+                )
+                .unwrap_or(usize::MAX),
                 sampling: Sampling {
                     temperature: spec.temperature,
                     top_p: spec.top_p,
@@ -964,17 +970,15 @@ impl Shared {
                     if cancel.is_cancelled() {
                         return;
                     }
+                    // The event records what the model reads: both cut to the expert's limit.
+                    let (content, text) = bound_tool_result(content, profile.max_tool_result_bytes);
                     self.emit_now(EventBody::ToolResult {
                         uri: id,
                         call_id: call.id.clone(),
                         tool: call.name.clone(),
-                        result: content.clone(),
+                        result: content,
                         is_error,
                     });
-                    let text = match content {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    };
                     machine.handle_tool_result(&call.id, text, is_error);
                 }
                 AgentEffect::AwaitChildren => {

@@ -1,8 +1,11 @@
-//! The built-in tools: their names, JSON schemas and descriptions as models see them, and the
-//! parsing of a call's arguments into a typed [`BuiltinCall`].
+//! The built-in tools: their names, JSON schemas and descriptions as models see them, the
+//! parsing of a call's arguments into a typed [`BuiltinCall`], and the cutting of any tool's
+//! result to `max_tool_result_bytes` ([`bound_tool_result`]).
 //!
 //! Invariant: pure. Executing a call is the driver's job; an argument that does not fit the
 //! schema becomes a message the model can act on, never a panic.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
@@ -147,6 +150,38 @@ fn uri_schema() -> Value {
 fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
     let properties: Map<String, Value> = properties.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary, followed by a line
+/// `[truncated N bytes]` (N: the bytes cut off) that the model reads; unchanged when it fits.
+pub fn truncate_tool_text(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}\n[truncated {} bytes]", &text[..end], text.len() - end))
+}
+
+/// A tool's result as the event records it and as the model reads it, cut to `max` bytes (see
+/// [`truncate_tool_text`]). A JSON result that is too long is recorded as the cut text: half a
+/// JSON document is no longer JSON.
+pub fn bound_tool_result(content: Value, max: usize) -> (Value, String) {
+    match content {
+        Value::String(text) => match truncate_tool_text(&text, max) {
+            Cow::Borrowed(_) => (Value::String(text.clone()), text),
+            Cow::Owned(cut) => (Value::String(cut.clone()), cut),
+        },
+        other => {
+            let text = other.to_string();
+            match truncate_tool_text(&text, max) {
+                Cow::Borrowed(_) => (other, text),
+                Cow::Owned(cut) => (Value::String(cut.clone()), cut),
+            }
+        }
+    }
 }
 
 /// A built-in call with its arguments checked.
@@ -347,5 +382,46 @@ mod tests {
             let got = parse_builtin(tool, args);
             assert_eq!(got, expected.clone().map_err(str::to_owned), "{tool} {args}");
         }
+    }
+
+    #[test]
+    fn long_results_are_cut_at_a_character_boundary_and_say_how_much_was_cut() {
+        // (text, max, expected): `é` is 2 bytes, `€` 3, `🎉` 4.
+        let table: &[(&str, usize, &str)] = &[
+            ("short", 64, "short"),
+            ("exactly8", 8, "exactly8"),
+            ("0123456789", 8, "01234567\n[truncated 2 bytes]"),
+            ("", 0, ""),
+            ("abc", 0, "\n[truncated 3 bytes]"),
+            // The cut would split `é`: it falls back to before it.
+            ("aé", 2, "a\n[truncated 2 bytes]"),
+            ("aé", 3, "aé"),
+            ("€€€", 4, "€\n[truncated 6 bytes]"),
+            ("€€€", 6, "€€\n[truncated 3 bytes]"),
+            ("🎉🎉", 7, "🎉\n[truncated 4 bytes]"),
+            ("🎉🎉", 3, "\n[truncated 8 bytes]"),
+        ];
+        for (text, max, expected) in table {
+            let got = truncate_tool_text(text, *max);
+            assert_eq!(got, *expected, "{text:?} at {max}");
+            let kept = got.split("\n[truncated").next().unwrap_or_default();
+            assert!(kept.len() <= *max, "{text:?} at {max} kept {kept:?}");
+            assert!(text.starts_with(kept));
+        }
+        assert!(matches!(truncate_tool_text("fits", 4), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_bound_result_is_the_same_text_in_the_event_and_for_the_model() {
+        let (event, model) = bound_tool_result(json!("x".repeat(10)), 4);
+        assert_eq!(model, "xxxx\n[truncated 6 bytes]");
+        assert_eq!(event, json!(model));
+        // JSON that fits is kept as JSON; too long, it becomes its cut text.
+        let list = json!({"tasks": [{"uri": "subtask://abcdef", "status": "working"}]});
+        let (event, model) = bound_tool_result(list.clone(), 1000);
+        assert_eq!((event, model), (list.clone(), list.to_string()));
+        let (event, model) = bound_tool_result(list.clone(), 10);
+        assert_eq!(model, format!("{}\n[truncated {} bytes]", &list.to_string()[..10], list.to_string().len() - 10));
+        assert_eq!(event, json!(model));
     }
 }

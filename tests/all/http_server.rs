@@ -1,6 +1,6 @@
 //! A tiny real HTTP/1.1 server for tests of remote providers: scripted responses, recorded
 //! requests, and the misbehaviours a client must survive (slow first byte, pauses between
-//! pieces, a body cut off mid-stream).
+//! pieces, a body cut off mid-stream, a body that goes on and on).
 //!
 //! Owns one listener on `127.0.0.1:0` and a task per connection. Each request is read whole
 //! (`Content-Length` bodies only, which is what reqwest sends for a byte body), recorded, and
@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,9 @@ pub struct Reply {
     pub cut_after: Option<usize>,
     /// Wait this long before the status line: a slow first byte.
     pub delay_before_status: Duration,
+    /// Send the last piece this many more times, while the client still reads: an endless
+    /// body, without holding it all in memory.
+    pub repeat_last: usize,
 }
 
 impl Reply {
@@ -75,6 +79,7 @@ impl Reply {
             framing: Framing::ContentLength,
             cut_after: None,
             delay_before_status: Duration::ZERO,
+            repeat_last: 0,
         }
     }
 
@@ -127,6 +132,11 @@ impl Reply {
         self.delay_before_status = delay;
         self
     }
+
+    pub fn repeat_last(mut self, times: usize) -> Self {
+        self.repeat_last = times;
+        self
+    }
 }
 
 /// A running server. Dropping it stops accepting connections.
@@ -134,6 +144,8 @@ pub struct Server {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     replies: Arc<Mutex<VecDeque<Reply>>>,
+    /// Body bytes written to clients so far, over every connection.
+    sent: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
@@ -150,16 +162,18 @@ impl Server {
         let addr = listener.local_addr().expect("local address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let replies = Arc::new(Mutex::new(replies.into_iter().collect::<VecDeque<_>>()));
+        let sent = Arc::new(AtomicUsize::new(0));
         let accept = tokio::spawn({
             let requests = requests.clone();
             let replies = replies.clone();
+            let sent = sent.clone();
             async move {
                 while let Ok((socket, _)) = listener.accept().await {
-                    tokio::spawn(serve(socket, requests.clone(), replies.clone()));
+                    tokio::spawn(serve(socket, requests.clone(), replies.clone(), sent.clone()));
                 }
             }
         });
-        Server { addr, requests, replies, accept }
+        Server { addr, requests, replies, sent, accept }
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.
@@ -176,10 +190,20 @@ impl Server {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// Body bytes written so far: how much of an endless body a client read before leaving.
+    pub fn body_bytes_sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
 }
 
 /// One connection: one request, one reply, close.
-async fn serve(mut socket: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, replies: Arc<Mutex<VecDeque<Reply>>>) {
+async fn serve(
+    mut socket: TcpStream,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    sent: Arc<AtomicUsize>,
+) {
     let Some(request) = read_request(&mut socket).await else { return };
     requests.lock().unwrap().push(request);
     let reply =
@@ -187,7 +211,7 @@ async fn serve(mut socket: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, repli
             Reply::json(599, r#"{"error":{"message":"the test server has no scripted reply left"}}"#)
         });
     // Write errors mean the client left (a timeout, a cancellation): nothing to do.
-    let _ = write_reply(&mut socket, &reply).await;
+    let _ = write_reply(&mut socket, &reply, &sent).await;
 }
 
 async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
@@ -230,7 +254,7 @@ async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
     Some(Recorded { method, path, headers, body })
 }
 
-async fn write_reply(socket: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+async fn write_reply(socket: &mut TcpStream, reply: &Reply, sent: &AtomicUsize) -> std::io::Result<()> {
     tokio::time::sleep(reply.delay_before_status).await;
     let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (name, value) in &reply.headers {
@@ -239,28 +263,25 @@ async fn write_reply(socket: &mut TcpStream, reply: &Reply) -> std::io::Result<(
     match reply.framing {
         Framing::Chunked => head.push_str("transfer-encoding: chunked\r\n"),
         Framing::ContentLength => {
-            let length: usize = reply.pieces.iter().map(|(bytes, _)| bytes.len()).sum();
+            let repeated = reply.pieces.last().map_or(0, |(bytes, _)| bytes.len() * reply.repeat_last);
+            let length: usize = reply.pieces.iter().map(|(bytes, _)| bytes.len()).sum::<usize>() + repeated;
             head.push_str(&format!("content-length: {length}\r\n"));
         }
     }
     head.push_str("connection: close\r\n\r\n");
     socket.write_all(head.as_bytes()).await?;
     socket.flush().await?;
-    for (sent, (bytes, delay)) in reply.pieces.iter().enumerate() {
-        if reply.cut_after == Some(sent) {
+    for (done, (bytes, delay)) in reply.pieces.iter().enumerate() {
+        if reply.cut_after == Some(done) {
             return cut(socket).await;
         }
         tokio::time::sleep(*delay).await;
-        match reply.framing {
-            Framing::Chunked if bytes.is_empty() => continue, // an empty chunk would end the body
-            Framing::Chunked => {
-                socket.write_all(format!("{:x}\r\n", bytes.len()).as_bytes()).await?;
-                socket.write_all(bytes).await?;
-                socket.write_all(b"\r\n").await?;
-            }
-            Framing::ContentLength => socket.write_all(bytes).await?,
+        write_piece(socket, reply.framing, bytes, sent).await?;
+    }
+    if let Some((bytes, _)) = reply.pieces.last() {
+        for _ in 0..reply.repeat_last {
+            write_piece(socket, reply.framing, bytes, sent).await?;
         }
-        socket.flush().await?;
     }
     if reply.cut_after.is_some_and(|cut_after| cut_after >= reply.pieces.len()) {
         return cut(socket).await;
@@ -269,6 +290,25 @@ async fn write_reply(socket: &mut TcpStream, reply: &Reply) -> std::io::Result<(
         socket.write_all(b"0\r\n\r\n").await?;
     }
     socket.shutdown().await
+}
+
+async fn write_piece(
+    socket: &mut TcpStream,
+    framing: Framing,
+    bytes: &[u8],
+    sent: &AtomicUsize,
+) -> std::io::Result<()> {
+    match framing {
+        Framing::Chunked if bytes.is_empty() => return Ok(()), // an empty chunk would end the body
+        Framing::Chunked => {
+            socket.write_all(format!("{:x}\r\n", bytes.len()).as_bytes()).await?;
+            socket.write_all(bytes).await?;
+            socket.write_all(b"\r\n").await?;
+        }
+        Framing::ContentLength => socket.write_all(bytes).await?,
+    }
+    sent.fetch_add(bytes.len(), Ordering::SeqCst);
+    socket.flush().await
 }
 
 /// Ends the connection with the body unfinished.

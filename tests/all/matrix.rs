@@ -342,3 +342,38 @@ fn a_fork_re_runs_a_subtree_beside_the_original() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("researcher"), "the error lists the run's subtasks");
 }
+
+#[test]
+fn an_exec_check_sees_a_variable_of_troupes_environment_only_when_its_env_lists_it() {
+    let wb = workbench(0);
+    fs::write(
+        wb.path().join("experiments/env.toml"),
+        r#"root = "solver"
+task = "42"
+
+[[checks]]
+name = "unlisted"
+type = "exec"
+command = 'test -z "$SECRET_X" && test -n "$PATH" && test -n "$TROUPE_TASK"'
+
+[[checks]]
+name = "listed"
+type = "exec"
+command = 'test "$SECRET_X" = "not-for-model-answers"'
+env = ["SECRET_X"]
+"#,
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .arg("--root")
+        .arg(wb.path())
+        .args(["run", "env"])
+        .env("SECRET_X", "not-for-model-answers")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let records = records(&folder(&output));
+    let checks: Vec<(&str, bool, &str)> =
+        records[0].checks.iter().map(|c| (c.name.as_str(), c.pass, c.detail.as_str())).collect();
+    assert_eq!(checks, [("unlisted", true, "exit 0"), ("listed", true, "exit 0")]);
+}

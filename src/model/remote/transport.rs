@@ -9,7 +9,9 @@
 //! Invariants: a request is sent again only while its decoder has decoded nothing, so a reply
 //! is never streamed twice; cancellation drops the request at once (the whole exchange is one
 //! future raced against the token); the API key reaches only the request headers (marked
-//! sensitive), never a log line or an error message.
+//! sensitive), never a log line or an error message, and neither do credentials written into
+//! `base_url` (`user:pass@` is shown as `***@`); a response is read with bounded memory (the
+//! decoder's line and event limits, 64 KiB of an error body).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,7 @@ use super::sse::SseDecoder;
 use super::wire::{Dialect, StreamDecoder};
 use crate::model::{Model, ModelChunk, ModelError, ModelInfo, ModelRequest, ModelStream, Sampling};
 use crate::protocol::shorten;
+use crate::urls::redact_url_credentials;
 
 /// How long a request may wait, phase by phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +90,7 @@ impl std::fmt::Debug for RemoteSettings {
         let header_names: Vec<&str> = self.extra_headers.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("RemoteSettings")
             .field("model", &self.model)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(redact_url_credentials))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("extra_headers", &header_names)
             .field("defaults", &self.defaults)
@@ -326,7 +329,12 @@ impl Call {
                 Ok(Ok(Some(bytes))) => bytes,
             };
             received_any = true;
-            for event in events.push(&bytes) {
+            // A line or event past the decoder's limits is the server's fault and would be
+            // again: the reply fails for good rather than growing until the wall-time limit.
+            let decoded = events.push(&bytes).map_err(|err| {
+                Stop::failed(Failure::Fatal, format!("the stream from {provider} was refused: {err}"))
+            })?;
+            for event in decoded {
                 let chunks = decoder
                     .event(event.event.as_deref(), &event.data)
                     .map_err(|message| Stop::failed(Failure::Interrupted, format!("{provider}: {message}")))?;
@@ -338,8 +346,10 @@ impl Call {
         forward(tx, chunks).await
     }
 
-    /// `message` without the API key, should a server or a library have quoted it.
+    /// `message` without the API key, should a server or a library have quoted it, and
+    /// without the credentials of any URL in it (`base_url = "https://user:pass@host"`).
     fn redact(&self, message: String) -> String {
+        let message = redact_url_credentials(&message).into_owned();
         match self.settings.api_key.as_deref().map(str::trim) {
             Some(key) if key.len() >= 4 && message.contains(key) => message.replace(key, "<api key>"),
             _ => message,
@@ -370,8 +380,9 @@ async fn read_error_body(response: &mut reqwest::Response, wait: Duration) -> St
 
 /// A failed send, classified: connection trouble retries, a malformed request does not.
 fn request_failure(err: &reqwest::Error, provider: &str, url: &str, connect: Duration) -> Stop {
-    // The URL without its query: a key is sometimes passed there (`?key=`).
-    let place = url.split('?').next().unwrap_or(url);
+    // The URL without its query (a key is sometimes passed there, `?key=`) and without the
+    // credentials of a `base_url` written as `https://user:pass@host`.
+    let place = redact_url_credentials(url.split('?').next().unwrap_or(url));
     if err.is_builder() {
         return Stop::failed(Failure::Fatal, format!("cannot build the request to {place}: {}", error_chain(err)));
     }
@@ -441,12 +452,35 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_the_key_and_header_values() {
+    fn debug_hides_the_key_header_values_and_url_credentials() {
         let mut settings = RemoteSettings::new("gpt-4o-mini");
         settings.api_key = Some("sk-secret-1234".into());
         settings.extra_headers = vec![("x-org".into(), "org-secret".into())];
+        settings.base_url = Some("https://bob:secret-pw@llm.example.com/v1".into());
         let printed = format!("{settings:?}");
         assert!(!printed.contains("secret"), "{printed}");
         assert!(printed.contains("x-org"));
+        assert!(printed.contains("https://***@llm.example.com/v1"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn a_connect_error_never_shows_base_url_credentials() {
+        // A port that was free a moment ago: nothing listens, so the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut settings = RemoteSettings::new("m");
+        settings.base_url = Some(format!("http://bob:hunter2-pw@127.0.0.1:{port}/v1"));
+        settings.max_retries = 0;
+        let model = RemoteModel::new(Arc::new(super::super::OpenAiDialect), settings).unwrap();
+        let request = crate::model::remote::wire::fixtures::request(vec![crate::protocol::ChatMessage::user("hi")]);
+        let mut stream = model.stream(request, CancellationToken::new());
+        let mut error = None;
+        while let Some(item) = stream.next().await {
+            if let Err(err) = item {
+                error = Some(err.to_string());
+            }
+        }
+        let error = error.unwrap();
+        assert!(!error.contains("hunter2") && !error.contains("bob"), "{error}");
+        assert!(error.contains(&format!("http://***@127.0.0.1:{port}/v1")), "the place is still named: {error}");
     }
 }
