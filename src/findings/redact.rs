@@ -112,7 +112,12 @@ impl Redactor {
         text.as_deref().map(|t| self.text(t))
     }
 
-    /// Redacts every string of a JSON value, object keys included (tool arguments are free-form).
+    /// Redacts every string of a JSON value, object keys included (tool arguments are free-form):
+    /// what `troupe mcp serve` answers its clients passes through here too.
+    pub fn redact_value(&self, value: &Value) -> Value {
+        self.value(value)
+    }
+
     fn value(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text)),
