@@ -219,7 +219,8 @@ impl Session {
     }
 
     /// Ends the session: its working subtasks are cancelled, its findings written, and memory
-    /// has learned from it. Returns the run folder, if a run started.
+    /// has learned from it. Returns the run folder, if a run started and this call was the one
+    /// that waited for it to be written (a second close returns `None` at once).
     pub async fn close(&self) -> Option<PathBuf> {
         self.ended.cancel();
         // Waits for a start in progress; starts none (the cell stays empty on `Err`).
@@ -227,16 +228,9 @@ impl Session {
         self.tasks.shutdown();
         let running = running?;
         running.caller.finish_external("the MCP client disconnected".to_owned());
-        let pump = running.pump.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(pump) = pump {
-            let _ = pump.await;
-        }
+        let pump = running.pump.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let _ = pump.await;
         Some(running.dir.clone())
-    }
-
-    /// The session's run folder, once it started.
-    pub fn dir(&self) -> Option<&Path> {
-        self.run.get().map(|running| running.dir.as_path())
     }
 
     /// Whether any subtask of the session is still working (a session that is busy is not

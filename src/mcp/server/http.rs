@@ -14,7 +14,8 @@
 //! loop instead of spinning it.
 //!
 //! The hub: a client that sends `initialize` opens a session of its own (at most 32 at once),
-//! closed when rmcp drops the session's handler; requests without a session share the
+//! closed when rmcp drops the session's handler (a DELETE, or 15 minutes without a request);
+//! requests without a session share the
 //! sessionless run, closed once idle for 10 minutes. Stopping the server closes every session
 //! and waits for their findings.
 
@@ -50,6 +51,10 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Sessions of their own open at once: each may hold a run (a run folder, its writer thread).
 pub(super) const MAX_SESSIONS: usize = 32;
+/// How long rmcp keeps a session that gets no request: then the client is taken to have left
+/// without a DELETE, and its run is finished. Longer than the longest `get_task_status` wait
+/// (300 s), so a client waiting on a long subtask keeps its session by polling.
+const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 /// How long the sessionless run may sit idle (nothing working, no request in flight) before it
 /// is closed; the next sessionless request starts a new one.
 const SESSIONLESS_IDLE: Duration = Duration::from_secs(600);
@@ -110,9 +115,11 @@ pub async fn serve_http(
     let hub = Arc::new(Hub { context, state: Mutex::default(), closing });
     let closer = tokio::spawn(run_closer(hub.clone(), closed, stop.clone()));
     let factory = hub.clone();
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE);
     let service = Arc::new(StreamableHttpService::new(
         move || Ok(TroupeServer::http(factory.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     ));
     bound(&Listening { addr: local, generated_token: generated.then_some(token.as_str()) });

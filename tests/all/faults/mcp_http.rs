@@ -305,6 +305,27 @@ impl Session {
     }
 }
 
+/// A request without a session (protocol 2026-07-28: each request carries its protocol
+/// version and capabilities); its whole JSON-RPC answer.
+fn sessionless(addr: &str, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "faults", "version": "0"},
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
+    // The revision's standard headers repeat the method and what it names (SEP-2243).
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).unwrap_or_default();
+    let mut headers = JSON_HEADERS.to_vec();
+    headers.extend([("Authorization", TOKEN_HEADER), ("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", method)]);
+    if !name.is_empty() {
+        headers.push(("Mcp-Name", name));
+    }
+    let reply = request(addr, "POST", &headers, &body);
+    assert_eq!(reply.status, 200, "{method}: {}", reply.body);
+    reply.json()
+}
+
 /// The run folders under `root/findings`.
 fn run_folders(root: &Path) -> Vec<PathBuf> {
     match fs::read_dir(root.join("findings")) {
@@ -514,6 +535,37 @@ fn two_sessions_cannot_list_read_or_cancel_each_others_subtasks_and_each_has_its
     server.stop();
     assert!(bobs_folder.join("transcript.md").is_file(), "the server's stop finishes the sessions left");
     assert_eq!(run_folders(wb.path()).len(), 2);
+}
+
+#[test]
+fn requests_without_a_session_cannot_reach_a_sessions_subtasks() {
+    let wb = workbench("hello");
+    let server = Server::start(wb.path(), &[]);
+    let mut alice = Session::open(&server.addr);
+    let alices = alice.start("sleeper", "Alice's private plan");
+    let read = sessionless(&server.addr, "resources/read", json!({"uri": alices}));
+    assert!(read.get("error").is_some() && !read.to_string().contains("Alice's private plan"), "{read}");
+    let status =
+        sessionless(&server.addr, "tools/call", json!({"name": "get_task_status", "arguments": {"uri": alices}}));
+    assert_eq!(status["result"]["isError"], true, "{status}");
+    let cancel = sessionless(&server.addr, "tools/call", json!({"name": "cancel_task", "arguments": {"uri": alices}}));
+    assert_eq!(cancel["result"]["isError"], true, "{cancel}");
+    let listed = sessionless(&server.addr, "resources/list", json!({}));
+    assert!(!listed.to_string().contains(&alices), "{listed}");
+    // Requests without a session share their own run: what one started, the next one reads.
+    let started = sessionless(
+        &server.addr,
+        "tools/call",
+        json!({"name": "call_agent", "arguments": {"agent": "greeter", "task": "Sessionless errand"}}),
+    );
+    let uri = started["result"]["structuredContent"]["uri"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+    let read = sessionless(&server.addr, "resources/read", json!({"uri": uri}));
+    assert!(read.to_string().contains("Sessionless errand"), "{read}");
+    assert!(alice.rpc("resources/read", json!({"uri": uri})).get("error").is_some(), "nor the other way round");
+    let (status, _, raw) = alice.call("get_task_status", json!({"uri": alices}));
+    assert_eq!(status["status"], "working", "{raw}");
+    server.stop();
+    assert_ne!(folder_with(wb.path(), "Alice's private plan"), folder_with(wb.path(), "Sessionless errand"));
 }
 
 #[test]
