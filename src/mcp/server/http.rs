@@ -3,21 +3,19 @@
 //! session.
 //!
 //! In front, in this order: only `/mcp` is served; every request carries the bearer token
-//! (always: on a loopback address one is generated and printed when none is given; off
-//! loopback the user must give one), compared by SHA-256 digest so
-//! neither its bytes nor its length show in the time a refusal takes, with the `Bearer` scheme
-//! in any case; a POST body is read (at most 4 MiB) and answered with a JSON-RPC parse error
-//! (-32700) when it is not JSON, or invalid request (-32600) when it is not a JSON-RPC message.
-//! rmcp then checks `Host` and `Origin` (DNS rebinding). Connections: at most 64 open at once
-//! (beyond, the listener waits, and the kernel's backlog holds new clients until one closes),
-//! headers must arrive within 10 s, and an `accept` error (out of file descriptors) pauses the
-//! loop instead of spinning it.
+//! (always: on a loopback address one is generated and printed when none is given, off loopback
+//! the user must give one), compared by SHA-256 digest so neither its bytes nor its length show
+//! in the time a refusal takes, with the `Bearer` scheme in any case; a POST body is read (at
+//! most 4 MiB) and answered with a JSON-RPC parse error (-32700) when it is not JSON, or invalid
+//! request (-32600) when it is not a JSON-RPC message. rmcp then checks `Host` and `Origin`
+//! (DNS rebinding). Connections: at most 64 open at once (beyond, the listener waits, and the
+//! kernel's backlog holds new clients until one closes), headers must arrive within 10 s, and an
+//! `accept` error (out of file descriptors) pauses the loop instead of spinning it.
 //!
 //! The hub: a client that sends `initialize` opens a session of its own (at most 32 at once),
 //! closed when rmcp drops the session's handler (a DELETE, or 15 minutes without a request);
-//! requests without a session share the
-//! sessionless run, closed once idle for 10 minutes. Stopping the server closes every session
-//! and waits for their findings.
+//! requests without a session share the sessionless run, closed once idle for 10 minutes.
+//! Stopping the server closes every session and waits for their findings.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,7 +48,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// The largest POST body read (rmcp's own limit too).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Sessions of their own open at once: each may hold a run (a run folder, its writer thread).
-pub(super) const MAX_SESSIONS: usize = 32;
+const MAX_SESSIONS: usize = 32;
 /// How long rmcp keeps a session that gets no request: then the client is taken to have left
 /// without a DELETE, and its run is finished. Longer than the longest `get_task_status` wait
 /// (300 s), so a client waiting on a long subtask keeps its session by polling.
