@@ -134,8 +134,8 @@ enum McpCommand {
         /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8765).
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
-        /// The environment variable holding the bearer token clients must send (required when
-        /// ADDR is not a loopback address).
+        /// The environment variable holding the bearer token clients must send. Without it, a
+        /// token is generated and printed: over HTTP a token is always required.
         #[arg(long, value_name = "VAR", requires = "http")]
         token_env: Option<String>,
     },
@@ -278,7 +278,11 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                 status: Arc::new(|line: &str| say!("{line}")),
             };
             let served = match http {
-                None => troupe::mcp::server::serve_stdio(context).await,
+                None => troupe::mcp::server::serve_stdio(context).await.map(|dir| {
+                    if let Some(dir) = dir {
+                        say!("session recorded in {}", dir.display());
+                    }
+                }),
                 Some(addr) => {
                     let stop = CancellationToken::new();
                     let stopper = stop.clone();
@@ -299,20 +303,21 @@ async fn mcp(root: &Path, command: McpCommand) -> ExitCode {
                         stopper.cancel();
                     });
                     let options = troupe::mcp::server::HttpOptions { addr, token };
-                    troupe::mcp::server::serve_http(context, options, stop, |bound| {
-                        say!("serving MCP at http://{bound}/mcp (Ctrl-C stops)");
+                    troupe::mcp::server::serve_http(context, options, stop, |listening| {
+                        say!("serving MCP at http://{}/mcp (Ctrl-C stops)", listening.addr);
+                        // As Jupyter does: a token nobody chose is shown once, where the user
+                        // started the server, so they can hand it to their client.
+                        if let Some(token) = listening.generated_token {
+                            say!("clients must send the header: Authorization: Bearer {token}");
+                            say!("(a token generated for this server; pass --token-env VAR to choose one)");
+                        }
                     })
                     .await
                 }
             };
             mcp.close().await;
             match served {
-                Ok(dir) => {
-                    if let Some(dir) = dir {
-                        say!("session recorded in {}", dir.display());
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     say!("error: {err}");
                     ExitCode::from(EXIT_FAILED)

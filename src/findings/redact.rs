@@ -115,8 +115,13 @@ impl Redactor {
         text.as_deref().map(|t| self.text(t))
     }
 
-    /// Redacts every string of a JSON value, object keys included (tool arguments are free-form).
-    pub fn value(&self, value: &Value) -> Value {
+    /// Redacts every string of a JSON value, object keys included (tool arguments are free-form):
+    /// what `troupe mcp serve` answers its clients and what the memory stores pass through here.
+    pub fn redact_value(&self, value: &Value) -> Value {
+        self.value(value)
+    }
+
+    fn value(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text)),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),

@@ -220,6 +220,20 @@ async fn the_writer_logs_every_event_as_a_line_and_finish_renders_the_run() {
 }
 
 #[tokio::test]
+async fn a_run_longer_than_the_writer_keeps_in_memory_renders_the_same_from_its_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = run_events();
+    assert!(events.len() > 3);
+    let writer = FindingsWriter::create_keeping(tmp.path(), Redactor::default(), 3).unwrap();
+    for event in &events {
+        writer.record(event);
+    }
+    let folder = writer.finish().await.unwrap();
+    assert_eq!(fs::read_to_string(folder.transcript()).unwrap(), render_transcript(&events));
+    assert_eq!(fs::read_to_string(folder.report()).unwrap(), render_report(&events));
+}
+
+#[tokio::test]
 async fn flush_waits_until_recorded_events_are_on_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let events = run_events();

@@ -6,7 +6,8 @@
 //! with one `write_all` of the whole line including its newline, on an unbuffered file, so a
 //! `kill -9` leaves only complete lines behind (at worst the last one cut short). Lines are
 //! redacted before they exist. After a failed write nothing more is appended, so the file stays a
-//! clean prefix of the run rather than a log with holes.
+//! clean prefix of the run rather than a log with holes. Memory stays bounded however long a run
+//! lives: past [`KEEP_AT_MOST`] events the renderings are made from the log read back.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -19,6 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::redact::DeltaGuard;
 use super::{FindingsError, Redactor, RunFolder, render_report, render_transcript, write_replacing};
 use crate::protocol::{Event, EventBody};
+
+/// The most events a writer keeps in memory for the renderings. A longer run (a `troupe mcp
+/// serve` session a client polls for days) drops them and `finish` reads the log back instead.
+const KEEP_AT_MOST: usize = 20_000;
 
 enum Command {
     Record(Event),
@@ -44,6 +49,15 @@ impl FindingsWriter {
     /// Creates `dir` (and its parents) and a new `events.jsonl` in it, and starts the writer
     /// thread. Fails rather than append to, or overwrite, an existing run's log.
     pub fn create(dir: &Path, redactor: Redactor) -> Result<FindingsWriter, FindingsError> {
+        FindingsWriter::create_keeping(dir, redactor, KEEP_AT_MOST)
+    }
+
+    /// [`create`](Self::create), keeping at most `keep_at_most` events in memory.
+    pub(crate) fn create_keeping(
+        dir: &Path,
+        redactor: Redactor,
+        keep_at_most: usize,
+    ) -> Result<FindingsWriter, FindingsError> {
         std::fs::create_dir_all(dir).map_err(FindingsError::io("create", dir))?;
         let path = dir.join(super::EVENTS_FILE);
         let file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(|e| {
@@ -60,7 +74,8 @@ impl FindingsWriter {
             file,
             redactor,
             deltas: DeltaGuard::default(),
-            kept: Vec::new(),
+            kept: Some(Vec::new()),
+            keep_at_most,
             failure: None,
             good_len: 0,
             told: Arc::default(),
@@ -119,8 +134,10 @@ struct WriterState {
     redactor: Redactor,
     deltas: DeltaGuard,
     /// The redacted events, deltas left out (the renderings skip them): what `finish` renders,
-    /// so the renderings match the log exactly.
-    kept: Vec<Event>,
+    /// so the renderings match the log exactly. `None` once more than `keep_at_most` came:
+    /// `finish` then reads them back from the log.
+    kept: Option<Vec<Event>>,
+    keep_at_most: usize,
     /// The first failed append; from then on nothing more is appended.
     failure: Option<io::Error>,
     /// Bytes of whole lines written: a failed append is cut back to this, so the log ends on a
@@ -194,8 +211,14 @@ impl WriterState {
                 }
             }
         }
-        if !matches!(clean.body, EventBody::MessageDelta { .. }) {
-            self.kept.push(clean);
+        if !matches!(clean.body, EventBody::MessageDelta { .. })
+            && let Some(kept) = &mut self.kept
+        {
+            if kept.len() < self.keep_at_most {
+                kept.push(clean);
+            } else {
+                self.kept = None;
+            }
         }
     }
 
@@ -215,10 +238,21 @@ impl WriterState {
     fn finish(mut self) -> Result<RunFolder, FindingsError> {
         let folder = RunFolder { dir: self.dir.clone() };
         let failure = self.failure.take().map(|source| self.append_error(source));
+        let events = match self.kept.take() {
+            Some(kept) => kept,
+            // The log holds exactly what was kept (redacted, one line per event); after a
+            // failed append, the prefix that was written.
+            None => match super::read_events(&self.path) {
+                Ok((events, _)) => {
+                    events.into_iter().filter(|e| !matches!(e.body, EventBody::MessageDelta { .. })).collect()
+                }
+                Err(error) => return Err(failure.unwrap_or(error)),
+            },
+        };
         // The events were redacted one by one; redacting the whole text again also catches a
         // secret that only a rendering puts together.
-        let transcript = render_transcript(&self.kept);
-        let report = render_report(&self.kept);
+        let transcript = render_transcript(&events);
+        let report = render_report(&events);
         let written = write_replacing(&folder.transcript(), &self.redactor.redact(&transcript))
             .and_then(|()| write_replacing(&folder.report(), &self.redactor.redact(&report)))
             .and_then(|()| {

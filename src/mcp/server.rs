@@ -8,32 +8,49 @@
 //! are resources (`subtask://<id>`, JSON) that can be listed, read and subscribed to. A client
 //! that declares the Tasks extension gets `call_agent` and `call_slm` as MCP tasks.
 //!
-//! Invariant: nothing but JSON-RPC is written to stdout (status lines go to stderr).
+//! Which session a request belongs to: over stdio, the process's one. Over HTTP (`http.rs`),
+//! each client that opens a session with `initialize` (protocol revisions before 2026-07-28)
+//! gets a `Session` of its own, with its own run, run folder, limits, budget and `subtask://`
+//! namespace, closed when the client leaves (DELETE, or rmcp ends the idle session). Requests
+//! without a session (the 2026-07-28 revision has none) share one sessionless run per server:
+//! each such request stands alone, so a URI must stay readable by the next; that run is closed
+//! after it has been idle (nothing working, nothing in flight) for a while, and the next such
+//! request starts a new one.
+//!
+//! Invariants: nothing but JSON-RPC is written to stdout (status lines go to stderr). Nothing a
+//! session answers (tool results, resources, task results and statuses, errors) carries a
+//! secret: it passes through the same `Redactor` the run's findings do. A session sees only its
+//! own run: a URI of another session is "not found".
+
+mod http;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock, CreateTaskResult,
-    GetTaskParams, GetTaskResult, Implementation, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
-    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
-    Tool, UnsubscribeRequestParams, UpdateTaskParams,
+    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams, UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::{ErrorData as McpError, Peer, ServerHandler};
 use serde_json::Value;
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::{OnceCell, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
+pub use self::http::{HttpOptions, Listening, serve_http};
 use super::client::McpPool;
 use crate::config::{AgentSpec, DEFAULT_VARIANT, ExperimentSpec, TaskSpec, Workbench};
 use crate::experiment::learn::{EndedRun, learn_from_run};
 use crate::experiment::meter::{Measured, Meter};
 use crate::experiment::record::TrialRecord;
+use crate::findings::Redactor;
 use crate::launch::{self, RunOptions};
 use crate::model::EnginePool;
 use crate::protocol::{EventBody, TaskId, TaskStatus};
@@ -63,11 +80,18 @@ pub struct ServeContext {
 /// call (so `initialize` is answered at once, whatever the models take to load).
 pub struct Session {
     context: ServeContext,
-    run: OnceCell<Result<Running, String>>,
+    /// What every answer passes through: the secrets the run's findings hide.
+    redactor: Redactor,
+    /// The run, once a start succeeded. A failed start is not kept: the next request tries
+    /// again (a model that was unreachable may be back).
+    run: OnceCell<Running>,
+    /// Cancelled when the session is closed: no run starts after that, and the tasks that
+    /// forward notifications stop.
+    ended: CancellationToken,
     tasks: TaskManager,
     updates: broadcast::Sender<String>,
     next_call: AtomicU64,
-    legacy: Mutex<LegacySubscriptions>,
+    legacy: Arc<Mutex<LegacySubscriptions>>,
 }
 
 #[derive(Default)]
@@ -86,20 +110,43 @@ struct Running {
 impl Session {
     pub fn new(context: ServeContext) -> Arc<Session> {
         let (updates, _) = broadcast::channel(1024);
+        // The run's own redactor is built from the same workbench and experiment when it starts;
+        // building it here too lets an answer be redacted before (or without) a run.
+        let redactor = match session_workbench(&context.workbench) {
+            Ok((workbench, spec)) => launch::redactor(&workbench, &spec),
+            Err(_) => Redactor::from_env(&[]),
+        };
         Arc::new(Session {
             context,
+            redactor,
             run: OnceCell::new(),
+            ended: CancellationToken::new(),
             tasks: TaskManager::new(),
             updates,
             next_call: AtomicU64::new(1),
-            legacy: Mutex::default(),
+            legacy: Arc::default(),
         })
     }
 
-    /// The session's run, started on first use.
+    /// `text` as a client may read it.
+    fn clean(&self, text: &str) -> String {
+        self.redactor.redact(text).into_owned()
+    }
+
+    /// The session's run, started on first use; a failed start is tried again next time.
     async fn running(&self) -> Result<&Running, McpError> {
-        let run = self.run.get_or_init(|| self.start()).await;
-        run.as_ref().map_err(|error| McpError::internal_error(error.clone(), None))
+        let run = self
+            .run
+            .get_or_try_init(|| async {
+                // Checked inside the cell's initialisation, which `close` waits for: a start
+                // that did not begin before the close never begins.
+                if self.ended.is_cancelled() {
+                    return Err("the session has ended".to_owned());
+                }
+                self.start().await
+            })
+            .await;
+        run.map_err(|error| McpError::internal_error(self.clean(&error), None))
     }
 
     async fn start(&self) -> Result<Running, String> {
@@ -172,29 +219,45 @@ impl Session {
     }
 
     /// Ends the session: its working subtasks are cancelled, its findings written, and memory
-    /// has learned from it.
-    pub async fn close(&self) {
-        let Some(Ok(running)) = self.run.get() else { return };
-        running.caller.finish_external("the MCP client disconnected".to_owned());
-        let pump = running.pump.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(pump) = pump {
-            let _ = pump.await;
-        }
+    /// has learned from it. Returns the run folder, if a run started and this call was the one
+    /// that waited for it to be written (a second close returns `None` at once).
+    pub async fn close(&self) -> Option<PathBuf> {
+        self.ended.cancel();
+        // Waits for a start in progress; starts none (the cell stays empty on `Err`).
+        let running = self.run.get_or_try_init(|| async { Err::<Running, ()>(()) }).await.ok();
         self.tasks.shutdown();
+        let running = running?;
+        running.caller.finish_external("the MCP client disconnected".to_owned());
+        let pump = running.pump.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let _ = pump.await;
+        Some(running.dir.clone())
     }
 
-    /// The session's run folder, once it started.
-    pub fn dir(&self) -> Option<&Path> {
-        match self.run.get() {
-            Some(Ok(running)) => Some(&running.dir),
-            _ => None,
-        }
+    /// Whether any subtask of the session is still working (a session that is busy is not
+    /// idle, however long its client stays silent).
+    fn busy(&self) -> bool {
+        self.run.get().is_some_and(|running| running.caller.descendants().iter().any(|t| !t.status.is_terminal()))
     }
 
+    /// A subtask of this session (the root, the client itself, is none), or "not found"; a
+    /// session whose run has not started has none.
+    fn subtask(&self, uri: &str) -> Result<(TaskId, crate::protocol::TaskResource), McpError> {
+        let not_found =
+            || McpError::resource_not_found(format!("no subtask {} in this session", self.clean(uri)), None);
+        let id = TaskId::parse(uri).map_err(|_| not_found())?;
+        let running = self.run.get().ok_or_else(not_found)?;
+        let resource = running.caller.resource(id).filter(|_| id != running.caller.root()).ok_or_else(not_found)?;
+        Ok((id, resource))
+    }
+
+    /// Calls one of the root's tools; the answer (or the tool error) as a client may read it.
     async fn call(&self, tool: &str, arguments: Value) -> Result<Value, String> {
         let running = self.running().await.map_err(|e| e.message.to_string())?;
         let call_id = format!("mcp_{}", self.next_call.fetch_add(1, Ordering::Relaxed));
-        running.caller.call_as_root(call_id, tool, arguments).await
+        match running.caller.call_as_root(call_id, tool, arguments).await {
+            Ok(value) => Ok(self.redactor.redact_value(&value)),
+            Err(message) => Err(self.clean(&message)),
+        }
     }
 
     /// Starts `tool` (`call_agent` or `call_slm`) as an MCP task that ends with the subtask.
@@ -214,20 +277,20 @@ impl Session {
                     };
                     // The MCP task ends as its subtask did: a failed subtask is a failed task
                     // (its error the task's, the resource in the error's data), a cancelled
-                    // one a cancelled task.
-                    let value = serde_json::to_value(&resource).unwrap_or(Value::Null);
+                    // one a cancelled task. What the task keeps, a client reads: redacted.
+                    let value = session.redactor.redact_value(&serde_json::to_value(&resource).unwrap_or(Value::Null));
                     match resource.status {
                         TaskStatus::Completed => return Ok(result_of(value, false)),
                         TaskStatus::Failed => {
                             let reason = resource.error.clone().unwrap_or_else(|| "it failed".to_owned());
-                            let message = format!("{uri} failed: {reason}");
+                            let message = session.clean(&format!("{uri} failed: {reason}"));
                             return Err(TaskExit::Error(McpError::internal_error(message, Some(value))));
                         }
                         TaskStatus::Cancelled => return Err(TaskExit::Cancelled),
                         TaskStatus::Working | TaskStatus::InputRequired => {}
                     }
                     if let Some(message) = &resource.status_message {
-                        context.set_status_message(format!("{uri}: {message}"));
+                        context.set_status_message(session.clean(&format!("{uri}: {message}")));
                     }
                     tokio::select! {
                         () = context.cancelled() => {
@@ -242,17 +305,30 @@ impl Session {
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
-    fn forward_legacy(&self, peer: Peer<RoleServer>, session: Arc<Session>) {
+    /// Forwards updates of the URIs subscribed with `resources/subscribe` to `peer`, the
+    /// session's own client, until the session ends or the client stops listening.
+    fn forward_legacy(&self, peer: Peer<RoleServer>) {
         let mut legacy = self.legacy.lock().unwrap_or_else(PoisonError::into_inner);
         if legacy.forwarding {
             return;
         }
         legacy.forwarding = true;
         let mut updates = self.updates.subscribe();
+        // Not the session itself: the task must not keep a closed session alive.
+        let (wanted, ended) = (self.legacy.clone(), self.ended.clone());
         tokio::spawn(async move {
-            while let Ok(uri) = updates.recv().await {
-                let wanted = session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.contains(&uri);
-                if wanted && peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_err() {
+            loop {
+                let uri = tokio::select! {
+                    () = ended.cancelled() => break,
+                    update = updates.recv() => match update {
+                        Ok(uri) => uri,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                let subscribed = wanted.lock().unwrap_or_else(PoisonError::into_inner).uris.contains(&uri);
+                if subscribed && peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_err()
+                {
                     break;
                 }
             }
@@ -287,7 +363,9 @@ fn session_workbench(workbench: &Workbench) -> Result<(Workbench, ExperimentSpec
     let mut client = AgentSpec::new(CLIENT_AGENT, crate::config::AUTO_MODEL, path.clone());
     client.description = "The MCP client of a troupe mcp serve session".to_owned();
     client.tools = CLIENT_TOOLS.iter().map(|t| (*t).to_owned()).collect();
-    client.experts = vec!["*".to_owned()];
+    // The workbench's experts by name, not `*`: `*` would let the client start an agent with
+    // its own profile (`mcp-client`, whose model is never meant to run).
+    client.experts = workbench.agents.keys().cloned().collect();
     client.self_copies = false;
     client.max_children = Some(workbench.settings.limits.max_subtasks_per_run);
     client.max_wall_seconds = Some(u64::from(u32::MAX));
@@ -376,16 +454,75 @@ impl Learning {
 /// The MCP face of a session.
 #[derive(Clone)]
 pub struct TroupeServer {
-    session: Arc<Session>,
+    scope: Scope,
+}
+
+/// Which session a handler's requests belong to.
+#[derive(Clone)]
+enum Scope {
+    /// stdio: the process's one session.
+    One(Arc<Session>),
+    /// Streamable HTTP: rmcp makes a handler per stateful session (kept for its life) and per
+    /// sessionless request. The handler whose `initialize` rmcp answered owns its session;
+    /// any other is a sessionless request and uses the hub's sessionless run.
+    Http { hub: Arc<http::Hub>, own: Arc<Owned> },
+}
+
+/// A stateful HTTP session's own `Session`, set by `initialize`; handed back to the hub to be
+/// closed when rmcp drops the session's handler (the client sent DELETE, or its session ended).
+struct Owned {
+    session: OnceLock<Arc<Session>>,
+    closing: mpsc::UnboundedSender<Arc<Session>>,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            // The hub's closer is gone only once the server stopped, which closes every session.
+            let _ = self.closing.send(session);
+        }
+    }
 }
 
 impl TroupeServer {
     pub fn new(session: Arc<Session>) -> TroupeServer {
-        TroupeServer { session }
+        TroupeServer { scope: Scope::One(session) }
     }
 
-    fn tools(&self) -> Vec<Tool> {
-        let (workbench, _) = match session_workbench(&self.session.context.workbench) {
+    fn http(hub: Arc<http::Hub>) -> TroupeServer {
+        let own = Arc::new(Owned { session: OnceLock::new(), closing: hub.closing() });
+        TroupeServer { scope: Scope::Http { hub, own } }
+    }
+
+    /// The session this request belongs to.
+    fn session(&self) -> Arc<Session> {
+        match &self.scope {
+            Scope::One(session) => session.clone(),
+            Scope::Http { hub, own } => match own.session.get() {
+                Some(session) => session.clone(),
+                None => hub.sessionless(),
+            },
+        }
+    }
+
+    /// Whether this handler serves a session of its own (stdio, or HTTP after `initialize`):
+    /// only such a client has a connection to send `resources/subscribe` notifications on.
+    fn has_own_session(&self) -> bool {
+        match &self.scope {
+            Scope::One(_) => true,
+            Scope::Http { own, .. } => own.session.get().is_some(),
+        }
+    }
+
+    fn workbench(&self) -> &Workbench {
+        match &self.scope {
+            Scope::One(session) => &session.context.workbench,
+            Scope::Http { hub, .. } => hub.workbench(),
+        }
+    }
+
+    fn tools(&self, redactor: &Redactor) -> Vec<Tool> {
+        let (workbench, _) = match session_workbench(self.workbench()) {
             Ok(pair) => pair,
             Err(_) => return Vec::new(),
         };
@@ -396,7 +533,7 @@ impl TroupeServer {
                 .filter(|a| a.name != CLIENT_AGENT)
                 .map(|a| crate::runtime::tools::ExpertOffer {
                     name: a.name.clone(),
-                    description: a.description.clone(),
+                    description: redactor.redact(&a.description).into_owned(),
                 })
                 .collect(),
             self_copies: false,
@@ -431,12 +568,28 @@ impl ServerHandler for TroupeServer {
             )
     }
 
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        // Over HTTP, rmcp answers `initialize` only for a client that opens a session: this
+        // handler is that session's for its life, so the session gets its own run.
+        if let Scope::Http { hub, own } = &self.scope
+            && own.session.get().is_none()
+        {
+            let _ = own.session.set(hub.open_session()?);
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools()))
+        Ok(ListToolsResult::with_all_items(self.tools(&self.session().redactor)))
     }
 
     async fn call_tool(
@@ -444,20 +597,21 @@ impl ServerHandler for TroupeServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let session = self.session();
         let name = request.name.to_string();
         if !CLIENT_TOOLS.contains(&name.as_str()) {
             return Err(McpError::invalid_params(
-                format!("unknown tool `{name}`: troupe serves {}", CLIENT_TOOLS.join(", ")),
+                session.clean(&format!("unknown tool `{name}`: troupe serves {}", CLIENT_TOOLS.join(", "))),
                 None,
             ));
         }
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         let tasks = context.client_capabilities().is_some_and(|caps| caps.supports_tasks());
         if tasks && (name == "call_agent" || name == "call_slm") {
-            return self.session.call_as_task(&name, arguments).await;
+            return session.call_as_task(&name, arguments).await;
         }
         let outcome = tokio::select! {
-            outcome = self.session.call(&name, arguments) => outcome,
+            outcome = session.call(&name, arguments) => outcome,
             () = context.ct.cancelled() => return Err(McpError::internal_error("cancelled by the client", None)),
         };
         Ok(CallToolResponse::Complete(match outcome {
@@ -471,20 +625,21 @@ impl ServerHandler for TroupeServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let resources = match self.session.run.get() {
-            Some(Ok(running)) => running
+        let session = self.session();
+        let resources = match session.run.get() {
+            Some(running) => running
                 .caller
                 .descendants()
                 .into_iter()
                 .map(|task| {
-                    let mut resource =
-                        Resource::new(task.uri.to_string(), format!("{} {}", task.kind.as_str(), task.agent));
-                    resource.description = Some(crate::protocol::shorten(&task.task, 200));
+                    let name = session.clean(&format!("{} {}", task.kind.as_str(), task.agent));
+                    let mut resource = Resource::new(task.uri.to_string(), name);
+                    resource.description = Some(session.clean(&crate::protocol::shorten(&task.task, 200)));
                     resource.mime_type = Some("application/json".to_owned());
                     resource
                 })
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         Ok(ListResourcesResult::with_all_items(resources))
     }
@@ -494,11 +649,10 @@ impl ServerHandler for TroupeServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let not_found = || McpError::resource_not_found(format!("no subtask {} in this session", request.uri), None);
-        let id = TaskId::parse(&request.uri).map_err(|_| not_found())?;
-        let running = self.session.running().await?;
-        let resource = running.caller.resource(id).filter(|_| id != running.caller.root()).ok_or_else(not_found)?;
-        let text = serde_json::to_string_pretty(&resource).unwrap_or_default();
+        let session = self.session();
+        let (id, resource) = session.subtask(&request.uri)?;
+        let value = session.redactor.redact_value(&serde_json::to_value(&resource).unwrap_or(Value::Null));
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
         let contents = ResourceContents::text(text, id.to_string()).with_mime_type("application/json");
         Ok(ReadResourceResponse::Complete(ReadResourceResult::new(vec![contents])))
     }
@@ -509,11 +663,18 @@ impl ServerHandler for TroupeServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        let uri = TaskId::parse(&request.uri)
-            .map_err(|_| McpError::invalid_params(format!("`{}` is not a subtask:// URI", request.uri), None))?
-            .to_string();
-        self.session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.insert(uri);
-        self.session.forward_legacy(context.peer.clone(), self.session.clone());
+        if !self.has_own_session() {
+            return Err(McpError::invalid_request(
+                "resources/subscribe needs a session (initialize first); without one, use subscriptions/listen",
+                None,
+            ));
+        }
+        let session = self.session();
+        // Only the session's own subtasks: a foreign URI is not found, and the set stays as
+        // small as the session's run.
+        let (id, _) = session.subtask(&request.uri)?;
+        session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.insert(id.to_string());
+        session.forward_legacy(context.peer.clone());
         Ok(())
     }
 
@@ -523,8 +684,10 @@ impl ServerHandler for TroupeServer {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if let Ok(id) = TaskId::parse(&request.uri) {
-            self.session.legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.remove(&id.to_string());
+        if let Ok(id) = TaskId::parse(&request.uri)
+            && self.has_own_session()
+        {
+            self.session().legacy.lock().unwrap_or_else(PoisonError::into_inner).uris.remove(&id.to_string());
         }
         Ok(())
     }
@@ -534,6 +697,7 @@ impl ServerHandler for TroupeServer {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let session = self.session();
         let wanted: HashSet<String> = context
             .accepted()
             .resource_subscriptions
@@ -541,10 +705,12 @@ impl ServerHandler for TroupeServer {
             .flatten()
             .filter_map(|uri| TaskId::parse(uri).ok().map(|id| id.to_string()))
             .collect();
-        let mut updates = self.session.updates.subscribe();
+        // This session's updates only, and of them only the ones this listener asked for.
+        let mut updates = session.updates.subscribe();
         loop {
             tokio::select! {
                 () = context.cancelled() => return Ok(()),
+                () = session.ended.cancelled() => return Ok(()),
                 update = updates.recv() => match update {
                     Ok(uri) if wanted.contains(&uri) => {
                         if context.sink().notify_resource_updated(uri).await.is_err() {
@@ -563,7 +729,7 @@ impl ServerHandler for TroupeServer {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        Ok(GetTaskResult::new(self.session.tasks.get_task(&request.task_id)?))
+        Ok(GetTaskResult::new(self.session().tasks.get_task(&request.task_id)?))
     }
 
     async fn update_task(
@@ -571,7 +737,7 @@ impl ServerHandler for TroupeServer {
         request: UpdateTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.session.tasks.update_task(&request.task_id, request.input_responses)
+        self.session().tasks.update_task(&request.task_id, request.input_responses)
     }
 
     async fn cancel_task(
@@ -579,7 +745,7 @@ impl ServerHandler for TroupeServer {
         request: CancelTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.session.tasks.cancel_task(&request.task_id)
+        self.session().tasks.cancel_task(&request.task_id)
     }
 }
 
@@ -591,137 +757,17 @@ pub async fn serve_stdio(context: ServeContext) -> Result<Option<PathBuf>, Strin
     let running =
         server.serve(rmcp::transport::stdio()).await.map_err(|err| format!("the MCP session did not start: {err}"))?;
     let _ = running.waiting().await;
-    session.close().await;
-    Ok(session.dir().map(Path::to_path_buf))
+    Ok(session.close().await)
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         // A session dropped without `close` (its server stopped some other way): its run ends
         // too, and the run's own task writes the findings as far as the runtime lets it.
-        if let Some(Ok(running)) = self.run.get() {
+        if let Some(running) = self.run.get()
+            && !self.ended.is_cancelled()
+        {
             running.caller.finish_external("the MCP session ended".to_owned());
         }
-    }
-}
-
-/// How `troupe mcp serve --http` may be reached.
-pub struct HttpOptions {
-    pub addr: std::net::SocketAddr,
-    /// The bearer token every request must carry; required off loopback.
-    pub token: Option<String>,
-}
-
-/// Whether `given` is `expected`, in a time that does not depend on where they first differ
-/// (so a token cannot be guessed a byte at a time from response times).
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// The Origins a browser may send: pages served from the loopback addresses, and from `addr`.
-fn allowed_origins(addr: std::net::SocketAddr) -> Vec<String> {
-    let mut origins: Vec<String> =
-        ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"].iter().map(|o| (*o).to_owned()).collect();
-    if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
-        origins.push(format!("http://{addr}"));
-    }
-    origins
-}
-
-/// Serves streamable HTTP at `http://ADDR/mcp` until `stop` is cancelled, then records the
-/// run and returns its folder. All of the server's clients share one session (one run): a
-/// 2026-07-28 client has no session of its own, each of its requests stands alone, so a
-/// `subtask://` URI must stay readable by any later request. Off loopback a bearer token is
-/// required; the `Host` and `Origin` headers are checked against DNS rebinding, as the spec
-/// requires.
-pub async fn serve_http(
-    context: ServeContext,
-    options: HttpOptions,
-    stop: tokio_util::sync::CancellationToken,
-    bound: impl FnOnce(std::net::SocketAddr),
-) -> Result<Option<PathBuf>, String> {
-    use http_body_util::BodyExt as _;
-    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
-
-    let HttpOptions { addr, token } = options;
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "serving on {addr}, which is not a loopback address, needs a bearer token: pass --token-env VAR with the token in VAR"
-        ));
-    }
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|err| format!("cannot listen on {addr}: {err}"))?;
-    let local = listener.local_addr().map_err(|err| err.to_string())?;
-    let mut config = StreamableHttpServerConfig::default()
-        .with_allowed_origins(allowed_origins(local))
-        .enforce_origin_validation()
-        .with_cancellation_token(stop.child_token());
-    config = if local.ip().is_loopback() {
-        config.with_allowed_hosts(["localhost", "127.0.0.1", "::1"])
-    } else {
-        // Any Host may reach a public address; the token is what admits a request.
-        config.disable_allowed_hosts()
-    };
-    let session = Session::new(context);
-    let shared = session.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(TroupeServer::new(shared.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let service = Arc::new(service);
-    let token = token.map(Arc::<str>::from);
-    bound(local);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => {
-                session.close().await;
-                return Ok(session.dir().map(Path::to_path_buf));
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!("accepting a connection failed: {err}");
-                    continue;
-                }
-            },
-        };
-        let (service, token) = (service.clone(), token.clone());
-        tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let (service, token) = (service.clone(), token.clone());
-                async move {
-                    let refuse = |status: http::StatusCode, text: &'static str| {
-                        let mut response =
-                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)).boxed());
-                        *response.status_mut() = status;
-                        response
-                    };
-                    if request.uri().path() != "/mcp" {
-                        return Ok::<_, std::convert::Infallible>(refuse(
-                            http::StatusCode::NOT_FOUND,
-                            "troupe serves MCP at /mcp\n",
-                        ));
-                    }
-                    if let Some(token) = &token {
-                        let given = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
-                        let expected = format!("Bearer {token}");
-                        if !given.is_some_and(|given| same_secret(given, expected.as_bytes())) {
-                            let mut response = refuse(http::StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-                            response
-                                .headers_mut()
-                                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-                            return Ok(response);
-                        }
-                    }
-                    Ok(service.handle(request).await)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(err) = hyper::server::conn::http1::Builder::new().serve_connection(io, handler).await {
-                tracing::debug!("an MCP HTTP connection ended: {err}");
-            }
-        });
     }
 }

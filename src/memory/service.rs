@@ -310,7 +310,7 @@ impl Memory {
     ) -> Result<Learned, ServiceError> {
         let text = self.redactor.redact(text.trim()).into_owned();
         let text = text.as_str();
-        let data = self.redactor.value(&data);
+        let data = self.redactor.redact_value(&data);
         check_text(text)?;
         let embedder = self.embedder()?;
         let fitted = embedder.fit(text)?;
@@ -342,7 +342,7 @@ impl Memory {
     ) -> Result<Item, ServiceError> {
         let task = self.redactor.redact(task.trim()).into_owned();
         let task = task.as_str();
-        let data = self.redactor.value(&data);
+        let data = self.redactor.redact_value(&data);
         check_text(task)?;
         let loaded = lock(&self.embedder).clone();
         let (text, embedding, embedder) = match loaded {
@@ -531,7 +531,7 @@ impl Memory {
                 scope: record.scope.clone(),
                 provenance: record.provenance.clone(),
                 text: text.clone(),
-                data: self.redactor.value(&record.data),
+                data: self.redactor.redact_value(&record.data),
                 created_ms: record.created_ms.unwrap_or(now),
                 embedding,
                 embedder: digest.clone(),

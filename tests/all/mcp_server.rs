@@ -74,7 +74,13 @@ text = "awake"
 
 /// Runs the SDK driver with `args` and returns its report (it prints one JSON object).
 fn drive(args: &[&str]) -> Value {
+    drive_with_env(args, &[])
+}
+
+/// [`drive`] with `env` added to the driver's environment (a bearer token, say).
+fn drive_with_env(args: &[&str], env: &[(&str, &str)]) -> Value {
     let output = Command::new(python())
+        .envs(env.iter().copied())
         .arg(fixtures().join("drive_troupe_server.py"))
         .args(["--agent", "greeter", "--slow-agent", "slowpoke", "--failing-agent", "failer"])
         .args(args)
@@ -169,6 +175,10 @@ fn the_sdk_drives_troupe_over_stdio_with_and_without_tasks_and_each_session_is_a
     }
 }
 
+/// The bearer token the HTTP tests' servers are given, and the variable it is passed in.
+const TOKEN_VAR: &str = "TROUPE_TEST_TOKEN";
+const TOKEN: &str = "s3cret-token-for-tests";
+
 /// `troupe mcp serve --http` on a free port; returns it and its address.
 fn serve_http(
     root: &Path,
@@ -194,6 +204,18 @@ fn serve_http(
     (child, addr.to_owned(), stderr)
 }
 
+/// The run folders under `root/findings`, each with its transcript, in no particular order.
+fn sessions(root: &Path) -> Vec<(PathBuf, String)> {
+    fs::read_dir(root.join("findings"))
+        .unwrap()
+        .map(|e| {
+            let dir = e.unwrap().path();
+            let transcript = fs::read_to_string(dir.join("transcript.md")).unwrap();
+            (dir, transcript)
+        })
+        .collect()
+}
+
 /// A raw HTTP POST of an `initialize` request; returns the status line.
 fn post(addr: &str, headers: &[&str]) -> String {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
@@ -215,40 +237,40 @@ fn post(addr: &str, headers: &[&str]) -> String {
 }
 
 #[test]
-fn the_sdk_drives_troupe_over_http_and_bad_origins_and_missing_tokens_are_refused() {
+fn the_sdk_drives_troupe_over_http_each_session_is_a_run_and_bad_origins_and_missing_tokens_are_refused() {
     let wb = workbench();
-    let (mut child, addr, mut stderr) = serve_http(wb.path(), &[], &[]);
+    let (mut child, addr, mut stderr) = serve_http(wb.path(), &["--token-env", TOKEN_VAR], &[(TOKEN_VAR, TOKEN)]);
     let url = format!("http://{addr}/mcp");
     for (mode, tasks) in [("legacy", false), ("auto", false), ("auto", true)] {
-        let mut args = vec!["--transport", "http", "--url", &url, "--mode", mode];
+        let mut args = vec!["--transport", "http", "--url", &url, "--mode", mode, "--bearer-token-env", TOKEN_VAR];
         if tasks {
             args.push("--tasks");
         }
-        assert_session(&drive(&args), &format!("http, mode {mode}, tasks {tasks}"));
+        assert_session(&drive_with_env(&args, &[(TOKEN_VAR, TOKEN)]), &format!("http, mode {mode}, tasks {tasks}"));
     }
-    assert!(post(&addr, &["Origin: http://evil.example"]).contains("403"), "a foreign Origin is refused");
-    assert!(post(&addr, &["Origin: http://localhost:3000"]).contains("200"), "a local page may call");
-    assert!(post(&addr, &[]).contains("200"), "a client without Origin may call");
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    assert!(post(&addr, &["Origin: http://evil.example", &bearer]).contains("403"), "a foreign Origin is refused");
+    assert!(post(&addr, &["Origin: http://localhost:3000", &bearer]).contains("200"), "a local page may call");
+    assert!(post(&addr, &[&bearer]).contains("200"), "a client without Origin may call");
+    assert!(post(&addr, &[]).contains("401"), "no token, no answer");
+    assert!(post(&addr, &["Authorization: Bearer wrong"]).contains("401"));
 
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("session recorded in"), "{rest}");
-    let (_, transcript) = session(wb.path());
-    let calls = transcript.matches("- Tool call `call_agent` `{\"task\":\"Say hello\",\"agent\":\"greeter\"}`").count();
-    assert_eq!(calls, 3, "the three clients' calls, in one run");
+    assert!(rest.contains("session ended: its run is in"), "{rest}");
+    // The legacy client opened a session (initialize): a run of its own. The two 2026-07-28
+    // clients have no session: they share the server's sessionless run.
+    let call = "- Tool call `call_agent` `{\"task\":\"Say hello\",\"agent\":\"greeter\"}`";
+    let mut calls: Vec<usize> = sessions(wb.path()).iter().map(|(_, t)| t.matches(call).count()).collect();
+    calls.sort_unstable();
+    assert_eq!(calls, [1, 2], "one run per session, one for the sessionless requests");
+    for (dir, transcript) in sessions(wb.path()) {
+        assert!(transcript.contains("Root agent: mcp-client"), "{dir:?}");
+    }
 
-    // A token: refused without it, admitted with it.
-    let (mut child, addr, _) =
-        serve_http(wb.path(), &["--token-env", "TROUPE_TEST_TOKEN"], &[("TROUPE_TEST_TOKEN", "s3cret")]);
-    assert!(post(&addr, &[]).contains("401"));
-    assert!(post(&addr, &["Authorization: Bearer wrong"]).contains("401"));
-    assert!(post(&addr, &["Authorization: Bearer s3cret"]).contains("200"));
-    child.kill().unwrap();
-    let _ = child.wait();
-
-    // Off loopback, a token is required.
+    // Off loopback, a token of one's own is required (a generated one is for this machine).
     let output = Command::new(BIN)
         .arg("--root")
         .arg(wb.path())
@@ -257,5 +279,5 @@ fn the_sdk_drives_troupe_over_http_and_bad_origins_and_missing_tokens_are_refuse
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("needs a bearer token: pass --token-env VAR"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs a bearer token of your own: pass --token-env VAR"));
 }
