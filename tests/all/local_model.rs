@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use troupe::config::{ModelSpec, ProviderKind};
 use troupe::model::files::{Cache, SMOLLM2};
-use troupe::model::local::{prompt, tokenizer::GgufTokenizer};
+use troupe::model::local::{gguf_guard, prompt, tokenizer::GgufTokenizer};
 use troupe::model::{LocalFiles, Model, ModelChunk, ModelError, ModelRequest, ModelTable, Sampling};
 use troupe::protocol::{ChatMessage, TaskId, ToolCall, ToolChoice, ToolSpec, Usage};
 
@@ -271,6 +271,42 @@ async fn a_corrupt_model_file_is_a_clear_error() {
     .await;
     let error = out.error.expect("an error").to_string();
     assert!(error.contains(&bad.display().to_string()) && error.contains("troupe models fetch --force"), "{error}");
+}
+
+/// The GGUF guard passes the model as distributed (version 3, Q4_1) and the Q8_0 copy candle
+/// writes of it (version 2), and finds the tensor data where candle does.
+#[test]
+fn the_gguf_guard_passes_the_real_files() {
+    let _turn = one_model_at_a_time();
+    for path in [original_gguf(), model_files().gguf.clone()] {
+        let mut file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let layout = gguf_guard::check(&mut file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+        assert_eq!(layout.tensor_count, content.tensor_infos.len() as u64, "{}", path.display());
+        assert_eq!(layout.tensor_data_offset, content.tensor_data_offset, "{}", path.display());
+    }
+}
+
+/// A header whose tensor count is 2^60 is refused by name before candle reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_model_header_is_refused_by_name() {
+    let _turn = one_model_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = dir.path().join("hostile.gguf");
+    let mut header = b"GGUF".to_vec();
+    header.extend(3u32.to_le_bytes());
+    header.extend((1u64 << 60).to_le_bytes());
+    header.extend(0u64.to_le_bytes());
+    std::fs::write(&hostile, &header).unwrap();
+    let table = table_over(&LocalFiles { gguf: hostile.clone(), digest: "none".into() }, None);
+    let model = table.get("small").unwrap().clone();
+    let request = request(1, vec![ChatMessage::user("hi")], vec![], Sampling::default());
+    let error = collect(&model, request, CancellationToken::new()).await.error.expect("an error").to_string();
+    let expected = format!(
+        "{}: not a GGUF file troupe can read: the tensor count 1152921504606846976 at offset 8 is larger than the file",
+        hostile.display()
+    );
+    assert!(error.contains(&expected), "{error}");
 }
 
 /// A new task that starts with a system message another task already read reuses its cached

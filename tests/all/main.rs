@@ -15,6 +15,8 @@
 //! - `mcp_client`: troupe as an MCP client of real servers (`mcp-server-time`, a misbehaving one);
 //!   `mcp_env` installs their Python side.
 //! - `formats`: every run folder format ever written stays readable (shipped findings, frozen fixtures).
+//! - `fuzz`: seeded mutation fuzzing of the TOML readers, the SSE decoder, tool arguments and the
+//!   GGUF guard over the corpora in `fixtures/fuzz/`, about a minute in all.
 //! - `faults`: the fault suite: hostile input and failures, and what the user gets.
 //! - `mcp_server`: `troupe mcp serve` driven by the official Python SDK, over stdio and HTTP.
 
@@ -24,6 +26,7 @@ mod cli;
 mod embedder;
 mod faults;
 mod formats;
+mod fuzz;
 mod http_server;
 mod local_model;
 mod matrix;

@@ -74,6 +74,14 @@ pub enum LoadError {
         "the model file {path} is not a readable GGUF model ({message}); run `troupe models fetch --force` to fetch it again and rebuild its Q8_0 copy"
     )]
     Format { path: String, message: String },
+    #[error(
+        "{path}: not a GGUF file troupe can read: {source}; run `troupe models fetch --force` to fetch it again and rebuild its Q8_0 copy"
+    )]
+    Gguf {
+        path: String,
+        #[source]
+        source: super::gguf_guard::GgufError,
+    },
 }
 
 /// Reads a GGUF file: weights, tokenizer, chat template, grammar support.
@@ -81,6 +89,9 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let shown = path.display().to_string();
     let format = |message: String| LoadError::Format { path: shown.clone(), message };
     let mut file = std::fs::File::open(path).map_err(|source| LoadError::Open { path: shown.clone(), source })?;
+    // candle panics or over-allocates on some hostile headers: they are refused here first.
+    super::gguf_guard::check(&mut std::io::BufReader::new(&file))
+        .map_err(|source| LoadError::Gguf { path: shown.clone(), source })?;
     let content = Content::read(&mut file).map_err(|e| format(e.to_string()))?;
     let tokenizer = Arc::new(GgufTokenizer::from_gguf(&content).map_err(|e| format(e.to_string()))?);
     let template = content

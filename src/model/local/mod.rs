@@ -4,6 +4,7 @@
 //! - [`prompt`]: the GGUF's chat template, tools in the system message, replies parsed back.
 //! - [`grammar`]: the constrained-decoding grammar for turns with tools (llguidance).
 //! - [`engine`]: the inference thread, its fair queue and per-task KV caches.
+//! - [`gguf_guard`]: a bounded first read of a GGUF file, before every `Content::read`.
 //!
 //! The file as shipped is Q4_1, for which candle has no SIMD kernel; the first load writes a
 //! Q8_0 copy beside it (about 1 s, once) and every load after reads that copy: roughly twice the
@@ -11,6 +12,7 @@
 
 pub mod bench;
 pub mod engine;
+pub mod gguf_guard;
 pub mod grammar;
 pub mod prompt;
 pub mod tokenizer;
@@ -56,6 +58,12 @@ impl Model for LocalModel {
 pub enum PrepareError {
     #[error("cannot convert {path} to Q8_0: {message}")]
     Convert { path: String, message: String },
+    #[error("{path}: not a GGUF file troupe can read: {source}; run `troupe models fetch --force` to fetch it again")]
+    Gguf {
+        path: String,
+        #[source]
+        source: gguf_guard::GgufError,
+    },
     #[error(
         "this processor lacks {missing}, which this build of troupe uses (it is compiled for x86-64-v3); build troupe without the rustflags in .cargo/config.toml to run it here, more slowly"
     )]
@@ -109,6 +117,9 @@ pub fn q8_copy(source: &Path, digest: &str) -> Result<PathBuf, PrepareError> {
     let shown = source.display().to_string();
     let fail = |message: String| PrepareError::Convert { path: shown.clone(), message };
     let mut file = std::fs::File::open(source).map_err(|e| fail(e.to_string()))?;
+    // candle panics or over-allocates on some hostile headers: they are refused here first.
+    gguf_guard::check(&mut std::io::BufReader::new(&file))
+        .map_err(|source| PrepareError::Gguf { path: shown.clone(), source })?;
     let content = Content::read(&mut file).map_err(|e| fail(e.to_string()))?;
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();

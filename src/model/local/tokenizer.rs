@@ -80,6 +80,15 @@ impl GgufTokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
+        // One type per token: a longer list would mark ids past the vocabulary as control
+        // tokens (found by fuzzing: it indexed out of `tokens` below).
+        if types.len() != tokens.len() {
+            return Err(TokenizerError(format!(
+                "`tokenizer.ggml.token_type` has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
         let eos = metadata(content, "tokenizer.ggml.eos_token_id")
             .ok()
             .and_then(integer)
@@ -196,6 +205,56 @@ impl TokenizerEnv for TokEnvironment {
             // llguidance re-tokenizes only text it produced itself, which always encodes; fall
             // back to the trie's greedy tokenization rather than lose the bytes.
             Err(_) => self.trie.greedy_tokenize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::quantized::gguf_file::VersionedMagic;
+
+    use super::*;
+
+    fn list(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| Value::String((*s).to_owned())).collect())
+    }
+
+    /// The metadata of a four-token vocabulary, with `types` as its token types.
+    fn content(types: Vec<i32>) -> Content {
+        let metadata: HashMap<String, Value> = [
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", list(&["<|im_end|>", "a", "b", "ab"])),
+            ("tokenizer.ggml.merges", list(&["a b"])),
+            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            ("tokenizer.ggml.eos_token_id", Value::U32(0)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Content { magic: VersionedMagic::GgufV3, metadata, tensor_infos: HashMap::new(), tensor_data_offset: 0 }
+    }
+
+    #[test]
+    fn a_vocabulary_with_one_type_per_token_is_read() {
+        let tokenizer = GgufTokenizer::from_gguf(&content(vec![3, 1, 1, 1])).unwrap();
+        assert_eq!(tokenizer.control, vec![0]);
+        assert_eq!(tokenizer.encode("ab<|im_end|>").unwrap(), vec![3, 0]);
+    }
+
+    #[test]
+    fn token_types_that_do_not_match_the_tokens_are_refused() {
+        // A control type past the last token used to index out of the vocabulary (a panic).
+        for types in [vec![3, 1, 1, 1, 3], vec![3, 1, 1]] {
+            let err = GgufTokenizer::from_gguf(&content(types.clone())).err().unwrap();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the model file's tokenizer: `tokenizer.ggml.token_type` has {} entries for 4 tokens",
+                    types.len()
+                )
+            );
         }
     }
 }
