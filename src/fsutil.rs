@@ -114,7 +114,8 @@ pub fn own_folder(root: &Path) -> io::Result<PathBuf> {
     let own = root.join(".troupe");
     fs::create_dir_all(&own)?;
     let ignore = own.join(".gitignore");
-    let note = "# troupe's own files (memory database, log): not for git; share lessons with `troupe memory export`\n*\n";
+    let note =
+        "# troupe's own files (memory database, log): not for git; share lessons with `troupe memory export`\n*\n";
     match OpenOptions::new().write(true).create_new(true).open(&ignore) {
         Ok(mut file) => file.write_all(note.as_bytes())?,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -51,7 +51,9 @@ pub fn install(target: LogTarget) -> Result<(), String> {
             use std::io::IsTerminal as _;
             (Box::new(io::stderr()), io::stderr().is_terminal())
         }
-        LogTarget::File(path) => (Box::new(open_private(&path).map_err(|e| format!("{}: {e}", path.display()))?), false),
+        LogTarget::File(path) => {
+            (Box::new(open_private(&path).map_err(|e| format!("{}: {e}", path.display()))?), false)
+        }
     };
     let writer = CleanWriter { sink: Arc::new(Mutex::new(sink)), redactor: Arc::new(redactor), ansi };
     // `try_init`: a second install (tests, an embedding program) keeps the first.

@@ -554,7 +554,9 @@ async fn run(root: &Path, target: Target, options: MatrixOptions) -> ExitCode {
         let summary = progress.summary();
         say!("{}", redactor.redact(&summary));
         if let Some(record) = outcome.records.first() {
-            if let Some(error) = record.error.as_deref().filter(|e| record.status != "completed" && !summary.contains(e)) {
+            if let Some(error) =
+                record.error.as_deref().filter(|e| record.status != "completed" && !summary.contains(e))
+            {
                 say!("error: {}", redactor.redact(error));
             }
             for check in &record.checks {

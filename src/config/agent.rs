@@ -186,7 +186,11 @@ pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Locate
     } else if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
         Some(format!(
             "`name` must be usable as a file name, and {} is not allowed in it",
-            if bad.is_control() { format!("the control character U+{:04X}", u32::from(bad)) } else { format!("`{bad}`") }
+            if bad.is_control() {
+                format!("the control character U+{:04X}", u32::from(bad))
+            } else {
+                format!("`{bad}`")
+            }
         ))
     } else if value.starts_with('.') {
         Some("`name` must not start with `.` (it would be a hidden file)".to_owned())

@@ -221,11 +221,15 @@ impl Dirs {
                 Component::ParentDir => {
                     depth -= 1;
                     if depth < -(self.up as isize) {
-                        return Err(format!("`{rel}` climbs out of the workbench; write a path inside the workbench, relative to this file"));
+                        return Err(format!(
+                            "`{rel}` climbs out of the workbench; write a path inside the workbench, relative to this file"
+                        ));
                     }
                 }
                 Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!("`{rel}` is an absolute path; write a path inside the workbench, relative to this file"));
+                    return Err(format!(
+                        "`{rel}` is an absolute path; write a path inside the workbench, relative to this file"
+                    ));
                 }
             }
         }

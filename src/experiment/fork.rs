@@ -127,8 +127,8 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
                     setup.from_run.push(format!("experiment `{}`'s [limits]", spec.name));
                 }
                 let mut ignored: Vec<String> = spec.models.keys().cloned().collect();
-                if let Some(variant) = trial_variant(&request.run)
-                    .and_then(|name| spec.variants.iter().find(|v| v.name == name))
+                if let Some(variant) =
+                    trial_variant(&request.run).and_then(|name| spec.variants.iter().find(|v| v.name == name))
                 {
                     // The trial's own setup: its expert patches and limits (its models, never).
                     let without_models = VariantSpec { models: Default::default(), ..variant.clone() };
@@ -160,11 +160,13 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
     }
     // The source experiment's model overrides as this workbench has them, so aliases resolve as
     // they do in a run started here.
-    let models =
-        experiment.as_deref().and_then(|name| current.experiments.get(name)).map(|e| e.models.clone()).unwrap_or_default();
-    let known_alias = |alias: &str| {
-        alias == "auto" || workbench.settings.models.contains_key(alias) || models.contains_key(alias)
-    };
+    let models = experiment
+        .as_deref()
+        .and_then(|name| current.experiments.get(name))
+        .map(|e| e.models.clone())
+        .unwrap_or_default();
+    let known_alias =
+        |alias: &str| alias == "auto" || workbench.settings.models.contains_key(alias) || models.contains_key(alias);
     let root = match original.kind {
         TaskKind::Agent => {
             if !workbench.agents.contains_key(&original.agent) {

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::migrate::{Changes, is_trial_folder, upgrade_matrix};
 use super::plan::{Shard, TrialSpec};
 use super::record::{MatrixInfo, TrialRecord};
-use super::migrate::{Changes, is_trial_folder, upgrade_matrix};
 use super::summary::Summary;
 use crate::fsutil::write_atomic;
 
@@ -86,8 +86,7 @@ pub fn read_matrix_upgraded(dir: &Path) -> Result<(MatrixFile, Changes), StoreEr
     let mut value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not a troupe matrix: {e}")))?;
     let changes = upgrade_matrix(&mut value, FORMAT).map_err(|e| bad(e.to_string()))?;
-    let matrix: MatrixFile =
-        serde_json::from_value(value).map_err(|e| bad(format!("not a troupe matrix: {e}")))?;
+    let matrix: MatrixFile = serde_json::from_value(value).map_err(|e| bad(format!("not a troupe matrix: {e}")))?;
     if let Some(trial) = matrix.trials.iter().find(|t| !is_trial_folder(&t.folder)) {
         return Err(bad(format!(
             "trial {} names the folder {:?}, which is not a folder of its own under trials/; a matrix folder never points outside itself, so this one was edited by hand and is refused",

@@ -298,8 +298,11 @@ impl<'a> Args<'a> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
-            // Small models often quote numbers; accept what parses.
-            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => Ok(s.trim().parse::<f64>().ok()),
+            // Small models often quote numbers; accept what parses to a finite number (Rust
+            // parses "nan" and "inf" too, and clamping keeps a NaN).
+            Some(Value::String(s)) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                Ok(s.trim().parse::<f64>().ok())
+            }
             Some(other) => Err(format!("`{key}` of `{}` must be a number, got {other}", self.tool)),
         }
     }
@@ -423,5 +426,15 @@ mod tests {
         let (event, model) = bound_tool_result(list.clone(), 10);
         assert_eq!(model, format!("{}\n[truncated {} bytes]", &list.to_string()[..10], list.to_string().len() - 10));
         assert_eq!(event, json!(model));
+    }
+
+    #[test]
+    fn a_quoted_nan_or_infinity_is_not_a_number() {
+        for text in ["nan", "NaN", "inf", "-infinity"] {
+            let err =
+                parse_builtin("get_task_status", &serde_json::json!({"uri": "subtask://k3v9q2", "wait_seconds": text}))
+                    .unwrap_err();
+            assert!(err.contains("must be a number"), "{text}: {err}");
+        }
     }
 }

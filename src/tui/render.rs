@@ -609,7 +609,10 @@ fn draw_findings(frame: &mut Frame, app: &App, areas: &Areas) {
             if run.outcome == PastOutcome::Unreadable
                 && let Some(problem) = &run.problem
             {
-                spans.push(Span::styled(format!(" · {}", problem_in_a_line(problem, &run.dir)), Style::new().fg(Color::Red)));
+                spans.push(Span::styled(
+                    format!(" · {}", problem_in_a_line(problem, &run.dir)),
+                    Style::new().fg(Color::Red),
+                ));
             }
             ListItem::new(Line::from(spans))
         })

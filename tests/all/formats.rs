@@ -86,7 +86,10 @@ fn the_shipped_matrices_open_with_their_comparison_and_render_again() {
         store::rerender_matrix(&dir, out.path()).unwrap();
         assert_eq!(std::fs::read(dir.join("report.md")).unwrap(), before);
         let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-        assert!(report.contains(&format!("each variant minus `{}`", matrix.info.baseline)), "the comparison:\n{report}");
+        assert!(
+            report.contains(&format!("each variant minus `{}`", matrix.info.baseline)),
+            "the comparison:\n{report}"
+        );
         for chart in ["pass_rate.svg", "tokens.svg"] {
             assert!(std::fs::read_to_string(out.path().join("charts").join(chart)).unwrap().starts_with("<svg"));
         }

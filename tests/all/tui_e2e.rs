@@ -20,7 +20,7 @@ const WIDTH: u16 = 120;
 const HEIGHT: u16 = 40;
 
 /// A detached tmux session on a server of its own, killed on drop.
-struct Tmux {
+pub(crate) struct Tmux {
     server: String,
     session: String,
     socket: Option<PathBuf>,
@@ -30,7 +30,7 @@ struct Tmux {
 
 impl Tmux {
     /// Starts `command` (a shell command line) in a new `WIDTH`×`HEIGHT` session.
-    fn start(command: &str) -> Tmux {
+    pub(crate) fn start(command: &str) -> Tmux {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let name = format!("troupe-e2e-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut tmux = Tmux { server: name.clone(), session: name, socket: None, screen: String::new() };
@@ -47,7 +47,7 @@ impl Tmux {
 
     /// `tmux` on this session's server, ignoring the user's configuration and any tmux the test
     /// runs inside.
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .args(["-L", &self.server, "-f", "/dev/null"])
             .args(args)
@@ -58,7 +58,7 @@ impl Tmux {
     }
 
     /// What the pane shows now; also kept as the last screen.
-    fn capture(&mut self) -> &str {
+    pub(crate) fn capture(&mut self) -> &str {
         let output = self.run(&["capture-pane", "-p", "-t", &self.session]);
         self.screen = if output.status.success() {
             String::from_utf8_lossy(&output.stdout).into_owned()
@@ -69,7 +69,7 @@ impl Tmux {
     }
 
     /// Sends tmux key names (`Down`, `Enter`, `q`, …).
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.session];
         args.extend_from_slice(keys);
         let output = self.run(&args);
@@ -82,7 +82,7 @@ impl Tmux {
     }
 
     /// Polls the screen until `ready` holds; fails with the last screen after `DEADLINE`.
-    fn wait_for(&mut self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&mut self, what: &str, ready: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if ready(self.capture()) {

@@ -107,7 +107,8 @@ fn an_expert_on_an_unknown_model_alias_is_a_dangling_reference() {
 
 #[test]
 fn an_experiment_whose_root_does_not_exist_is_a_dangling_reference() {
-    let wb = workbench(&[("agents/a.toml", b"model = \"m\"\n"), ("experiments/e.toml", b"root = \"b\"\ntask = \"t\"\n")]);
+    let wb =
+        workbench(&[("agents/a.toml", b"model = \"m\"\n"), ("experiments/e.toml", b"root = \"b\"\ntask = \"t\"\n")]);
     refused(&check(wb.path()), &["experiments/e.toml:1", "`b`"]);
 }
 

@@ -230,7 +230,9 @@ fn fork_takes_models_and_keys_from_the_workbench_never_from_the_run_folder() {
     let researcher = events
         .iter()
         .find_map(|e| match &e.body {
-            troupe::protocol::EventBody::TaskCreated { uri, agent, .. } if agent == "researcher" => Some(uri.to_string()),
+            troupe::protocol::EventBody::TaskCreated { uri, agent, .. } if agent == "researcher" => {
+                Some(uri.to_string())
+            }
             _ => None,
         })
         .unwrap();
@@ -276,7 +278,8 @@ fn a_fork_counts_the_original_subtree_as_it_counts_the_re_runs() {
             if is_researcher { Some((uri, usage.input_tokens + usage.output_tokens)) } else { found }
         })
         .unwrap();
-    let dir = folder(&troupe(wb.path(), &["fork", run.to_str().unwrap(), &researcher.to_string(), "--repetitions", "1"]));
+    let dir =
+        folder(&troupe(wb.path(), &["fork", run.to_str().unwrap(), &researcher.to_string(), "--repetitions", "1"]));
     let fork: Value = serde_json::from_str(&fs::read_to_string(dir.join("fork.json")).unwrap()).unwrap();
     let subtree = fork["usage"]["input_tokens"].as_u64().unwrap() + fork["usage"]["output_tokens"].as_u64().unwrap();
     assert!(subtree > own, "the researcher's summarizer is counted too: {subtree} vs own {own}");
@@ -302,8 +305,8 @@ fn a_fork_of_a_matrix_trial_runs_with_that_trials_variant() {
     let fork = folder(&troupe(wb.path(), &["fork", trial.to_str().unwrap(), &root, "--repetitions", "1"]));
     let record: Value =
         serde_json::from_str(fs::read_to_string(fork.join("trials.jsonl")).unwrap().lines().next().unwrap()).unwrap();
-    let (rerun, _) = troupe::findings::read_events(&fork.join(record["folder"].as_str().unwrap()).join("events.jsonl"))
-        .unwrap();
+    let (rerun, _) =
+        troupe::findings::read_events(&fork.join(record["folder"].as_str().unwrap()).join("events.jsonl")).unwrap();
     let system = rerun.iter().find_map(|e| match &e.body {
         troupe::protocol::EventBody::Message { role: troupe::protocol::Role::System, content, .. } => {
             Some(content.clone())

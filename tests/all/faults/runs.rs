@@ -20,7 +20,10 @@ fn workbench(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let base = [
         ("troupe.toml", "[models.m]\nprovider = \"scripted\"\nscript = \"scripts/s.toml\"\n"),
-        ("agents/boss.toml", "model = \"m\"\ntools = [\"call_agent\", \"get_task_status\", \"remember\"]\nsystem_prompt = \"Delegate.\"\n"),
+        (
+            "agents/boss.toml",
+            "model = \"m\"\ntools = [\"call_agent\", \"get_task_status\", \"remember\"]\nsystem_prompt = \"Delegate.\"\n",
+        ),
     ];
     for (path, text) in base.iter().chain(files) {
         let path = dir.path().join(path);
@@ -91,7 +94,10 @@ fn start_slow(root: &Path) -> (Child, PathBuf) {
 }
 
 fn slow_workbench() -> tempfile::TempDir {
-    workbench(&[("scripts/s.toml", SLOW), ("experiments/slow.toml", "root = \"boss\"\ntask = \"Wait.\"\nmemory = \"off\"\n")])
+    workbench(&[
+        ("scripts/s.toml", SLOW),
+        ("experiments/slow.toml", "root = \"boss\"\ntask = \"Wait.\"\nmemory = \"off\"\n"),
+    ])
 }
 
 fn signal(child: &Child, name: &str) {
@@ -113,7 +119,11 @@ fn sigterm_mid_run_cancels_every_task_and_finishes_the_findings() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let last = last_event(&dir);
-    assert!(matches!(last, EventBody::RunFinished { status: RunStatus::Cancelled, .. }), "{last:?}\n{}", stderr(&output));
+    assert!(
+        matches!(last, EventBody::RunFinished { status: RunStatus::Cancelled, .. }),
+        "{last:?}\n{}",
+        stderr(&output)
+    );
     assert!(dir.join("transcript.md").is_file() && dir.join("report.md").is_file());
 }
 
@@ -146,7 +156,10 @@ fn a_full_disk_fails_the_run_and_keeps_every_whole_line() {
     // A long answer streamed in many deltas: the log outgrows the file-size limit mid-run.
     let answer = "lorem ipsum dolor sit amet ".repeat(2400);
     let script = format!("[[conversation]]\n[[conversation.turn]]\ntext = \"{answer}\"\n");
-    let wb = workbench(&[("scripts/s.toml", &script), ("experiments/big.toml", "root = \"boss\"\ntask = \"Talk.\"\nmemory = \"off\"\n")]);
+    let wb = workbench(&[
+        ("scripts/s.toml", &script),
+        ("experiments/big.toml", "root = \"boss\"\ntask = \"Talk.\"\nmemory = \"off\"\n"),
+    ]);
     // `ulimit -f` counts 512-byte blocks in sh: 128 KiB per file, more than the script's 65 KB
     // (copied into the run's config/) and less than the log of its streamed answer.
     let output = Command::new("sh")
@@ -181,7 +194,10 @@ arguments = { task = "copy yourself again" }
 "#;
     let wb = workbench(&[
         ("scripts/s.toml", script),
-        ("experiments/bomb.toml", "root = \"boss\"\ntask = \"Go.\"\nmemory = \"off\"\n\n[limits]\nmax_subtasks_per_run = 40\nmax_turns_per_agent = 4\n"),
+        (
+            "experiments/bomb.toml",
+            "root = \"boss\"\ntask = \"Go.\"\nmemory = \"off\"\n\n[limits]\nmax_subtasks_per_run = 40\nmax_turns_per_agent = 4\n",
+        ),
     ]);
     let start = Instant::now();
     let output = troupe(wb.path()).args(["run", "bomb"]).output().unwrap();
@@ -229,7 +245,10 @@ fn a_secret_the_run_sees_reaches_no_file_no_memory_and_no_terminal() {
     for stream in [&output.stdout, &output.stderr] {
         let text = String::from_utf8_lossy(stream);
         assert!(!text.contains(SECRET), "{text}");
-        assert!(!stream.contains(&0x1b) && !stream.contains(&0x07), "no control character reaches the terminal: {text:?}");
+        assert!(
+            !stream.contains(&0x1b) && !stream.contains(&0x07),
+            "no control character reaches the terminal: {text:?}"
+        );
     }
     for file in walk(wb.path()) {
         if file.extension().is_some_and(|e| e == "toml") && !file.starts_with(wb.path().join("findings")) {
@@ -260,4 +279,26 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn sigterm_to_the_workbench_restores_the_terminal() {
+    let wb = slow_workbench();
+    let command = format!(
+        "'{BIN}' --root '{}' watch slow; echo troupe-exited-$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 60",
+        wb.path().display()
+    );
+    let mut tmux = crate::tui_e2e::Tmux::start(&command);
+    tmux.wait_for("the run to be shown", |screen| screen.contains("boss") && screen.contains("working"));
+    let pane = tmux.run(&["display-message", "-p", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&pane.stdout).trim().to_owned();
+    let troupe = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let pid = String::from_utf8_lossy(&troupe.stdout).lines().next().unwrap_or_default().to_owned();
+    assert!(!pid.is_empty(), "troupe runs under the pane's shell");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let screen = tmux.wait_for("the shell to be back", |screen| screen.contains("troupe-exited-"));
+    assert!(screen.contains("icanon echo"), "cooked mode, echo on:\n{screen}");
+    assert!(!screen.contains("boss"), "the alternate screen is left:\n{screen}");
+    let dir = only_run(wb.path());
+    assert!(matches!(last_event(&dir), EventBody::RunFinished { .. }), "the run was finished and recorded");
 }
