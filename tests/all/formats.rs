@@ -15,14 +15,7 @@ fn repo() -> PathBuf {
 }
 
 fn screen_text(app: &mut App) -> String {
-    let buffer = to_buffer(app, 140, 40);
-    let width = buffer.area.width as usize;
-    buffer
-        .content
-        .chunks(width)
-        .map(|row| row.iter().map(|cell| cell.symbol()).collect::<String>().trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::tui_screens::text(&to_buffer(app, 140, 40))
 }
 
 /// The folders of `dir` that are runs or matrices, by name.

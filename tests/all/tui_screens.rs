@@ -24,7 +24,8 @@ fn recorded() -> Vec<Event> {
     read_events(&path).unwrap().0
 }
 
-fn text(buffer: &Buffer) -> String {
+/// The buffer's rows as text, trailing spaces trimmed.
+pub(crate) fn text(buffer: &Buffer) -> String {
     let width = buffer.area.width as usize;
     buffer
         .content
