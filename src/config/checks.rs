@@ -11,9 +11,8 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::experiment::{RefKind, Reference, non_empty};
-use super::reader::{Cx, Located, Schema, Table, type_name};
-use super::settings::{Dirs, is_env_var_name, looks_like_key};
+use super::reader::{Cx, Dirs, Located, RefKind, Reference, Schema, Table, non_empty, type_name};
+use super::settings::{is_env_var_name, looks_like_key};
 use super::types::{CheckKind, CheckSpec, TaskSpec};
 
 const CHECK_SCHEMA: Schema = &[

@@ -15,8 +15,8 @@ use toml::de::DeValue;
 
 use super::agent::read_name;
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Located, Schema, Source, Table, start_of, type_name};
-use super::settings::{Dirs, read_limits, read_models};
+use super::reader::{Cx, Dirs, Located, RefKind, Reference, Schema, Source, Table, non_empty, start_of, type_name};
+use super::settings::{read_limits, read_models};
 use super::types::{ExperimentSpec, Location, REFLECTOR, TaskSpec};
 
 const EXPERIMENT_SCHEMA: Schema = &[
@@ -42,25 +42,6 @@ const TASK_SCHEMA: Schema =
 
 /// Repetitions above this are almost certainly a typo, and would fill the disk.
 const MAX_REPETITIONS: u64 = 10_000;
-
-/// What a name in an experiment refers to, checked once every file is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RefKind {
-    /// An expert (`root`, `[variants.agents.<name>]`, `experts`).
-    Agent,
-    /// A model alias (an override's `model`, a judge's `model`).
-    Alias,
-}
-
-/// A name the experiment uses that another file defines.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Reference {
-    pub kind: RefKind,
-    pub name: String,
-    pub at: Location,
-    /// What uses it, for the message: "variant `experts`", "check `graded`".
-    pub context: String,
-}
 
 /// One experiment file as read, before the workbench-wide checks.
 #[derive(Clone, Debug)]
@@ -418,20 +399,3 @@ fn check_task_ids(cx: &mut Cx<'_>, tasks: &[LocatedTask]) {
     }
 }
 
-/// A required string that must not be blank.
-pub(crate) fn non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
-    let value = table.required_string(cx, key)?;
-    if value.value.trim().is_empty() {
-        if let Some(raw) = table.get(key) {
-            table.value_error(cx, key, raw, format!("`{key}` must not be empty"));
-        }
-        return None;
-    }
-    Some(value)
-}
-
-/// An optional string that, when given, must not be blank.
-pub(crate) fn optional_non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
-    table.get(key)?;
-    non_empty(cx, table, key)
-}

@@ -13,8 +13,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Schema, Table};
-use super::settings::Dirs;
+use super::reader::{Cx, Dirs, Schema, Table};
 use super::types::{McpServerSpec, McpStart, McpTransport};
 
 const SERVER_SCHEMA: Schema = &[

@@ -6,7 +6,7 @@
 //! and carries a hint with an example line taken from the table's [`Schema`]; keys not in the
 //! schema are reported by [`Table::check_unknown`], so no key is ever silently ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -374,4 +374,95 @@ impl<'t, 'i> Table<'t, 'i> {
         cx.push(Diagnostic::error(cx.at(&value.span()), message).with_hint(hint));
         None
     }
+}
+
+/// What a name in an experiment refers to, checked once every file is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefKind {
+    /// An expert (`root`, `[variants.agents.<name>]`, `experts`).
+    Agent,
+    /// A model alias (an override's `model`, a judge's `model`).
+    Alias,
+}
+
+/// A name the experiment uses that another file defines.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reference {
+    pub kind: RefKind,
+    pub name: String,
+    pub at: Location,
+    /// What uses it, for the message: "variant `experts`", "check `graded`".
+    pub context: String,
+}
+
+/// The folder of the file being read, as shown in diagnostics and as an absolute path: relative
+/// `script`, `dataset` and `schema` paths resolve against it.
+pub(crate) struct Dirs {
+    pub shown: PathBuf,
+    pub abs: PathBuf,
+    /// How many levels above its folder a path read from the file may reach and still be in
+    /// the workbench: 0 for `troupe.toml`, 1 for a file in `experiments/`.
+    up: usize,
+}
+
+impl Dirs {
+    /// The folder of `troupe.toml`, the workbench itself.
+    pub fn of(shown_file: &Path, abs_file: &Path) -> Self {
+        Dirs {
+            shown: shown_file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            abs: abs_file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            up: 0,
+        }
+    }
+
+    /// The folder of a file one level inside the workbench (`experiments/x.toml`).
+    pub fn of_nested(shown_file: &Path, abs_file: &Path) -> Self {
+        Dirs { up: 1, ..Dirs::of(shown_file, abs_file) }
+    }
+
+    /// `rel`, a path read from the file, as shown and as an absolute path; refused when it is
+    /// absolute or climbs out of the workbench. A path read from a file stays inside the folder
+    /// it came from, whoever wrote the file (it may be a shared run folder's snapshot).
+    pub fn inside(&self, rel: &str) -> Result<(PathBuf, PathBuf), String> {
+        use std::path::Component;
+        let mut depth: isize = 0;
+        for component in Path::new(rel).components() {
+            match component {
+                Component::Normal(_) => depth += 1,
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    depth -= 1;
+                    if depth < -(self.up as isize) {
+                        return Err(format!(
+                            "`{rel}` climbs out of the workbench; write a path inside the workbench, relative to this file"
+                        ));
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(format!(
+                        "`{rel}` is an absolute path; write a path inside the workbench, relative to this file"
+                    ));
+                }
+            }
+        }
+        Ok((self.shown.join(rel), self.abs.join(rel)))
+    }
+}
+
+/// A required string that must not be blank.
+pub(crate) fn non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
+    let value = table.required_string(cx, key)?;
+    if value.value.trim().is_empty() {
+        if let Some(raw) = table.get(key) {
+            table.value_error(cx, key, raw, format!("`{key}` must not be empty"));
+        }
+        return None;
+    }
+    Some(value)
+}
+
+/// An optional string that, when given, must not be blank.
+pub(crate) fn optional_non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
+    table.get(key)?;
+    non_empty(cx, table, key)
 }

@@ -13,7 +13,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Located, Schema, Source, Table};
+use super::reader::{Cx, Dirs, Located, Schema, Source, Table};
 use super::types::{
     Classify, Difficulty, Limits, LimitsPatch, MemoryBackend, MemorySettings, ModelSpec, ProviderKind, RouteRule,
     Routing, Settings,
@@ -180,60 +180,6 @@ impl SettingsDraft {
         }
         draft.diags = cx.diags;
         draft
-    }
-}
-
-/// The folder of the file being read, as shown in diagnostics and as an absolute path: relative
-/// `script`, `dataset` and `schema` paths resolve against it.
-pub(crate) struct Dirs {
-    pub shown: PathBuf,
-    pub abs: PathBuf,
-    /// How many levels above its folder a path read from the file may reach and still be in
-    /// the workbench: 0 for `troupe.toml`, 1 for a file in `experiments/`.
-    up: usize,
-}
-
-impl Dirs {
-    /// The folder of `troupe.toml`, the workbench itself.
-    pub fn of(shown_file: &Path, abs_file: &Path) -> Self {
-        Dirs {
-            shown: shown_file.parent().map(Path::to_path_buf).unwrap_or_default(),
-            abs: abs_file.parent().map(Path::to_path_buf).unwrap_or_default(),
-            up: 0,
-        }
-    }
-
-    /// The folder of a file one level inside the workbench (`experiments/x.toml`).
-    pub fn of_nested(shown_file: &Path, abs_file: &Path) -> Self {
-        Dirs { up: 1, ..Dirs::of(shown_file, abs_file) }
-    }
-
-    /// `rel`, a path read from the file, as shown and as an absolute path; refused when it is
-    /// absolute or climbs out of the workbench. A path read from a file stays inside the folder
-    /// it came from, whoever wrote the file (it may be a shared run folder's snapshot).
-    pub fn inside(&self, rel: &str) -> Result<(PathBuf, PathBuf), String> {
-        use std::path::Component;
-        let mut depth: isize = 0;
-        for component in Path::new(rel).components() {
-            match component {
-                Component::Normal(_) => depth += 1,
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    depth -= 1;
-                    if depth < -(self.up as isize) {
-                        return Err(format!(
-                            "`{rel}` climbs out of the workbench; write a path inside the workbench, relative to this file"
-                        ));
-                    }
-                }
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(format!(
-                        "`{rel}` is an absolute path; write a path inside the workbench, relative to this file"
-                    ));
-                }
-            }
-        }
-        Ok((self.shown.join(rel), self.abs.join(rel)))
     }
 }
 

@@ -627,7 +627,7 @@ fn memory_settings_default_to_a_store_in_the_workbench() {
         path: dir.path().join(".troupe/memory.sqlite"),
         k: 3,
         min_score: 0.3,
-        merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
+        merge_threshold: MemorySettings::DEFAULT_MERGE_THRESHOLD,
         backend: MemoryBackend::Sqlite,
         reflect: false,
     };

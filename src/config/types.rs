@@ -135,14 +135,25 @@ impl MemorySettings {
     /// unrelated sentences below about 0.1 and related ones above 0.4.
     pub const DEFAULT_MIN_SCORE: f32 = 0.3;
 
+    /// Cosine at or above which two items are the same memory when `[memory]` does not say.
+    /// MiniLM puts paraphrases of one sentence at 0.85–0.95 and restatements with a word changed
+    /// at 0.95 and above; 0.95 merges restatements while keeping related-but-different lessons
+    /// apart.
+    pub const DEFAULT_MERGE_THRESHOLD: f32 = 0.95;
+
+    /// Where the SQLite store of the workbench in `folder` lives by default: its own folder.
+    pub fn default_store_path(folder: &Path) -> PathBuf {
+        folder.join(".troupe").join("memory.sqlite")
+    }
+
     /// The defaults for the workbench in `folder` (the folder of `troupe.toml`): the store is
     /// `<folder>/.troupe/memory.sqlite`.
     pub fn in_folder(folder: &Path) -> Self {
         MemorySettings {
-            path: crate::memory::sqlite::default_path(folder),
+            path: Self::default_store_path(folder),
             k: Self::DEFAULT_K,
             min_score: Self::DEFAULT_MIN_SCORE,
-            merge_threshold: crate::memory::store::DUPLICATE_THRESHOLD,
+            merge_threshold: Self::DEFAULT_MERGE_THRESHOLD,
             backend: MemoryBackend::Sqlite,
             reflect: false,
         }

@@ -11,9 +11,8 @@ use toml::de::DeValue;
 
 use super::agent::{AGENT_TOOLS_EXAMPLE, check_tool};
 use super::diagnostic::Diagnostic;
-use super::experiment::{RefKind, Reference, non_empty, optional_non_empty};
-use super::reader::{Cx, Schema, Table};
-use super::settings::{Dirs, read_limits, read_models, read_tool_result_bytes};
+use super::reader::{Cx, Dirs, RefKind, Reference, Schema, Table, non_empty, optional_non_empty};
+use super::settings::{read_limits, read_models, read_tool_result_bytes};
 use super::types::{AgentPatch, DEFAULT_VARIANT, VariantSpec};
 
 const VARIANT_SCHEMA: Schema = &[

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::agent::AgentDraft;
 use super::diagnostic::{Diagnostic, Loaded, sort_diagnostics};
-use super::experiment::{ExperimentDraft, RefKind};
+use super::experiment::ExperimentDraft;
+use super::reader::RefKind;
 use super::reader::{Source, start_of};
 use super::settings::SettingsDraft;
 use super::suggest;

@@ -422,6 +422,20 @@ fn cell(text: &str) -> String {
     crate::protocol::shorten(&one_line, 120)
 }
 
+/// Runs a planned fork as a matrix and writes its report beside the original: the one way both
+/// `troupe fork` and the workbench run a fork.
+pub async fn run_fork(
+    workbench: &Workbench,
+    spec: ExperimentSpec,
+    original: &Original,
+    options: super::runner::MatrixOptions,
+    env: super::runner::MatrixEnv,
+) -> Result<super::runner::MatrixOutcome, super::runner::MatrixError> {
+    let outcome = super::runner::run_matrix_spec(workbench, spec, options, env).await?;
+    write_fork_report(&outcome, original)?;
+    Ok(outcome)
+}
+
 /// Writes `fork.json` (what was forked and how it went) into the fork's folder and puts the
 /// original beside the re-runs at the top of its `report.md`.
 pub fn write_fork_report(

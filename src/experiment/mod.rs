@@ -9,6 +9,7 @@
 //! - [`summary`]: records → per-variant figures and paired comparisons (`summary.json`).
 //! - [`report`]: the summary as `report.md`; [`charts`]: the same as SVG.
 //! - [`reflect`]: after a run, the `reflector` expert's lessons from it (`reflect = true`).
+//! - [`update`]: what a view hears while a matrix runs.
 //! - [`learn`]: what memory learns when any run ends: use counts, the episode, reflection.
 
 pub mod charts;
@@ -25,3 +26,4 @@ pub mod runner;
 pub mod stats;
 pub mod store;
 pub mod summary;
+pub mod update;

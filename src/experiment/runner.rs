@@ -30,7 +30,7 @@ use crate::launch::{self, LaunchError, RunOptions};
 use crate::mcp::client::McpPool;
 use crate::memory::recall::RunRecall;
 use crate::model::EnginePool;
-use crate::protocol::{Event, Op, RunStatus};
+use crate::protocol::{Op, RunStatus};
 use crate::runtime::Clock;
 
 /// Trials at once when neither the experiment nor the command line says, and no trial reaches
@@ -62,32 +62,7 @@ pub struct MatrixEnv {
     pub mcp: Arc<McpPool>,
 }
 
-/// What a view hears while a matrix runs.
-#[derive(Clone, Debug)]
-pub enum MatrixUpdate {
-    /// The folder is open and the trials to run are known.
-    Planned {
-        dir: PathBuf,
-        total: u32,
-        to_run: u32,
-        recorded: u32,
-        concurrency: u32,
-    },
-    TrialStarted {
-        trial: TrialSpec,
-        dir: PathBuf,
-    },
-    /// An event of a running trial (only with `forward_events`).
-    Event {
-        key: String,
-        event: Event,
-    },
-    TrialFinished {
-        record: TrialRecord,
-    },
-    /// A line for a person: fetching the model, a trial that could not start.
-    Status(String),
-}
+pub use super::update::MatrixUpdate;
 
 /// How a matrix run ended.
 #[derive(Debug)]

@@ -49,7 +49,7 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `<workbench>/.troupe/memory.sqlite`: the workbench's store.
 pub fn default_path(workbench: &Path) -> PathBuf {
-    workbench.join(".troupe").join("memory.sqlite")
+    crate::config::MemorySettings::default_store_path(workbench)
 }
 
 const SCHEMA: &str = "

@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 /// recorded in an old run's events never points at a different item.
 pub type ItemId = i64;
 
-/// Cosine at or above which [`MemoryStore::add_or_merge`] treats two items as the same memory.
-/// MiniLM puts paraphrases of one sentence at 0.85–0.95 and restatements with a word changed at
-/// 0.95 and above; 0.95 merges restatements while keeping related-but-different lessons apart.
-pub const DUPLICATE_THRESHOLD: f32 = 0.95;
+/// Cosine at or above which [`MemoryStore::add_or_merge`] treats two items as the same memory by
+/// default (the settings' default, where the reasoning behind 0.95 is kept).
+pub const DUPLICATE_THRESHOLD: f32 = crate::config::MemorySettings::DEFAULT_MERGE_THRESHOLD;
 
 /// The embedder digest of an item whose vector is not computed yet: an episode kept at the end
 /// of a run that had no embedder loaded (loading MiniLM for every run would cost each run up to

@@ -5,7 +5,7 @@
 //! Invariant: pure; time comes in as an argument.
 
 use crate::experiment::record::TrialRecord;
-use crate::experiment::runner::MatrixUpdate;
+use crate::experiment::update::MatrixUpdate;
 use crate::protocol::Millis;
 
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];

@@ -40,9 +40,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ExperimentSpec, Severity, Workbench, check_agent_text, load_workbench};
-use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, write_fork_report};
+use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, run_fork};
 use crate::experiment::plan::plan;
-use crate::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, run_matrix, run_matrix_spec, run_single_spec};
+use crate::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, run_matrix, run_single_spec};
 use crate::experiment::store;
 use crate::findings;
 use crate::launch;
@@ -559,7 +559,7 @@ async fn pump_matrix(
     let run = async {
         match &target {
             MatrixTarget::Experiment(name) => run_matrix(&workbench, name, options, env).await,
-            MatrixTarget::Fork(_) => run_matrix_spec(&workbench, spec, options, env).await,
+            MatrixTarget::Fork(original) => run_fork(&workbench, spec, original, options, env).await,
         }
     };
     // Ends when the runner drops its last sender, that is once every trial has reported.
@@ -571,11 +571,6 @@ async fn pump_matrix(
     let (outcome, ()) = tokio::join!(run, forward);
     match outcome {
         Ok(outcome) => {
-            if let MatrixTarget::Fork(original) = &target
-                && let Err(err) = write_fork_report(&outcome, original)
-            {
-                let _ = reports.send(Report::Status(format!("writing the fork's report failed: {err}")));
-            }
             let _ = reports.send(Report::MatrixFinished {
                 summary: outcome.summary,
                 complete: outcome.complete,
