@@ -398,4 +398,3 @@ fn check_task_ids(cx: &mut Cx<'_>, tasks: &[LocatedTask]) {
         }
     }
 }
-

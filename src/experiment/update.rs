@@ -33,4 +33,3 @@ pub enum MatrixUpdate {
     /// A line for a person: fetching the model, a trial that could not start.
     Status(String),
 }
-

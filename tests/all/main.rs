@@ -18,6 +18,7 @@
 //! - `fuzz`: seeded mutation fuzzing of the TOML readers, the SSE decoder, tool arguments and the
 //!   GGUF guard over the corpora in `fixtures/fuzz/`, about a minute in all.
 //! - `faults`: the fault suite: hostile input and failures, and what the user gets.
+//! - `tidy`: the house rules: the code map names every file with its layer, headers, no import up a layer.
 //! - `mcp_server`: `troupe mcp serve` driven by the official Python SDK, over stdio and HTTP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -40,5 +41,6 @@ mod remote_anthropic;
 mod remote_openai;
 mod remote_run;
 mod runtime;
+mod tidy;
 mod tui_e2e;
 mod tui_screens;
