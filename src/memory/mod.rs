@@ -1,4 +1,4 @@
-//! Memory that learns across sessions (issue 8): the embedder and the store of lessons and
+//! Memory that learns across sessions (lessons and episodes recalled into later runs): the embedder and the store of lessons and
 //! episodes it feeds.
 //!
 //! - [`embedder`]: all-MiniLM-L6-v2 in-process with candle: texts to unit vectors for similarity

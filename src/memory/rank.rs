@@ -1,5 +1,5 @@
 //! How recalled items are ordered: similarity first, with past usefulness and recency breaking
-//! near-ties (issue 8: "similarity, with recency and past usefulness as tie-breakers"). Pure:
+//! near-ties, so a lesson that helped before wins over an equally similar one that did not. Pure:
 //! both backends return their best candidates by similarity alone, and the service's
 //! `Memory::recall_above` (what runs recall through) orders them with [`rerank`], so SQLite and
 //! PostgreSQL rank alike. A person's search stays in plain similarity order, beside its scores.

@@ -349,6 +349,24 @@ const PROGRESS_STEP: u64 = 4 << 20;
 /// Lines of pip's output kept to explain a failure.
 const PIP_TAIL: usize = 6;
 
+/// The progress of a fetch as lines for a person: every step, but extraction (which reports
+/// every few megabytes) only a quarter at a time. The one throttle for the chat model and the
+/// embedder alike.
+pub fn progress_lines(status: &mut dyn FnMut(&str)) -> impl FnMut(FetchProgress) + '_ {
+    let mut last_quarter = None;
+    move |progress: FetchProgress| {
+        if let FetchProgress::Extracting { bytes, total, .. } = &progress {
+            let quarter = if *total == 0 { 4 } else { bytes.saturating_mul(4) / total };
+            if last_quarter.replace(quarter) == Some(quarter) {
+                return;
+            }
+        }
+        if let Some(line) = progress.describe() {
+            status(&line);
+        }
+    }
+}
+
 /// The model-file cache rooted at one directory, fetching with one Python.
 #[derive(Clone, Debug)]
 pub struct Cache {
