@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Located, Schema, Source, Table, start_of};
+use super::reader::{FileDiagnostics, Located, Schema, Source, Table, start_of};
 use super::settings::{ON_FINISH, read_tool_result_bytes};
 use super::suggest;
 use super::types::{AgentSpec, Location};
@@ -91,7 +91,7 @@ impl AgentDraft {
     /// which case `mcp:` tools are not checked.
     pub fn read(src: &Source, abs: &Path, mcp_servers: Option<&BTreeSet<String>>) -> Self {
         let mut draft = Self::empty(&src.path, abs);
-        let mut cx = Cx::new(src);
+        let mut cx = FileDiagnostics::new(src);
         let Some(doc) = src.parse(&mut cx.diags) else {
             draft.diags = cx.diags;
             return draft;
@@ -176,7 +176,7 @@ const MAX_NAME_LEN: usize = 64;
 /// An optional, non-empty `name` that is not the reserved `*` and can be a file's name (the
 /// workbench saves an expert as `agents/<name>.toml`; a run folder's name includes the
 /// experiment's): letters, digits, `-`, `_` and `.`, not starting with `.`.
-pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Located<String>> {
+pub(crate) fn read_name(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>) -> Option<Located<String>> {
     let name = table.string(cx, "name")?;
     let value = name.value.as_str();
     let problem = if value.trim().is_empty() {
@@ -212,7 +212,7 @@ pub(crate) fn read_name(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Locate
 }
 
 /// A tool must be a built-in or `mcp:<server>/<tool>` of a declared server.
-pub(crate) fn check_tool(cx: &mut Cx<'_>, tool: &Located<String>, mcp_servers: Option<&BTreeSet<String>>) {
+pub(crate) fn check_tool(cx: &mut FileDiagnostics<'_>, tool: &Located<String>, mcp_servers: Option<&BTreeSet<String>>) {
     let name = tool.value.as_str();
     if BUILTIN_TOOLS.contains(&name) {
         return;

@@ -11,7 +11,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Dirs, Located, RefKind, Reference, Schema, Table, non_empty, type_name};
+use super::reader::{Dirs, FileDiagnostics, Located, RefKind, Reference, Schema, Table, non_empty, type_name};
 use super::settings::{is_env_var_name, looks_like_key};
 use super::types::{CheckKind, CheckSpec, TaskSpec};
 
@@ -62,7 +62,7 @@ pub(crate) struct ReadChecks {
 }
 
 pub(crate) fn read_checks(
-    cx: &mut Cx<'_>,
+    cx: &mut FileDiagnostics<'_>,
     value: &Spanned<DeValue<'_>>,
     dirs: &Dirs,
     tasks: &[TaskSpec],
@@ -165,7 +165,7 @@ pub(crate) fn read_checks(
 }
 
 /// `value` as text: a string, or a number written as one.
-fn text_value(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<String> {
+fn text_value(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>) -> Option<String> {
     let value = table.get("value")?;
     match value.get_ref() {
         DeValue::String(s) => Some(s.to_string()),
@@ -178,7 +178,7 @@ fn text_value(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<String> {
 }
 
 /// A check without `value` compares with each task's `expected`: say so when a task has none.
-fn warn_without_expected(cx: &mut Cx<'_>, table: &Table<'_, '_>, has_value: bool, tasks: &[TaskSpec]) {
+fn warn_without_expected(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>, has_value: bool, tasks: &[TaskSpec]) {
     if has_value {
         return;
     }
@@ -194,7 +194,7 @@ fn warn_without_expected(cx: &mut Cx<'_>, table: &Table<'_, '_>, has_value: bool
     );
 }
 
-fn compile(cx: &mut Cx<'_>, table: &Table<'_, '_>, pattern: Located<String>) -> Option<CheckKind> {
+fn compile(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>, pattern: Located<String>) -> Option<CheckKind> {
     match regex::Regex::new(&pattern.value) {
         Ok(_) => Some(CheckKind::Regex { pattern: pattern.value }),
         Err(err) => {
@@ -208,7 +208,7 @@ fn compile(cx: &mut Cx<'_>, table: &Table<'_, '_>, pattern: Located<String>) -> 
 }
 
 /// `schema` inline (a TOML table) or as the path of a JSON file next to the experiment.
-fn read_schema(cx: &mut Cx<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> Option<serde_json::Value> {
+fn read_schema(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> Option<serde_json::Value> {
     let Some(value) = table.get("schema") else {
         table.missing(cx, "schema");
         return None;
@@ -263,7 +263,7 @@ fn to_json(value: &DeValue<'_>) -> serde_json::Value {
 /// `env = ["NAME", …]`: the variables of troupe's environment an exec check's program sees
 /// besides `PATH`, `HOME` and `TROUPE_TASK` (it gets nothing else: answers are model-written).
 /// Each entry must be a variable's name; a bad one is reported where it is written.
-fn read_env_names(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Vec<String> {
+fn read_env_names(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>) -> Vec<String> {
     let Some(names) = table.string_array(cx, "env") else { return Vec::new() };
     for name in names.iter().filter(|name| !is_env_var_name(&name.value)) {
         // A value pasted where its name belongs is a secret: it is not repeated.
@@ -281,7 +281,7 @@ fn read_env_names(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Vec<String> {
 }
 
 /// `command = ["prog", "arg"]`, or a string run by `sh -c`.
-fn read_command(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<Vec<String>> {
+fn read_command(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>) -> Option<Vec<String>> {
     let Some(value) = table.get("command") else {
         table.missing(cx, "command");
         return None;

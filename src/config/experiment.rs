@@ -15,7 +15,9 @@ use toml::de::DeValue;
 
 use super::agent::read_name;
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Dirs, Located, RefKind, Reference, Schema, Source, Table, non_empty, start_of, type_name};
+use super::reader::{
+    Dirs, FileDiagnostics, Located, RefKind, Reference, Schema, Source, Table, non_empty, start_of, type_name,
+};
 use super::settings::{read_limits, read_models};
 use super::types::{ExperimentSpec, Location, REFLECTOR, TaskSpec};
 
@@ -85,7 +87,7 @@ impl ExperimentDraft {
 
     pub fn read(src: &Source, abs: &Path) -> Self {
         let mut draft = Self::empty(&src.path, abs);
-        let mut cx = Cx::new(src);
+        let mut cx = FileDiagnostics::new(src);
         let Some(doc) = src.parse(&mut cx.diags) else {
             draft.diags = cx.diags;
             return draft;
@@ -153,7 +155,7 @@ impl ExperimentDraft {
 }
 
 /// `baseline` must name one of the variants.
-fn check_baseline(cx: &mut Cx<'_>, baseline: &Located<String>, spec: &ExperimentSpec) {
+fn check_baseline(cx: &mut FileDiagnostics<'_>, baseline: &Located<String>, spec: &ExperimentSpec) {
     let names: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
     if names.contains(&baseline.value.as_str()) {
         return;
@@ -169,7 +171,11 @@ fn check_baseline(cx: &mut Cx<'_>, baseline: &Located<String>, spec: &Experiment
 }
 
 /// The tasks, from exactly one of `task`, `tasks` and `dataset`; and the dataset's path.
-fn read_tasks(cx: &mut Cx<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> (Vec<TaskSpec>, Option<std::path::PathBuf>) {
+fn read_tasks(
+    cx: &mut FileDiagnostics<'_>,
+    table: &Table<'_, '_>,
+    dirs: &Dirs,
+) -> (Vec<TaskSpec>, Option<std::path::PathBuf>) {
     let given: Vec<&str> = ["task", "tasks", "dataset"].into_iter().filter(|k| table.get(k).is_some()).collect();
     if given.is_empty() {
         table.missing_with_hint(
@@ -222,7 +228,11 @@ fn read_tasks(cx: &mut Cx<'_>, table: &Table<'_, '_>, dirs: &Dirs) -> (Vec<TaskS
 type LocatedTask = (TaskSpec, Location);
 
 /// `tasks = "…"`, `tasks = ["…", "…"]` or `[[tasks]]` tables.
-fn read_task_list(cx: &mut Cx<'_>, table: &Table<'_, '_>, value: &Spanned<DeValue<'_>>) -> Vec<LocatedTask> {
+fn read_task_list(
+    cx: &mut FileDiagnostics<'_>,
+    table: &Table<'_, '_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Vec<LocatedTask> {
     let items = match value.get_ref() {
         DeValue::String(s) if !s.trim().is_empty() => {
             let task = TaskSpec { id: "task-1".to_owned(), input: s.to_string(), expected: None };
@@ -302,7 +312,7 @@ const MAX_DATASET_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A JSON-lines dataset: one task per line (`{"input": …, "expected": …, "id": …}`); blank
 /// lines are skipped. Errors point into the dataset at the line and column.
-fn read_dataset(cx: &mut Cx<'_>, file: &Located<String>, shown: &Path, abs: &Path) -> Vec<LocatedTask> {
+fn read_dataset(cx: &mut FileDiagnostics<'_>, file: &Located<String>, shown: &Path, abs: &Path) -> Vec<LocatedTask> {
     let text = match super::workbench::read_capped(abs, MAX_DATASET_BYTES) {
         Ok(text) => text,
         Err(err) => {
@@ -378,7 +388,7 @@ fn strip_position(message: &str) -> &str {
 }
 
 /// Task ids name folders and pair trials: they must be unique and usable as file names.
-fn check_task_ids(cx: &mut Cx<'_>, tasks: &[LocatedTask]) {
+fn check_task_ids(cx: &mut FileDiagnostics<'_>, tasks: &[LocatedTask]) {
     let mut seen = BTreeSet::new();
     for (task, at) in tasks {
         let bad = task.id.is_empty()

@@ -13,7 +13,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Dirs, Schema, Table};
+use super::reader::{Dirs, FileDiagnostics, Schema, Table};
 use super::types::{McpServerSpec, McpStart, McpTransport};
 
 const SERVER_SCHEMA: Schema = &[
@@ -37,7 +37,7 @@ pub const DEFAULT_MCP_TIMEOUT_SECONDS: u64 = 60;
 /// `[mcp]`: the servers read without error, and every server name declared (so that experts'
 /// `mcp:` tools naming a server whose table has an error are not reported twice).
 pub(crate) fn read_mcp(
-    cx: &mut Cx<'_>,
+    cx: &mut FileDiagnostics<'_>,
     mcp: &Spanned<DeValue<'_>>,
     dirs: &Dirs,
 ) -> (BTreeMap<String, McpServerSpec>, Vec<String>) {
@@ -61,7 +61,12 @@ pub(crate) fn read_mcp(
     (specs, names)
 }
 
-fn read_server(cx: &mut Cx<'_>, name: &str, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<McpServerSpec> {
+fn read_server(
+    cx: &mut FileDiagnostics<'_>,
+    name: &str,
+    value: &Spanned<DeValue<'_>>,
+    dirs: &Dirs,
+) -> Option<McpServerSpec> {
     let errors_before = cx.diags.len();
     let key = format!("mcp.servers.{name}");
     let example = format!("[mcp.servers.{name}] followed by command = \"mcp-server-time\"");

@@ -87,14 +87,14 @@ pub(crate) struct Located<T> {
 }
 
 /// The diagnostics of one file being read.
-pub(crate) struct Cx<'s> {
+pub(crate) struct FileDiagnostics<'s> {
     pub src: &'s Source,
     pub diags: Vec<Diagnostic>,
 }
 
-impl<'s> Cx<'s> {
+impl<'s> FileDiagnostics<'s> {
     pub fn new(src: &'s Source) -> Self {
-        Cx { src, diags: Vec::new() }
+        FileDiagnostics { src, diags: Vec::new() }
     }
 
     pub fn at(&self, span: &std::ops::Range<usize>) -> Location {
@@ -153,7 +153,7 @@ impl<'t, 'i> Table<'t, 'i> {
     /// A nested table (a `[header]` or an inline table); `None` (with an error) if `value` is
     /// not a table. `key` names it in the message, `example` shows how to write it.
     pub fn nested(
-        cx: &mut Cx<'_>,
+        cx: &mut FileDiagnostics<'_>,
         key: &str,
         value: &'t Spanned<DeValue<'i>>,
         example: &str,
@@ -170,7 +170,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// Where this table starts (its header).
-    pub fn header(&self, cx: &Cx<'_>) -> Location {
+    pub fn header(&self, cx: &FileDiagnostics<'_>) -> Location {
         cx.src.location(self.anchor)
     }
 
@@ -178,20 +178,20 @@ impl<'t, 'i> Table<'t, 'i> {
         self.schema.iter().find(|(k, _)| *k == key).map_or("", |(_, example)| example)
     }
 
-    fn type_error(&self, cx: &mut Cx<'_>, key: &str, value: &Spanned<DeValue<'_>>, expected: &str) {
+    fn type_error(&self, cx: &mut FileDiagnostics<'_>, key: &str, value: &Spanned<DeValue<'_>>, expected: &str) {
         let message = format!("`{key}` must be {expected}, found {}", type_name(value.get_ref()));
         self.value_error(cx, key, value, message);
     }
 
     /// An error at `value` with the key's example as the hint.
-    pub fn value_error(&self, cx: &mut Cx<'_>, key: &str, value: &Spanned<DeValue<'_>>, message: String) {
+    pub fn value_error(&self, cx: &mut FileDiagnostics<'_>, key: &str, value: &Spanned<DeValue<'_>>, message: String) {
         let example = self.example(key);
         let diag = Diagnostic::error(cx.at(&value.span()), message);
         cx.push(if example.is_empty() { diag } else { diag.with_hint(format!("for example: {example}")) });
     }
 
     /// Reports every key that is not in the schema, with the closest known key as a hint.
-    pub fn check_unknown(&self, cx: &mut Cx<'_>) {
+    pub fn check_unknown(&self, cx: &mut FileDiagnostics<'_>) {
         let known = || self.schema.iter().map(|(k, _)| *k);
         for key in self.table.keys() {
             let name: &str = key.get_ref();
@@ -208,13 +208,13 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// Reports `key` as missing, at the table's header.
-    pub fn missing(&self, cx: &mut Cx<'_>, key: &str) {
+    pub fn missing(&self, cx: &mut FileDiagnostics<'_>, key: &str) {
         self.missing_with_hint(cx, key, format!("for example: {}", self.example(key)));
     }
 
     /// Reports `key` as missing, unless an unknown key in the table is a misspelling of it
     /// (that key's diagnostic already says what to do).
-    pub fn missing_with_hint(&self, cx: &mut Cx<'_>, key: &str, hint: String) {
+    pub fn missing_with_hint(&self, cx: &mut FileDiagnostics<'_>, key: &str, hint: String) {
         let known = || self.schema.iter().map(|(k, _)| *k);
         let misspelt = self.table.keys().any(|k| {
             let k: &str = k.get_ref();
@@ -228,7 +228,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional string.
-    pub fn string(&self, cx: &mut Cx<'_>, key: &str) -> Option<Located<String>> {
+    pub fn string(&self, cx: &mut FileDiagnostics<'_>, key: &str) -> Option<Located<String>> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::String(s) => Some(Located { value: s.to_string(), at: cx.at(&value.span()) }),
@@ -240,7 +240,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional boolean.
-    pub fn boolean(&self, cx: &mut Cx<'_>, key: &str) -> Option<bool> {
+    pub fn boolean(&self, cx: &mut FileDiagnostics<'_>, key: &str) -> Option<bool> {
         let value = self.get(key)?;
         match value.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -252,7 +252,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// A required string; `None` once reported (missing or mistyped).
-    pub fn required_string(&self, cx: &mut Cx<'_>, key: &str) -> Option<Located<String>> {
+    pub fn required_string(&self, cx: &mut FileDiagnostics<'_>, key: &str) -> Option<Located<String>> {
         if self.get(key).is_none() {
             self.missing(cx, key);
             return None;
@@ -261,7 +261,7 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional non-negative (or, with `positive`, at least 1) integer up to `max`.
-    pub fn uint(&self, cx: &mut Cx<'_>, key: &str, positive: bool, max: u64) -> Option<u64> {
+    pub fn uint(&self, cx: &mut FileDiagnostics<'_>, key: &str, positive: bool, max: u64) -> Option<u64> {
         let value = self.get(key)?;
         let expected = if positive { "a positive integer" } else { "a non-negative integer" };
         let Some(n) = integer_value(value.get_ref()) else {
@@ -282,16 +282,16 @@ impl<'t, 'i> Table<'t, 'i> {
         u64::try_from(n).ok()
     }
 
-    pub fn u32(&self, cx: &mut Cx<'_>, key: &str, positive: bool) -> Option<u32> {
+    pub fn u32(&self, cx: &mut FileDiagnostics<'_>, key: &str, positive: bool) -> Option<u32> {
         self.uint(cx, key, positive, u64::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
     }
 
-    pub fn u64(&self, cx: &mut Cx<'_>, key: &str, positive: bool) -> Option<u64> {
+    pub fn u64(&self, cx: &mut FileDiagnostics<'_>, key: &str, positive: bool) -> Option<u64> {
         self.uint(cx, key, positive, i64::MAX as u64)
     }
 
     /// An optional number (integer or float) in `min..=max`.
-    pub fn number(&self, cx: &mut Cx<'_>, key: &str, min: f64, max: f64) -> Option<f64> {
+    pub fn number(&self, cx: &mut FileDiagnostics<'_>, key: &str, min: f64, max: f64) -> Option<f64> {
         let value = self.get(key)?;
         let expected = format!("a number from {min} to {max}");
         let Some(n) = number_value(value.get_ref()) else {
@@ -307,12 +307,12 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional `f32` in `min..=max`.
-    pub fn f32(&self, cx: &mut Cx<'_>, key: &str, min: f64, max: f64) -> Option<f32> {
+    pub fn f32(&self, cx: &mut FileDiagnostics<'_>, key: &str, min: f64, max: f64) -> Option<f32> {
         self.number(cx, key, min, max).map(|n| n as f32)
     }
 
     /// An optional array of strings; `None` if absent or wrongly typed (reported).
-    pub fn string_array(&self, cx: &mut Cx<'_>, key: &str) -> Option<Vec<Located<String>>> {
+    pub fn string_array(&self, cx: &mut FileDiagnostics<'_>, key: &str) -> Option<Vec<Located<String>>> {
         let value = self.get(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.type_error(cx, key, value, "an array of strings");
@@ -335,7 +335,7 @@ impl<'t, 'i> Table<'t, 'i> {
 
     /// An optional table of strings (`headers = { "x-org" = "acme" }`), in file order: the
     /// entries that are strings; the others, or a value that is not a table, are reported.
-    pub fn string_table(&self, cx: &mut Cx<'_>, key: &str) -> Option<Vec<(String, Located<String>)>> {
+    pub fn string_table(&self, cx: &mut FileDiagnostics<'_>, key: &str) -> Option<Vec<(String, Located<String>)>> {
         let value = self.get(key)?;
         let DeValue::Table(table) = value.get_ref() else {
             self.type_error(cx, key, value, "a table of strings");
@@ -357,7 +357,12 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// An optional string that must be one of `options`.
-    pub fn choice<T: Copy>(&self, cx: &mut Cx<'_>, key: &str, options: &[(&'static str, T)]) -> Option<Located<T>> {
+    pub fn choice<T: Copy>(
+        &self,
+        cx: &mut FileDiagnostics<'_>,
+        key: &str,
+        options: &[(&'static str, T)],
+    ) -> Option<Located<T>> {
         let value = self.get(key)?;
         let names = || options.iter().map(|(name, _)| *name);
         let expected = format!("one of {}", names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "));
@@ -450,7 +455,7 @@ impl Dirs {
 }
 
 /// A required string that must not be blank.
-pub(crate) fn non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
+pub(crate) fn non_empty(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
     let value = table.required_string(cx, key)?;
     if value.value.trim().is_empty() {
         if let Some(raw) = table.get(key) {
@@ -462,7 +467,11 @@ pub(crate) fn non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Op
 }
 
 /// An optional string that, when given, must not be blank.
-pub(crate) fn optional_non_empty(cx: &mut Cx<'_>, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
+pub(crate) fn optional_non_empty(
+    cx: &mut FileDiagnostics<'_>,
+    table: &Table<'_, '_>,
+    key: &str,
+) -> Option<Located<String>> {
     table.get(key)?;
     non_empty(cx, table, key)
 }

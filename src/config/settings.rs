@@ -13,7 +13,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Dirs, Located, Schema, Source, Table};
+use super::reader::{Dirs, FileDiagnostics, Located, Schema, Source, Table};
 use super::types::{
     Classify, Difficulty, Limits, LimitsPatch, MemoryBackend, MemorySettings, ModelSpec, ProviderKind, RouteRule,
     Routing, Settings,
@@ -150,7 +150,7 @@ impl SettingsDraft {
     /// Reads `troupe.toml` from `src` (shown as `src.path`, found at `abs_path`).
     pub fn read(src: &Source, abs_path: &Path) -> Self {
         let mut draft = Self::defaults(Some(abs_path.to_path_buf()));
-        let mut cx = Cx::new(src);
+        let mut cx = FileDiagnostics::new(src);
         let Some(doc) = src.parse(&mut cx.diags) else {
             draft.complete = false;
             draft.diags = cx.diags;
@@ -185,7 +185,7 @@ impl SettingsDraft {
 
 /// `[models.<alias>]` tables: the specs read without error, and every alias declared.
 pub(crate) fn read_models(
-    cx: &mut Cx<'_>,
+    cx: &mut FileDiagnostics<'_>,
     models: &Spanned<DeValue<'_>>,
     dirs: &Dirs,
 ) -> (BTreeMap<String, ModelSpec>, BTreeSet<String>) {
@@ -204,7 +204,12 @@ pub(crate) fn read_models(
     (specs, aliases)
 }
 
-fn read_model(cx: &mut Cx<'_>, alias: &str, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<ModelSpec> {
+fn read_model(
+    cx: &mut FileDiagnostics<'_>,
+    alias: &str,
+    value: &Spanned<DeValue<'_>>,
+    dirs: &Dirs,
+) -> Option<ModelSpec> {
     let errors_before = cx.diags.len();
     let example = format!("[models.{alias}] followed by provider = \"local\"");
     let table = Table::nested(cx, &format!("models.{alias}"), value, &example, MODEL_SCHEMA)?;
@@ -357,11 +362,15 @@ pub(crate) fn looks_like_key(value: &str) -> bool {
 }
 
 /// `[routing]`; every alias it names must be one of `aliases`. `None` (reported) when wrong.
-fn read_routing(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, aliases: &BTreeSet<String>) -> Option<Routing> {
+fn read_routing(
+    cx: &mut FileDiagnostics<'_>,
+    value: &Spanned<DeValue<'_>>,
+    aliases: &BTreeSet<String>,
+) -> Option<Routing> {
     let errors_before = cx.diags.len();
     let table = Table::nested(cx, "routing", value, "[routing] followed by default = \"small\"", ROUTING_SCHEMA)?;
     table.check_unknown(cx);
-    let alias = |cx: &mut Cx<'_>, located: Option<Located<String>>| -> String {
+    let alias = |cx: &mut FileDiagnostics<'_>, located: Option<Located<String>>| -> String {
         let Some(located) = located else { return String::new() };
         if !aliases.contains(&located.value) {
             let hint = super::suggest::hint(
@@ -425,7 +434,7 @@ fn read_routing(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, aliases: &BTreeSe
 }
 
 /// A `[limits]` table as a patch: only the keys present are set. `None` when not a table.
-pub(crate) fn read_limits(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>) -> Option<LimitsPatch> {
+pub(crate) fn read_limits(cx: &mut FileDiagnostics<'_>, value: &Spanned<DeValue<'_>>) -> Option<LimitsPatch> {
     let table = Table::nested(cx, "limits", value, "[limits]", LIMITS_SCHEMA)?;
     table.check_unknown(cx);
     Some(LimitsPatch {
@@ -448,13 +457,13 @@ pub(crate) const MAX_TOOL_RESULT_BYTES_SETTING: u64 = 64 * 1024 * 1024;
 
 /// `max_tool_result_bytes` (in `[limits]`, an expert, or a variant's expert): from 1 byte to
 /// [`MAX_TOOL_RESULT_BYTES_SETTING`].
-pub(crate) fn read_tool_result_bytes(cx: &mut Cx<'_>, table: &Table<'_, '_>) -> Option<u64> {
+pub(crate) fn read_tool_result_bytes(cx: &mut FileDiagnostics<'_>, table: &Table<'_, '_>) -> Option<u64> {
     table.uint(cx, "max_tool_result_bytes", true, MAX_TOOL_RESULT_BYTES_SETTING)
 }
 
 /// `[memory]`: the keys present over the defaults. `None` (reported) when it has an error, so
 /// the defaults stand and the workbench does not load.
-fn read_memory(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<MemorySettings> {
+fn read_memory(cx: &mut FileDiagnostics<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> Option<MemorySettings> {
     let errors_before = cx.diags.len();
     let table = Table::nested(cx, "memory", value, "[memory] followed by k = 3", MEMORY_SCHEMA)?;
     table.check_unknown(cx);

@@ -11,7 +11,7 @@ use toml::de::DeValue;
 
 use super::agent::{AGENT_TOOLS_EXAMPLE, check_tool};
 use super::diagnostic::Diagnostic;
-use super::reader::{Cx, Dirs, RefKind, Reference, Schema, Table, non_empty, optional_non_empty};
+use super::reader::{Dirs, FileDiagnostics, RefKind, Reference, Schema, Table, non_empty, optional_non_empty};
 use super::settings::{read_limits, read_models, read_tool_result_bytes};
 use super::types::{AgentPatch, DEFAULT_VARIANT, VariantSpec};
 
@@ -50,7 +50,7 @@ pub(crate) struct ReadVariants {
     pub references: Vec<Reference>,
 }
 
-pub(crate) fn read_variants(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> ReadVariants {
+pub(crate) fn read_variants(cx: &mut FileDiagnostics<'_>, value: &Spanned<DeValue<'_>>, dirs: &Dirs) -> ReadVariants {
     let mut out = ReadVariants { variants: Vec::new(), aliases: BTreeSet::new(), references: Vec::new() };
     let DeValue::Array(items) = value.get_ref() else {
         let message = "`variants` must be an array of [[variants]] tables".to_owned();
@@ -123,7 +123,7 @@ pub(crate) fn read_variants(cx: &mut Cx<'_>, value: &Spanned<DeValue<'_>>, dirs:
 
 /// `[variants.agents.<name>]` tables.
 fn read_patches(
-    cx: &mut Cx<'_>,
+    cx: &mut FileDiagnostics<'_>,
     value: &Spanned<DeValue<'_>>,
     context: &str,
     references: &mut Vec<Reference>,

@@ -103,7 +103,7 @@ impl MatrixError {
 }
 
 /// What every trial of one matrix shares.
-struct Shared {
+struct MatrixContext {
     workbench: Workbench,
     spec: ExperimentSpec,
     dir: PathBuf,
@@ -127,7 +127,7 @@ struct Shared {
     ops: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
 }
 
-impl Shared {
+impl MatrixContext {
     /// The memory a trial of `variant` runs with.
     fn memory_for(&self, variant: &VariantSpec) -> Option<Arc<RunRecall>> {
         let mode = self.memory_override.or(variant.memory).or(self.spec.memory).unwrap_or_default();
@@ -345,7 +345,7 @@ async fn run_trials(
     });
     // A run of one trial writes its folder through `launch`; its log opens once the folder exists.
     let log = if single { None } else { Some(TrialLog::open(&dir)?) };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(MatrixContext {
         workbench: workbench.clone(),
         spec: spec.clone(),
         dir: dir.clone(),
@@ -419,7 +419,7 @@ async fn run_trials(
 }
 
 /// Runs one trial to its end and scores it; `None` when the user cancelled it (not recorded).
-async fn run_trial(shared: &Shared, trial: &TrialSpec) -> Option<TrialRecord> {
+async fn run_trial(shared: &MatrixContext, trial: &TrialSpec) -> Option<TrialRecord> {
     let variant = variants(&shared.spec).into_iter().find(|v| v.name == trial.variant)?;
     let task = shared.spec.tasks.iter().find(|t| t.id == trial.task_id)?.clone();
     let (workbench, spec) = trial_setup(&shared.workbench, &shared.spec, &variant, &task);
@@ -555,7 +555,7 @@ async fn next_op(ops: &mut Option<mpsc::UnboundedReceiver<Op>>) -> Option<Op> {
 }
 
 /// Records a finished trial (a matrix appends it at once) and tells the view.
-fn finish_record(shared: &Shared, mut record: TrialRecord) -> TrialRecord {
+fn finish_record(shared: &MatrixContext, mut record: TrialRecord) -> TrialRecord {
     let redact = |text: &mut String| *text = shared.redactor.redact(text).into_owned();
     if let Some(answer) = record.answer.as_mut() {
         redact(answer);
