@@ -4,6 +4,9 @@
 //! Invariant: a value of these types has passed validation; every reference in it (an expert's
 //! model alias, its experts, an experiment's root) names something that exists in the same
 //! [`Workbench`]. Paths are absolute.
+//!
+//! Longer than most files on purpose: every validated shape in one place, so a reader sees every
+//! field any configuration file can set, and its default, side by side.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

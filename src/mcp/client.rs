@@ -15,6 +15,11 @@
 //!   [`STDERR_LINE_BYTES`] (and says so), and past [`STDERR_BYTES_PER_RUN`] per server and run
 //!   one line says the rest was dropped; the pipe is still drained, so the server never blocks.
 //! - Cancelling a call (its subtask was cancelled) sends `notifications/cancelled`.
+//!
+//! Longer than most files on purpose: a server's whole lifecycle (start, handshake, restart with
+//! its bound, calls, cancellation, tasks, close) shares one slot and its lock; split apart, each
+//! piece would need the others' internals. What a run sees (`RunMcp`) and the stderr copy are
+//! the next candidates to move out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Write as _;

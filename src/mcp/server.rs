@@ -21,6 +21,9 @@
 //! session answers (tool results, resources, task results and statuses, errors) carries a
 //! secret: it passes through the same `Redactor` the run's findings do. A session sees only its
 //! own run: a URI of another session is "not found".
+//!
+//! Longer than most files on purpose: the `ServerHandler` of `troupe mcp serve` and its session
+//! (the run it drives) are one protocol surface; the HTTP hosting is in `server/http.rs`.
 
 mod http;
 

@@ -22,6 +22,9 @@
 //! The log keeps its last [`CHANGES_KEPT`] entries (trimmed when a store is opened and no other
 //! process is writing; opening never waits for a writer); a reader that fell further behind
 //! reloads.
+//!
+//! Longer than most files on purpose: the schema, its versions, the change log other processes
+//! read and every query are one transactional unit; its tests are in `sqlite/tests.rs`.
 
 use std::collections::HashMap;
 use std::fs;

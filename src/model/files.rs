@@ -14,6 +14,9 @@
 //! re-hashing only when its sidecar's digest, size and mtime all still match. Temporary names are
 //! unique per process and call, so two processes fetching at once both succeed: the last rename
 //! wins, and both renamed the same bytes.
+//!
+//! Longer than most files on purpose: the catalog, fetching with pip, extraction and verification
+//! are one pipeline over the same cache layout; its tests are in `files/tests.rs`.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
