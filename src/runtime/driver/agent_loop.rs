@@ -15,11 +15,12 @@ use super::profile::Profile;
 use super::state::RunDriver;
 use crate::model::{ModelError, ModelRequest};
 use crate::protocol::{EventBody, OnFinish, TaskId};
-use crate::runtime::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild};
+use crate::runtime::agent::{AgentEffect, AgentMachine, AgentSetup, SettledChild, planned_tool};
 use crate::runtime::memory::RecallLimits;
 use crate::runtime::tools::bound_tool_result;
 
 impl RunDriver {
+    /// The expert's system prompt, with the lessons memory recalls for this task appended in a
     /// marked block (and a `memory_recalled` event saying which). Recalling never fails the
     /// agent: an error is reported in the event and the agent starts with its own prompt.
     pub(super) async fn recall(&self, id: TaskId, profile: &Profile, task: &str) -> String {
@@ -81,17 +82,10 @@ impl RunDriver {
                         messages: machine.conversation().to_vec(),
                         tools: if offer_tools { tools.clone() } else { Vec::new() },
                         tool_choice: profile.spec.tool_choice,
-                        forced_tool: if offer_tools {
-                            // A planned MCP tool is named in the file by its reference.
-                            profile.spec.tool_plan.get(turn as usize - 1).map(|planned| {
-                                mcp_tools
-                                    .values()
-                                    .find(|t| t.reference == *planned)
-                                    .map_or_else(|| planned.clone(), |t| t.spec.name.clone())
-                            })
-                        } else {
-                            None
-                        },
+                        // A planned MCP tool is named in the file by its reference.
+                        forced_tool: planned_tool(&profile.spec.tool_plan, turn, offer_tools, |planned| {
+                            mcp_tools.values().find(|t| t.reference == planned).map(|t| t.spec.name.clone())
+                        }),
                         sampling: profile.sampling,
                     };
                     match self.call_model(id, &model, request, cancel).await {

@@ -3,7 +3,8 @@
 //! cancelling them, listing them, and memory's `remember` and `recall`.
 //!
 //! Invariants: whatever a model sends is a tool error it can read, never a panic; a caller
-//! reaches only tasks within its own subtree.
+//! reaches only tasks within its own subtree; who may call which expert is decided by the pure
+//! `tools::callee`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use super::supervise::{SubtaskWork, spawn_task};
 use crate::config::AUTO_MODEL;
 use crate::protocol::{EventBody, TaskId, TaskKind, ToolCall, shorten};
 use crate::runtime::registry::{CreateError, CreateLimits, NewTask};
-use crate::runtime::tools::{BuiltinCall, parse_builtin};
+use crate::runtime::tools::{BuiltinCall, Callee, callee, parse_builtin};
 
 impl RunDriver {
     /// Executes a built-in tool for `caller`. `Err` is a tool error the model reads.
@@ -32,41 +33,12 @@ impl RunDriver {
     ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
             BuiltinCall::CallAgent { task, agent, model } => {
-                let child = match agent {
-                    None if !profile.spec.self_copies => {
-                        return Err(format!(
-                            "name an expert in `agent` ({}): this agent may not start copies of itself",
-                            profile.spec.experts.join(", ")
-                        ));
-                    }
-                    None => profile.clone(),
-                    Some(name) => {
-                        let allowed = profile.spec.experts.iter().any(|e| e == "*" || *e == name);
-                        match self.profiles.get(&name) {
-                            Some(expert) if allowed => expert.clone(),
-                            _ => {
-                                let may: Vec<&str> = self
-                                    .profiles
-                                    .keys()
-                                    .filter(|n| profile.spec.experts.iter().any(|e| e == "*" || e == *n))
-                                    .map(String::as_str)
-                                    .collect();
-                                let what =
-                                    if self.profiles.contains_key(&name) { "you may not call" } else { "there is no" };
-                                return Err(format!(
-                                    "{what} expert `{name}`; {}",
-                                    if may.is_empty() {
-                                        "you may call no experts: leave `agent` out to start a copy of yourself"
-                                            .to_owned()
-                                    } else {
-                                        format!(
-                                            "you may call: {} (or leave `agent` out to start a copy of yourself)",
-                                            may.join(", ")
-                                        )
-                                    }
-                                ));
-                            }
-                        }
+                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                let child = match callee(&profile.spec.experts, profile.spec.self_copies, agent.as_deref(), &known)? {
+                    Callee::SelfCopy => profile.clone(),
+                    // `callee` accepts only names in `known`, the keys of `profiles`.
+                    Callee::Expert(name) => {
+                        self.profiles.get(name).cloned().ok_or_else(|| format!("there is no expert `{name}`"))?
                     }
                 };
                 let child = match model {

@@ -16,6 +16,10 @@
 //! - `mcp_tasks`: an agent's MCP tools, calling them, following a server's task.
 //! - `builtins`: executing the built-in tools, starting subtasks.
 //!
+//! The rules these parts enforce without needing tokio (who may call which expert, what is not
+//! said of a task after its end, the tool `tool_plan` forces) are pure functions in `tools`,
+//! `registry` and `agent`.
+//!
 //! Invariants:
 //! - The registry and the event sequence live under one `std` mutex, never held across an
 //!   `.await`; an event is sent while the state change it reports is applied, so `seq` order is

@@ -12,7 +12,7 @@ use super::RunConfig;
 use crate::config::AgentSpec;
 use crate::model::Sampling;
 use crate::protocol::{OnFinish, ToolSpec};
-use crate::runtime::tools::{ExpertOffer, ToolContext, builtin_spec};
+use crate::runtime::tools::{ExpertOffer, ToolContext, builtin_spec, experts_allow};
 
 /// An expert as the driver runs it.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ pub(super) fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile
             let allowed: Vec<ExpertOffer> = config
                 .agents
                 .values()
-                .filter(|other| spec.experts.iter().any(|e| e == "*" || *e == other.name))
+                .filter(|other| experts_allow(&spec.experts, &other.name))
                 .map(|other| ExpertOffer { name: other.name.clone(), description: other.description.clone() })
                 .collect();
             let models = if spec.choose_model { config.models.runnable() } else { Vec::new() };

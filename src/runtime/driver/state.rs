@@ -5,7 +5,8 @@
 //! Invariants: the ledger's lock is a `std` mutex never held across an `.await`; an event is
 //! sent under it, in the same critical section as the change it reports, so `seq` is dense and
 //! in the order things happened. Nothing is sent after `run_finished` (`closed`), and nothing
-//! but usage is said of a task after its final status.
+//! but usage is said of a task after its final status (the rule is the registry's
+//! `drops_after_end`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,9 @@ use crate::runtime::mcp::McpTools;
 use crate::runtime::memory::RunMemory;
 use crate::runtime::registry::{Outcome, Registry};
 
+/// What changes while a run runs, kept under the run's one lock: the registry, the next event's
+/// `seq`, a cancellation token and long-poll waiters per live task, whether the run is closed,
+/// and the money spent.
 pub(super) struct RunLedger {
     pub(super) registry: Registry,
     pub(super) next_seq: u64,
@@ -36,6 +40,9 @@ pub(super) struct RunLedger {
     pub(super) run_cost: f64,
 }
 
+/// One run as the driver runs it, shared by every task's work: what was fixed at the start
+/// (profiles, limits, models, prices, routing, memory, MCP, clock, the event channel) and the
+/// locked [`RunLedger`].
 pub(super) struct RunDriver {
     pub(super) profiles: BTreeMap<String, Arc<Profile>>,
     pub(super) limits: Limits,
@@ -68,25 +75,7 @@ impl RunDriver {
         }
         // Nothing more is said of a task after its final status (a chunk already in flight when
         // a cancellation lands is dropped); usage is the exception, since those tokens were spent.
-        let late = match &body {
-            EventBody::Message { uri, .. }
-            | EventBody::MessageDelta { uri, .. }
-            | EventBody::ToolCall { uri, .. }
-            | EventBody::ToolResult { uri, .. }
-            | EventBody::LimitHit { uri, .. }
-            | EventBody::Routed { uri, .. }
-            | EventBody::MemoryRecalled { uri, .. }
-            | EventBody::McpTools { uri, .. }
-            | EventBody::ChildrenOnFinish { uri, .. } => {
-                ledger.registry.status(*uri).map_or(true, TaskStatus::is_terminal)
-            }
-            EventBody::RunStarted { .. }
-            | EventBody::TaskCreated { .. }
-            | EventBody::TaskStatus { .. }
-            | EventBody::Usage { .. }
-            | EventBody::RunFinished { .. } => false,
-        };
-        if late {
+        if ledger.registry.drops_after_end(&body) {
             return None;
         }
         let seq = ledger.next_seq;
@@ -153,8 +142,6 @@ impl RunDriver {
         let mut ledger = self.lock();
         self.finish_locked(&mut ledger, id, Outcome::Completed(result));
     }
-
-    /// Fails a task; its children still working are orphans and are cancelled first, so that no
 
     pub(super) fn limit_hit(&self, id: TaskId, limit: &str, value: u64, message: String) {
         self.emit_now(EventBody::LimitHit { uri: id, limit: limit.to_owned(), value, message });

@@ -102,6 +102,7 @@ impl RunDriver {
         }
     }
 
+    /// Fails a task; its children still working are orphans and are cancelled first, so that no
     /// task ever sees its token cancelled before the registry has marked it.
     pub(super) fn fail(&self, id: TaskId, error: String) {
         let mut ledger = self.lock();
