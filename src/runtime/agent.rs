@@ -6,6 +6,7 @@
 //! a model makes gets exactly one result in the conversation, in call order, before the next
 //! model turn. The turn limit is enforced here: the last allowed turn is told so and offered no
 //! tools, and a model that still calls tools then fails the agent with the limit named.
+//! Which tool an expert's `tool_plan` forces on a turn is decided here too ([`planned_tool`]).
 
 use std::collections::VecDeque;
 
@@ -76,6 +77,25 @@ pub struct SettledChild {
     pub status: String,
     /// The result, or the error.
     pub text: String,
+}
+
+/// The tool an expert's `tool_plan` forces on model turn `turn` (counted from 1, as
+/// [`AgentEffect::CallModel`] counts): the plan's entry for that turn; none past the plan's end,
+/// or on a turn that offers no tools (the last). An MCP tool is planned by its reference
+/// (`mcp:<server>/<tool>`) but forced by the name its model sees: `mcp_name` gives it, and an
+/// entry it does not know (a built-in, or an MCP tool left out) is forced as written.
+pub fn planned_tool(
+    tool_plan: &[String],
+    turn: u32,
+    offer_tools: bool,
+    mcp_name: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    if !offer_tools {
+        return None;
+    }
+    let index = usize::try_from(turn.checked_sub(1)?).ok()?;
+    let planned = tool_plan.get(index)?;
+    Some(mcp_name(planned).unwrap_or_else(|| planned.clone()))
 }
 
 /// One agent's loop.
@@ -546,5 +566,34 @@ mod tests {
         assert_eq!(drain(&mut machine), vec![]);
         machine.handle_model_reply("late".into(), vec![]);
         assert_eq!(drain(&mut machine), vec![]);
+    }
+
+    #[test]
+    fn the_tool_plan_forces_its_entry_for_each_turn_that_offers_tools() {
+        let plan: Vec<String> = ["call_agent", "mcp:files/read", "get_task_status"].map(str::to_owned).to_vec();
+        let mcp_name = |reference: &str| (reference == "mcp:files/read").then(|| "files__read".to_owned());
+        let check = |plan: &[String], turn: u32, offer_tools: bool, expected: Option<&str>| {
+            assert_eq!(
+                planned_tool(plan, turn, offer_tools, mcp_name),
+                expected.map(str::to_owned),
+                "turn {turn}, offer_tools {offer_tools}"
+            );
+        };
+        check(&plan, 1, true, Some("call_agent"));
+        // An MCP tool is planned by reference and forced by the name its model sees.
+        check(&plan, 2, true, Some("files__read"));
+        check(&plan, 3, true, Some("get_task_status"));
+        // Past the plan: the model chooses.
+        check(&plan, 4, true, None);
+        check(&plan, u32::MAX, true, None);
+        // The last turn offers no tools, so it forces none, whatever the plan says.
+        check(&plan, 1, false, None);
+        check(&plan, 2, false, None);
+        // Turns count from 1; there is no turn 0.
+        check(&plan, 0, true, None);
+        // No plan, no forcing.
+        check(&[], 1, true, None);
+        // An MCP reference the run could not resolve is forced as written.
+        check(&["mcp:gone/tool".to_owned()], 1, true, Some("mcp:gone/tool"));
     }
 }

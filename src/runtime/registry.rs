@@ -2,7 +2,9 @@
 //! place in the tree, and the limits that govern creating more.
 //!
 //! Invariants: pure (no clock, no tokio; `now` comes in as an argument). A terminal state is
-//! final and a result is written once: later attempts are refused, not applied. A task's
+//! final and a result is written once: later attempts are refused, not applied. Nothing but
+//! usage is said of a task after its final status ([`Registry::drops_after_end`], which the
+//! driver's `emit` asks of every event). A task's
 //! parent exists before it and never changes, so the tree has no cycles.
 //!
 //! Tasks live in a `Vec` in creation order; a [`TaskId`]'s code is the index scrambled by a
@@ -13,7 +15,7 @@
 use std::sync::Arc;
 
 use crate::protocol::{
-    CODE_SPACE, Millis, TaskCounts, TaskId, TaskKind, TaskResource, TaskStatus, Usage, format_millis,
+    CODE_SPACE, EventBody, Millis, TaskCounts, TaskId, TaskKind, TaskResource, TaskStatus, Usage, format_millis,
 };
 
 const MASK: u32 = CODE_SPACE - 1;
@@ -358,6 +360,39 @@ impl Registry {
     }
 }
 
+/// The task an event speaks for, when the event must not be said once that task has reached its
+/// final status: its messages, deltas, tool calls and results, limits hit, routing, recalled
+/// lessons, MCP tools and children's policy (a chunk already in flight when a cancellation lands
+/// is such an event). `None` for what is always said: the run's start and end, a task's creation
+/// and statuses (its final status is how it ends), and usage, since those tokens were spent.
+pub fn silenced_after_end(body: &EventBody) -> Option<TaskId> {
+    match body {
+        EventBody::Message { uri, .. }
+        | EventBody::MessageDelta { uri, .. }
+        | EventBody::ToolCall { uri, .. }
+        | EventBody::ToolResult { uri, .. }
+        | EventBody::LimitHit { uri, .. }
+        | EventBody::Routed { uri, .. }
+        | EventBody::MemoryRecalled { uri, .. }
+        | EventBody::McpTools { uri, .. }
+        | EventBody::ChildrenOnFinish { uri, .. } => Some(*uri),
+        EventBody::RunStarted { .. }
+        | EventBody::TaskCreated { .. }
+        | EventBody::TaskStatus { .. }
+        | EventBody::Usage { .. }
+        | EventBody::RunFinished { .. } => None,
+    }
+}
+
+impl Registry {
+    /// Whether `body` must be dropped rather than said: it speaks for a task (see
+    /// [`silenced_after_end`]) that has reached its final status, or that this run does not
+    /// have.
+    pub fn drops_after_end(&self, body: &EventBody) -> bool {
+        silenced_after_end(body).is_some_and(|uri| self.status(uri).map_or(true, TaskStatus::is_terminal))
+    }
+}
+
 /// Why a task could not be created.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
@@ -507,5 +542,120 @@ mod tests {
         let (task, run) = reg.add_usage(child, &call).unwrap();
         assert_eq!(task, call);
         assert_eq!(run, Usage { input_tokens: 200, output_tokens: 20, model_calls: 2 });
+    }
+
+    #[test]
+    fn nothing_but_usage_is_said_of_a_task_after_its_final_status() {
+        use crate::protocol::{ChatMessage, OnFinish, RunStatus};
+
+        let mut reg = Registry::new(7);
+        let working = reg.create(new(None, "root"), &WIDE, 0).unwrap();
+        let completed = reg.create(new(Some(working), "done"), &WIDE, 0).unwrap();
+        let failed = reg.create(new(Some(working), "broke"), &WIDE, 0).unwrap();
+        let cancelled = reg.create(new(Some(working), "stopped"), &WIDE, 0).unwrap();
+        reg.finish(completed, Outcome::Completed("ok".into()), 1).unwrap();
+        reg.finish(failed, Outcome::Failed("no".into()), 1).unwrap();
+        reg.cancel_subtree(cancelled, "user", 1).unwrap();
+        // An id this run never created (another run's salt).
+        let stranger = Registry::new(99).create(new(None, "elsewhere"), &WIDE, 0).unwrap();
+        assert!(reg.status(stranger).is_err(), "the stranger must be unknown to this run");
+
+        let body = |kind: &str, uri: TaskId| -> EventBody {
+            let message = ChatMessage::user("hi");
+            match kind {
+                "message" => EventBody::Message { uri, role: message.role, content: message.content },
+                "delta" => EventBody::MessageDelta { uri, delta: "x".into() },
+                "tool_call" => {
+                    EventBody::ToolCall { uri, call_id: "c".into(), tool: "t".into(), arguments: serde_json::json!({}) }
+                }
+                "tool_result" => EventBody::ToolResult {
+                    uri,
+                    call_id: "c".into(),
+                    tool: "t".into(),
+                    result: serde_json::json!("r"),
+                    is_error: false,
+                },
+                "limit_hit" => EventBody::LimitHit { uri, limit: "l".into(), value: 1, message: "m".into() },
+                "routed" => EventBody::Routed { uri, alias: "a".into(), reason: "r".into() },
+                "memory_recalled" => EventBody::MemoryRecalled { uri, lessons: Vec::new(), error: None },
+                "mcp_tools" => EventBody::McpTools { uri, tools: Vec::new(), problems: Vec::new() },
+                "children_on_finish" => {
+                    EventBody::ChildrenOnFinish { uri, policy: OnFinish::CancelChildren, children: Vec::new() }
+                }
+                "usage" => EventBody::Usage {
+                    uri,
+                    input_tokens: 1,
+                    output_tokens: 1,
+                    task_total: Usage::default(),
+                    run_total: Usage::default(),
+                },
+                "task_status" => EventBody::TaskStatus {
+                    uri,
+                    status: TaskStatus::Completed,
+                    status_message: None,
+                    result: None,
+                    error: None,
+                },
+                "task_created" => EventBody::TaskCreated {
+                    uri,
+                    parent: None,
+                    kind: TaskKind::Agent,
+                    agent: "a".into(),
+                    model: "m".into(),
+                    task: "t".into(),
+                },
+                "run_started" => EventBody::RunStarted {
+                    run_id: "r".into(),
+                    experiment: "e".into(),
+                    root_agent: "a".into(),
+                    task: "t".into(),
+                    prices: Default::default(),
+                    format: 1,
+                    troupe_version: None,
+                },
+                "run_finished" => EventBody::RunFinished {
+                    status: RunStatus::Completed,
+                    result: None,
+                    error: None,
+                    usage: Usage::default(),
+                    tasks: TaskCounts::default(),
+                    elapsed_ms: 0,
+                },
+                other => unreachable!("no event kind {other} in this table"),
+            }
+        };
+        let check = |kind: &str, uri: TaskId, dropped: bool| {
+            assert_eq!(
+                reg.drops_after_end(&body(kind, uri)),
+                dropped,
+                "{kind} of a task that is {:?}",
+                reg.status(uri)
+            );
+        };
+
+        let silenced = [
+            "message",
+            "delta",
+            "tool_call",
+            "tool_result",
+            "limit_hit",
+            "routed",
+            "memory_recalled",
+            "mcp_tools",
+            "children_on_finish",
+        ];
+        for kind in silenced {
+            check(kind, working, false);
+            check(kind, completed, true);
+            check(kind, failed, true);
+            check(kind, cancelled, true);
+            check(kind, stranger, true);
+        }
+        // Always said: usage (those tokens were spent), statuses, creation, the run's ends.
+        for kind in ["usage", "task_status", "task_created", "run_started", "run_finished"] {
+            for uri in [working, completed, failed, cancelled, stranger] {
+                check(kind, uri, false);
+            }
+        }
     }
 }

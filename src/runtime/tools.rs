@@ -1,6 +1,7 @@
 //! The built-in tools: their names, JSON schemas and descriptions as models see them, the
-//! parsing of a call's arguments into a typed [`BuiltinCall`], and the cutting of any tool's
-//! result to `max_tool_result_bytes` ([`bound_tool_result`]).
+//! parsing of a call's arguments into a typed [`BuiltinCall`], who a `call_agent` may start
+//! ([`experts_allow`], [`callee`]), and the cutting of any tool's result to
+//! `max_tool_result_bytes` ([`bound_tool_result`]).
 //!
 //! Invariant: pure. Executing a call is the driver's job; an argument that does not fit the
 //! schema becomes a message the model can act on, never a panic.
@@ -150,6 +151,58 @@ fn uri_schema() -> Value {
 fn object(properties: &[(&str, Value)], required: &[&str]) -> Value {
     let properties: Map<String, Value> = properties.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// Whether an expert's `experts` list lets it call the expert `name`: listed by name, or `*`
+/// (any expert of the workbench). The schemas offer, and `call_agent` accepts, exactly these.
+pub fn experts_allow(experts: &[String], name: &str) -> bool {
+    experts.iter().any(|e| e == "*" || e == name)
+}
+
+/// Who a `call_agent` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Callee<'a> {
+    /// A copy of the caller: same instructions, model and tools.
+    SelfCopy,
+    /// An expert of the workbench that the caller's `experts` allow.
+    Expert(&'a str),
+}
+
+/// Who a `call_agent` naming `agent` (or no one) starts for a caller with `experts` and
+/// `self_copies`, among the workbench's experts `known` (in the order a refusal lists them).
+/// `Err` is the tool error the model reads: it names who the caller may call instead.
+///
+/// An MCP client's root (`troupe mcp serve`) is an expert like any other here: its `experts`
+/// name the workbench's experts but not itself, and it may not copy itself.
+pub fn callee<'a>(
+    experts: &[String],
+    self_copies: bool,
+    agent: Option<&'a str>,
+    known: &[&str],
+) -> Result<Callee<'a>, String> {
+    let Some(name) = agent else {
+        if self_copies {
+            return Ok(Callee::SelfCopy);
+        }
+        return Err(format!(
+            "name an expert in `agent` ({}): this agent may not start copies of itself",
+            experts.join(", ")
+        ));
+    };
+    let exists = known.contains(&name);
+    if exists && experts_allow(experts, name) {
+        return Ok(Callee::Expert(name));
+    }
+    let may: Vec<&str> = known.iter().copied().filter(|n| experts_allow(experts, n)).collect();
+    let what = if exists { "you may not call" } else { "there is no" };
+    Err(format!(
+        "{what} expert `{name}`; {}",
+        if may.is_empty() {
+            "you may call no experts: leave `agent` out to start a copy of yourself".to_owned()
+        } else {
+            format!("you may call: {} (or leave `agent` out to start a copy of yourself)", may.join(", "))
+        }
+    ))
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary, followed by a line
@@ -436,5 +489,93 @@ mod tests {
                     .unwrap_err();
             assert!(err.contains("must be a number"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn who_a_caller_may_start() {
+        let known = ["critic", "mcp-client", "solver"];
+        let check = |experts: &[&str], self_copies: bool, agent: Option<&str>, expected: Result<Callee, &str>| {
+            let experts: Vec<String> = experts.iter().map(|e| (*e).to_owned()).collect();
+            let got = callee(&experts, self_copies, agent, &known);
+            assert_eq!(
+                got,
+                expected.map_err(str::to_owned),
+                "experts {experts:?}, self_copies {self_copies}, agent {agent:?}"
+            );
+        };
+        // Listed by name, or by `*`.
+        check(&["solver"], false, Some("solver"), Ok(Callee::Expert("solver")));
+        check(&["*"], false, Some("critic"), Ok(Callee::Expert("critic")));
+        check(&["solver", "*"], true, Some("critic"), Ok(Callee::Expert("critic")));
+        // Not listed: refused, naming who may be called.
+        check(
+            &["solver"],
+            true,
+            Some("critic"),
+            Err(
+                "you may not call expert `critic`; you may call: solver (or leave `agent` out to start a copy of yourself)",
+            ),
+        );
+        // Unknown, even under `*`.
+        check(
+            &["*"],
+            true,
+            Some("stranger"),
+            Err(
+                "there is no expert `stranger`; you may call: critic, mcp-client, solver (or leave `agent` out to start a copy of yourself)",
+            ),
+        );
+        check(
+            &[],
+            true,
+            Some("critic"),
+            Err(
+                "you may not call expert `critic`; you may call no experts: leave `agent` out to start a copy of yourself",
+            ),
+        );
+        // A list naming experts the workbench lacks offers only those it has.
+        check(
+            &["ghost", "solver"],
+            true,
+            Some("ghost"),
+            Err("there is no expert `ghost`; you may call: solver (or leave `agent` out to start a copy of yourself)"),
+        );
+        // No `agent`: a copy of the caller, when self copies are allowed.
+        check(&["solver"], true, None, Ok(Callee::SelfCopy));
+        check(&[], true, None, Ok(Callee::SelfCopy));
+        check(
+            &["solver", "critic"],
+            false,
+            None,
+            Err("name an expert in `agent` (solver, critic): this agent may not start copies of itself"),
+        );
+        check(&[], false, None, Err("name an expert in `agent` (): this agent may not start copies of itself"));
+        // An MCP client's root names the workbench's experts, not itself, and copies nothing.
+        check(&["critic", "solver"], false, Some("solver"), Ok(Callee::Expert("solver")));
+        check(
+            &["critic", "solver"],
+            false,
+            Some("mcp-client"),
+            Err(
+                "you may not call expert `mcp-client`; you may call: critic, solver (or leave `agent` out to start a copy of yourself)",
+            ),
+        );
+        check(
+            &["critic", "solver"],
+            false,
+            None,
+            Err("name an expert in `agent` (critic, solver): this agent may not start copies of itself"),
+        );
+
+        // The schemas offer the same experts `callee` accepts.
+        let allow = |experts: &[&str], name: &str, expected: bool| {
+            let experts: Vec<String> = experts.iter().map(|e| (*e).to_owned()).collect();
+            assert_eq!(experts_allow(&experts, name), expected, "{experts:?} allow {name}");
+        };
+        allow(&["*"], "anyone", true);
+        allow(&["solver"], "solver", true);
+        allow(&["solver"], "critic", false);
+        allow(&[], "solver", false);
+        allow(&["Solver"], "solver", false);
     }
 }
