@@ -33,7 +33,8 @@ impl RunDriver {
     ) -> Result<Value, String> {
         match parse_builtin(&call.name, &call.arguments)? {
             BuiltinCall::CallAgent { task, agent, model } => {
-                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                let known: Vec<&str> =
+                    self.profiles.iter().filter(|(_, p)| p.callable).map(|(name, _)| name.as_str()).collect();
                 let child = match callee(&profile.spec.experts, profile.spec.self_copies, agent.as_deref(), &known)? {
                     Callee::SelfCopy => profile.clone(),
                     // `callee` accepts only names in `known`, the keys of `profiles`.

@@ -28,10 +28,14 @@ pub(super) struct Profile {
     pub(super) sampling: Sampling,
     /// The most of a tool result its model reads.
     pub(super) max_tool_result_bytes: usize,
+    /// Whether `call_agent` may start it: every expert but an external root (the MCP client
+    /// of `troupe mcp serve`, which runs no model and is never anyone's sub-agent).
+    pub(super) callable: bool,
 }
 
 pub(super) fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile>> {
     let limits = &config.limits;
+    let callable = |name: &str| !(config.external_root && name == config.root_agent);
     config
         .agents
         .iter()
@@ -39,7 +43,7 @@ pub(super) fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile
             let allowed: Vec<ExpertOffer> = config
                 .agents
                 .values()
-                .filter(|other| experts_allow(&spec.experts, &other.name))
+                .filter(|other| callable(&other.name) && experts_allow(&spec.experts, &other.name))
                 .map(|other| ExpertOffer { name: other.name.clone(), description: other.description.clone() })
                 .collect();
             let models = if spec.choose_model { config.models.runnable() } else { Vec::new() };
@@ -53,6 +57,7 @@ pub(super) fn build_profiles(config: &RunConfig) -> BTreeMap<String, Arc<Profile
                 max_children: spec.max_children.unwrap_or(limits.max_children_per_agent),
                 wall: Duration::from_secs(spec.max_wall_seconds.unwrap_or(limits.max_wall_seconds_per_subtask)),
                 on_finish: spec.on_finish.unwrap_or(limits.on_finish),
+                callable: callable(name),
                 max_tool_result_bytes: usize::try_from(
                     spec.max_tool_result_bytes.unwrap_or(limits.max_tool_result_bytes),
                 )
