@@ -14,304 +14,16 @@ use ratatui::layout::{Position, Rect};
 use ratatui_textarea::TextArea;
 
 use crate::config::{Diagnostic, Severity};
-use crate::experiment::record::MatrixInfo;
-use crate::experiment::record::TrialRecord;
 use crate::experiment::runner::MatrixUpdate;
-use crate::experiment::store::MatrixFile;
-use crate::experiment::summary::Summary;
 use crate::findings::PastRun;
-use crate::memory::service::{Edited, Learned};
-use crate::memory::store::{Hit, Item, ItemId};
-use crate::protocol::{Event, EventBody, Millis, TaskId, TaskStatus};
+use crate::protocol::{EventBody, Millis, TaskId, TaskStatus};
 
 use super::layout::{self, Areas};
-use super::matrix::{ForkOrigin, MatrixEnd, MatrixPane};
+use super::matrix::{MatrixEnd, MatrixPane};
 use super::memory::MemoryPane;
+use super::messages::{AgentFileText, Command, ExperimentItem, FORK_REPETITIONS, Prompt, Screen, ShellReport};
 use super::transcript::{self, Line};
 use super::tree::RunView;
-
-/// Re-runs of a forked subtask's original setup: enough to see whether its outcome repeats.
-pub const FORK_REPETITIONS: u32 = 3;
-
-/// The five screens, in tab order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Screen {
-    Run,
-    Agents,
-    Experiments,
-    Findings,
-    Memory,
-}
-
-impl Screen {
-    pub const ALL: [Screen; 5] = [Screen::Run, Screen::Agents, Screen::Experiments, Screen::Findings, Screen::Memory];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Screen::Run => "Run",
-            Screen::Agents => "Agents",
-            Screen::Experiments => "Experiments",
-            Screen::Findings => "Findings",
-            Screen::Memory => "Memory",
-        }
-    }
-}
-
-/// What the shell must do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    StartRun {
-        experiment: String,
-    },
-    CancelTask {
-        uri: TaskId,
-    },
-    CancelRun,
-    /// Write `text` to `path` atomically and report [`Report::Saved`] or [`Report::SaveFailed`].
-    Save {
-        path: PathBuf,
-        text: String,
-    },
-    /// Validate an agent file's buffer and report [`Report::Validated`].
-    Validate {
-        path: PathBuf,
-        text: String,
-        version: u64,
-    },
-    ListFindings,
-    OpenPastRun {
-        dir: PathBuf,
-    },
-    /// Read what was appended to a past run's `events.jsonl` from byte `offset` on (another
-    /// process is still writing it) and report [`Report::PastRunGrew`].
-    FollowPastRun {
-        dir: PathBuf,
-        offset: u64,
-    },
-    /// Read a past matrix's `matrix.json` and `trials.jsonl` and report [`Report::PastMatrix`].
-    OpenPastMatrix {
-        dir: PathBuf,
-    },
-    /// Read a past run's `notes.md` and report [`Report::Notes`].
-    LoadNotes {
-        dir: PathBuf,
-    },
-    /// Fork `uri` of the run in `run`: its original setup re-run [`FORK_REPETITIONS`] times as a
-    /// matrix, then its fork report written.
-    Fork {
-        run: PathBuf,
-        uri: TaskId,
-    },
-    /// Read a matrix trial's events back from its folder and report [`Report::TrialEvents`].
-    LoadTrial {
-        key: String,
-        dir: PathBuf,
-    },
-    /// List the memory's lessons, newest first, and report [`Report::MemoryListed`].
-    MemoryList,
-    /// Search the lessons and report [`Report::MemorySearched`].
-    MemorySearch {
-        query: String,
-    },
-    /// Replace a lesson's text (embedding it again) and report [`Report::MemoryEdited`].
-    MemoryEdit {
-        id: ItemId,
-        text: String,
-    },
-    /// Remember a lesson of the user's, for every agent, and report [`Report::MemoryAdded`].
-    MemoryAdd {
-        text: String,
-    },
-    /// Keep the lessons of a run's notes (its `## Lessons`) in memory and report
-    /// [`Report::NotesLearned`].
-    LearnNotes {
-        dir: PathBuf,
-        lessons: Vec<String>,
-    },
-    /// Find the runs that were given lesson `id` and report [`Report::MemoryUsedIn`].
-    MemoryUsedIn {
-        id: ItemId,
-    },
-    /// Delete a lesson for good and report [`Report::MemoryForgotten`].
-    MemoryForget {
-        id: ItemId,
-    },
-    /// Find the folder of the run `run_id` (a trial's inside its matrix), read its events and
-    /// report [`Report::MemoryRun`].
-    OpenMemoryRun {
-        run_id: String,
-        seq: Option<u64>,
-    },
-    /// Quit once the live run (if any) has written its findings.
-    Quit,
-}
-
-/// An agent file as the shell found it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AgentFileText {
-    pub path: PathBuf,
-    pub text: String,
-}
-
-/// An experiment the Experiments screen lists.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExperimentItem {
-    pub name: String,
-    pub description: String,
-    pub root: String,
-    pub path: PathBuf,
-}
-
-/// What the shell did or saw.
-#[derive(Clone, Debug)]
-pub enum Report {
-    /// The workbench's files, read at start (and after a change on disk).
-    Workbench {
-        agents: Vec<AgentFileText>,
-        experiments: Vec<ExperimentItem>,
-        problems: Vec<String>,
-    },
-    RunStarting {
-        experiment: String,
-    },
-    RunEvent(Event),
-    RunFolder {
-        dir: PathBuf,
-    },
-    /// The run could not start (bad configuration, a model that would not load).
-    RunRefused {
-        error: String,
-    },
-    /// The live run's checks once it is scored: how many passed of how many. Only for a run
-    /// whose experiment has checks.
-    RunScored {
-        passed: usize,
-        total: usize,
-    },
-    /// The live run's findings are complete.
-    RunClosed,
-    /// The run is a matrix of several trials (or a fork's re-runs), shown as such from now on.
-    MatrixStarting {
-        experiment: String,
-        info: MatrixInfo,
-        fork: Option<ForkOrigin>,
-    },
-    /// What the matrix runner reports.
-    Matrix(MatrixUpdate),
-    /// The matrix ended: its summary as its folder holds it. [`Report::RunClosed`] follows.
-    MatrixFinished {
-        summary: Summary,
-        complete: bool,
-        cancelled: bool,
-    },
-    /// A trial's events read back from its folder `dir` (its view had been dropped to bound
-    /// memory, or it is a past matrix's).
-    TrialEvents {
-        key: String,
-        dir: PathBuf,
-        events: Result<Vec<Event>, String>,
-    },
-    /// A fork could not start; the run on screen stays. No [`Report::RunClosed`] follows.
-    ForkRefused {
-        error: String,
-    },
-    Validated {
-        path: PathBuf,
-        version: u64,
-        diagnostics: Vec<Diagnostic>,
-    },
-    Saved {
-        path: PathBuf,
-        text: String,
-    },
-    SaveFailed {
-        path: PathBuf,
-        error: String,
-    },
-    Findings(Vec<PastRun>),
-    PastRun {
-        dir: PathBuf,
-        events: Vec<Event>,
-        warning: Option<String>,
-    },
-    /// Events appended to a followed past run, and where the next read starts.
-    PastRunGrew {
-        dir: PathBuf,
-        events: Vec<Event>,
-        offset: u64,
-    },
-    /// A past matrix's folder read: its plan and its records.
-    PastMatrix {
-        dir: PathBuf,
-        matrix: MatrixFile,
-        records: Vec<TrialRecord>,
-    },
-    Notes {
-        dir: PathBuf,
-        text: String,
-    },
-    /// The memory's lessons, newest first, and the store's file; or why they cannot be listed.
-    MemoryListed(Result<(PathBuf, Vec<Item>), String>),
-    /// A search's hits, best first.
-    MemorySearched {
-        query: String,
-        hits: Result<Vec<Hit>, String>,
-    },
-    MemoryEdited {
-        id: ItemId,
-        edited: Result<Edited, String>,
-    },
-    MemoryAdded(Result<Learned, String>),
-    /// How many of a run's notes' lessons were new to memory and how many merged into lessons
-    /// it had; or why they could not be kept.
-    NotesLearned(Result<(usize, usize), String>),
-    /// The runs given lesson `id`, newest first (run ids; a trial as `<matrix>--<trial>`).
-    MemoryUsedIn {
-        id: ItemId,
-        runs: Vec<String>,
-    },
-    MemoryForgotten {
-        id: ItemId,
-        forgotten: Result<Item, String>,
-    },
-    /// The run a lesson came from: its folder and events (and a warning about them), or why it
-    /// cannot be opened (its folder is gone).
-    MemoryRun {
-        run_id: String,
-        seq: Option<u64>,
-        opened: Result<(PathBuf, Vec<Event>, Option<String>), String>,
-    },
-    Status(String),
-}
-
-/// A question the user must answer with `y` or `n` before anything else.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prompt {
-    CancelSubtree {
-        uri: TaskId,
-        agent: String,
-        descendants: usize,
-    },
-    CancelMatrix {
-        running: usize,
-    },
-    SaveInvalid {
-        path: PathBuf,
-        errors: usize,
-    },
-    QuitWhileRunning,
-    QuitUnsaved {
-        files: Vec<String>,
-    },
-    /// Delete a memory lesson for good.
-    ForgetLesson {
-        id: ItemId,
-    },
-    /// Close the lesson editor, losing its changes to `what` ("lesson #12").
-    DiscardLesson {
-        what: String,
-    },
-}
 
 /// A run on the Run screen, live or replayed.
 #[derive(Debug, Default)]
@@ -599,16 +311,16 @@ impl App {
     }
 
     /// Folds in what the shell reports; may answer with commands.
-    pub fn handle_report(&mut self, report: Report) -> Vec<Command> {
+    pub fn handle_report(&mut self, report: ShellReport) -> Vec<Command> {
         let mut commands = Vec::new();
         match report {
-            Report::Workbench { agents, experiments, problems } => {
+            ShellReport::Workbench { agents, experiments, problems } => {
                 self.set_agent_files(agents, &mut commands);
                 self.experiments = experiments;
                 self.experiment_selected = self.experiment_selected.min(self.experiments.len().saturating_sub(1));
                 self.workbench_problems = problems;
             }
-            Report::RunStarting { experiment } => {
+            ShellReport::RunStarting { experiment } => {
                 self.live = Some(RunPane::new());
                 self.matrix = None;
                 self.past = None;
@@ -618,7 +330,7 @@ impl App {
                 self.say(format!("starting {experiment}…"), false);
                 self.last_experiment = Some(experiment);
             }
-            Report::RunEvent(event) => {
+            ShellReport::RunEvent(event) => {
                 if let Some(live) = &mut self.live {
                     live.view.apply(&event);
                     if live.selected.is_none() {
@@ -626,19 +338,19 @@ impl App {
                     }
                 }
             }
-            Report::RunFolder { dir } => {
+            ShellReport::RunFolder { dir } => {
                 let shown = dir.strip_prefix(&self.root).unwrap_or(&dir).display().to_string();
                 self.say(format!("recording to {shown}"), false);
                 if let Some(live) = &mut self.live {
                     live.dir = Some(dir);
                 }
             }
-            Report::RunScored { passed, total } => {
+            ShellReport::RunScored { passed, total } => {
                 if let Some(live) = &mut self.live {
                     live.checks = Some((passed, total));
                 }
             }
-            Report::RunRefused { error } => {
+            ShellReport::RunRefused { error } => {
                 self.running = false;
                 self.live = None;
                 // A matrix that got as far as running trials keeps them on screen.
@@ -651,7 +363,7 @@ impl App {
                 }
                 self.say(error, true);
             }
-            Report::RunClosed => {
+            ShellReport::RunClosed => {
                 self.running = false;
                 match (&self.matrix, &self.live) {
                     // Why it failed was said, and stays.
@@ -679,7 +391,7 @@ impl App {
                     commands.push(Command::Quit);
                 }
             }
-            Report::MatrixStarting { experiment, info, fork } => {
+            ShellReport::MatrixStarting { experiment, info, fork } => {
                 self.live = None;
                 self.past = None;
                 self.past_matrix = None;
@@ -698,7 +410,7 @@ impl App {
                 }
                 self.matrix = Some(MatrixPane::new(experiment, info, fork));
             }
-            Report::Matrix(update) => {
+            ShellReport::Matrix(update) => {
                 match &update {
                     MatrixUpdate::Status(line) => self.say(line.clone(), false),
                     MatrixUpdate::Planned { dir, total, concurrency, .. } => {
@@ -711,12 +423,12 @@ impl App {
                     matrix.apply(update, self.now);
                 }
             }
-            Report::MatrixFinished { summary, complete, cancelled } => {
+            ShellReport::MatrixFinished { summary, complete, cancelled } => {
                 if let Some(matrix) = &mut self.matrix {
                     matrix.finish(summary, MatrixEnd { complete, cancelled });
                 }
             }
-            Report::TrialEvents { key, dir, events } => {
+            ShellReport::TrialEvents { key, dir, events } => {
                 // A past matrix and the live one may share keys (the same experiment), and a
                 // past matrix closed meanwhile awaits nothing: the folder tells whose they are.
                 // Both wait for it when the past matrix is the live one, opened from Findings.
@@ -736,14 +448,14 @@ impl App {
                     }
                 }
             }
-            Report::ForkRefused { error } => {
+            ShellReport::ForkRefused { error } => {
                 self.running = false;
                 self.say(error, true);
                 if self.quitting {
                     commands.push(Command::Quit);
                 }
             }
-            Report::Validated { path, version, diagnostics } => {
+            ShellReport::Validated { path, version, diagnostics } => {
                 if let Some(file) = self.agents.iter_mut().find(|f| f.path == path)
                     && version >= file.validated
                 {
@@ -751,7 +463,7 @@ impl App {
                     file.diagnostics = diagnostics;
                 }
             }
-            Report::Saved { path, text } => {
+            ShellReport::Saved { path, text } => {
                 if let Some(file) = self.agents.iter_mut().find(|f| f.path == path) {
                     file.saved = text;
                     self.say(format!("saved {}", path.display()), false);
@@ -762,10 +474,10 @@ impl App {
                     notes.saved = text;
                 }
             }
-            Report::SaveFailed { path, error } => {
+            ShellReport::SaveFailed { path, error } => {
                 self.say(format!("not saved: {}: {error} (your text is still here)", path.display()), true);
             }
-            Report::Findings(runs) => {
+            ShellReport::Findings(runs) => {
                 // The selection stays on its run when runs come and go above it, so the notes
                 // open beside it are never swapped for another run's.
                 let selected = self.findings.get(self.finding_selected).map(|run| run.dir.clone());
@@ -775,7 +487,7 @@ impl App {
                     kept.unwrap_or(self.finding_selected).min(self.findings.len().saturating_sub(1));
                 self.load_selected_notes(&mut commands);
             }
-            Report::PastRun { dir, events, warning } => {
+            ShellReport::PastRun { dir, events, warning } => {
                 let mut pane = RunPane::new();
                 pane.view = RunView::replay(&events);
                 pane.selected = pane.view.nodes().first().map(|n| n.uri);
@@ -790,7 +502,7 @@ impl App {
                     self.say(warning, true);
                 }
             }
-            Report::PastRunGrew { dir, events, offset } => {
+            ShellReport::PastRunGrew { dir, events, offset } => {
                 let Some(pane) = self.past.as_mut().filter(|pane| pane.dir.as_deref() == Some(dir.as_path())) else {
                     return commands;
                 };
@@ -812,7 +524,7 @@ impl App {
                     commands.push(Command::ListFindings);
                 }
             }
-            Report::PastMatrix { dir, matrix, records } => {
+            ShellReport::PastMatrix { dir, matrix, records } => {
                 let mut pane = MatrixPane::recorded(dir, matrix, records, self.now);
                 if let Some((key, dir)) = pane.step(0) {
                     commands.push(Command::LoadTrial { key, dir });
@@ -821,7 +533,7 @@ impl App {
                 self.past = None;
                 self.screen = Screen::Run;
             }
-            Report::Notes { dir, text } => {
+            ShellReport::Notes { dir, text } => {
                 if self.notes.as_ref().is_some_and(|n| n.dir == dir && !n.loaded) {
                     let mut editor = TextArea::new(text.lines().map(str::to_owned).collect());
                     editor.set_cursor_line_style(ratatui::style::Style::default());
@@ -832,21 +544,21 @@ impl App {
                         Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true, learned: None });
                 }
             }
-            Report::MemoryListed(listed) => self.memory_listed(listed),
-            Report::MemorySearched { query, hits } => self.memory_searched(query, hits),
-            Report::MemoryEdited { id, edited } => self.memory_edited(id, edited, &mut commands),
-            Report::MemoryAdded(learned) => self.memory_added(learned, &mut commands),
-            Report::NotesLearned(Ok((added, merged))) => {
+            ShellReport::MemoryListed(listed) => self.memory_listed(listed),
+            ShellReport::MemorySearched { query, hits } => self.memory_searched(query, hits),
+            ShellReport::MemoryEdited { id, edited } => self.memory_edited(id, edited, &mut commands),
+            ShellReport::MemoryAdded(learned) => self.memory_added(learned, &mut commands),
+            ShellReport::NotesLearned(Ok((added, merged))) => {
                 let lessons = if added + merged == 1 { "lesson" } else { "lessons" };
                 self.say(format!("kept {} {lessons} from the notes in memory ({added} new)", added + merged), false);
             }
-            Report::MemoryUsedIn { id, runs } => self.memory.set_used_in(id, runs),
-            Report::NotesLearned(Err(error)) => {
+            ShellReport::MemoryUsedIn { id, runs } => self.memory.set_used_in(id, runs),
+            ShellReport::NotesLearned(Err(error)) => {
                 self.say(format!("the notes' lessons were not kept in memory: {error}"), true);
             }
-            Report::MemoryForgotten { id, forgotten } => self.memory_forgotten(id, forgotten, &mut commands),
-            Report::MemoryRun { run_id, seq, opened } => self.memory_run(run_id, seq, opened, &mut commands),
-            Report::Status(text) => self.say(text, false),
+            ShellReport::MemoryForgotten { id, forgotten } => self.memory_forgotten(id, forgotten, &mut commands),
+            ShellReport::MemoryRun { run_id, seq, opened } => self.memory_run(run_id, seq, opened, &mut commands),
+            ShellReport::Status(text) => self.say(text, false),
         }
         commands
     }
@@ -1542,6 +1254,9 @@ fn buffer_text(editor: &TextArea<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiment::record::{MatrixInfo, TrialRecord};
+    use crate::experiment::store::MatrixFile;
+    use crate::protocol::Event;
 
     fn recorded() -> Vec<Event> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/fixtures/smoke-events.jsonl");
@@ -1562,10 +1277,10 @@ mod tests {
     /// A live smoke run on the Run screen, its first `events` applied, recorded in `/w/run`.
     fn live(events: &[Event]) -> App {
         let mut app = App::new(PathBuf::from("/w"));
-        app.handle_report(Report::RunStarting { experiment: "smoke".into() });
-        app.handle_report(Report::RunFolder { dir: "/w/run".into() });
+        app.handle_report(ShellReport::RunStarting { experiment: "smoke".into() });
+        app.handle_report(ShellReport::RunFolder { dir: "/w/run".into() });
         for event in events {
-            app.handle_report(Report::RunEvent(event.clone()));
+            app.handle_report(ShellReport::RunEvent(event.clone()));
         }
         app.prepare_frame(Rect::new(0, 0, 120, 40));
         app
@@ -1580,7 +1295,7 @@ mod tests {
         assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
 
         let mut app = live(&events);
-        app.handle_report(Report::RunClosed);
+        app.handle_report(ShellReport::RunClosed);
         assert!(key(&mut app, KeyCode::Char('F')).is_empty(), "the root is selected at first");
         assert!(error_said(&app).contains("is the root"), "{:?}", app.flash);
         assert!(!app.running);
@@ -1591,7 +1306,7 @@ mod tests {
         assert!(app.running, "no other run starts while the fork does");
         assert!(key(&mut app, KeyCode::Char('F')).is_empty());
         assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
-        app.handle_report(Report::ForkRefused { error: "cannot fork: no".into() });
+        app.handle_report(ShellReport::ForkRefused { error: "cannot fork: no".into() });
         assert!(!app.running);
         assert_eq!(error_said(&app), "cannot fork: no");
     }
@@ -1602,7 +1317,7 @@ mod tests {
         app.screen = Screen::Run;
         assert!(key(&mut app, KeyCode::Char('F')).is_empty());
         assert!(error_said(&app).contains("no run to fork from"));
-        app.handle_report(Report::PastRun { dir: "/w/findings/old".into(), events: recorded(), warning: None });
+        app.handle_report(ShellReport::PastRun { dir: "/w/findings/old".into(), events: recorded(), warning: None });
         app.prepare_frame(Rect::new(0, 0, 120, 40));
         key(&mut app, KeyCode::Down);
         let commands = key(&mut app, KeyCode::Char('F'));
@@ -1617,28 +1332,31 @@ mod tests {
         let events = recorded();
         let dir = PathBuf::from("/w/findings/serving");
         let mut app = App::new(PathBuf::from("/w"));
-        app.handle_report(Report::PastRun { dir: dir.clone(), events: events[..5].to_vec(), warning: None });
+        app.handle_report(ShellReport::PastRun { dir: dir.clone(), events: events[..5].to_vec(), warning: None });
         assert!(app.tick(FOLLOW_MS - 1).is_empty(), "not read again at once");
         assert_eq!(app.tick(FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 0 }]);
         assert!(app.tick(3 * FOLLOW_MS).is_empty(), "one read at a time");
 
         // The first read is of the whole file: what was replayed is not applied twice.
         let commands =
-            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[..9].to_vec(), offset: 900 });
+            app.handle_report(ShellReport::PastRunGrew { dir: dir.clone(), events: events[..9].to_vec(), offset: 900 });
         assert!(commands.is_empty());
         let pane = app.past.as_ref().unwrap();
         assert_eq!(pane.view.nodes(), RunView::replay(&events[..9]).nodes());
         assert_eq!(app.tick(4 * FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 900 }]);
 
         // A report for a run no longer shown changes nothing.
-        let other = app.handle_report(Report::PastRunGrew {
+        let other = app.handle_report(ShellReport::PastRunGrew {
             dir: "/w/findings/other".into(),
             events: events.clone(),
             offset: 1,
         });
         assert!(other.is_empty());
-        let commands =
-            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[9..].to_vec(), offset: 2000 });
+        let commands = app.handle_report(ShellReport::PastRunGrew {
+            dir: dir.clone(),
+            events: events[9..].to_vec(),
+            offset: 2000,
+        });
         assert_eq!(commands, vec![Command::ListFindings], "its end is a new row in Findings");
         let pane = app.past.as_ref().unwrap();
         assert_eq!(pane.view.nodes(), RunView::replay(&events).nodes(), "the same tree as the finished run's");
@@ -1646,7 +1364,7 @@ mod tests {
         assert!(app.tick(10 * FOLLOW_MS).is_empty(), "an ended run is not read again");
 
         // A finished run is not followed at all.
-        app.handle_report(Report::PastRun { dir: dir.clone(), events: events.clone(), warning: None });
+        app.handle_report(ShellReport::PastRun { dir: dir.clone(), events: events.clone(), warning: None });
         assert!(app.tick(20 * FOLLOW_MS).is_empty());
     }
 
@@ -1655,12 +1373,12 @@ mod tests {
         let mut app = App::new(PathBuf::from("/w"));
         app.screen = Screen::Findings;
         let run = |name: &str| crate::findings::PastRun::unread(&Path::new("/w/findings").join(name));
-        app.handle_report(Report::Findings(vec![run("b"), run("a")]));
+        app.handle_report(ShellReport::Findings(vec![run("b"), run("a")]));
         app.finding_selected = 1;
         assert!(app.tick(FINDINGS_REFRESH_MS).contains(&Command::ListFindings));
         assert!(!app.tick(FINDINGS_REFRESH_MS + 100).contains(&Command::ListFindings));
         // A new run appears above the selected one.
-        app.handle_report(Report::Findings(vec![run("c"), run("b"), run("a")]));
+        app.handle_report(ShellReport::Findings(vec![run("c"), run("b"), run("a")]));
         assert_eq!(app.findings[app.finding_selected].dir, Path::new("/w/findings/a"));
         app.findings_focus = Focus::Editor;
         assert!(!app.tick(5 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "not while notes are written");
@@ -1673,20 +1391,20 @@ mod tests {
     fn a_finished_run_says_how_its_checks_went() {
         let events = recorded();
         let mut app = live(&events);
-        app.handle_report(Report::RunScored { passed: 1, total: 2 });
-        app.handle_report(Report::RunClosed);
+        app.handle_report(ShellReport::RunScored { passed: 1, total: 2 });
+        app.handle_report(ShellReport::RunClosed);
         assert_eq!(app.flash, Some(("run completed; 1 of 2 checks passed; findings written".to_owned(), false)));
         // Without checks, nothing is said of them.
         let mut app = live(&events);
-        app.handle_report(Report::RunClosed);
+        app.handle_report(ShellReport::RunClosed);
         assert_eq!(app.flash, Some(("run completed; findings written".to_owned(), false)));
     }
 
     #[test]
     fn a_refused_run_keeps_its_error_on_screen() {
         let mut app = live(&[]);
-        app.handle_report(Report::RunRefused { error: "no such model".into() });
-        app.handle_report(Report::RunClosed);
+        app.handle_report(ShellReport::RunRefused { error: "no such model".into() });
+        app.handle_report(ShellReport::RunClosed);
         assert_eq!(error_said(&app), "no such model");
     }
 
@@ -1743,17 +1461,17 @@ mod tests {
         let mut app = App::new(PathBuf::from("/w"));
         let (matrix, records) = past_matrix();
         let dir = PathBuf::from("/w/findings/m");
-        let commands = app.handle_report(Report::PastMatrix { dir: dir.clone(), matrix, records });
+        let commands = app.handle_report(ShellReport::PastMatrix { dir: dir.clone(), matrix, records });
         let trial = dir.join("trials/a--t--r1");
         assert_eq!(commands, vec![Command::LoadTrial { key: "a/t/1".into(), dir: trial.clone() }]);
         assert_eq!(app.screen, Screen::Run);
         let waiting = |app: &App| app.past_matrix.as_ref().is_some_and(|m| m.awaits("a/t/1", &trial));
         // The same key in another folder (another matrix of the same experiment) is not its trial.
         let other = PathBuf::from("/w/findings/other/trials/a--t--r1");
-        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: other, events: Err("gone".into()) });
+        app.handle_report(ShellReport::TrialEvents { key: "a/t/1".into(), dir: other, events: Err("gone".into()) });
         assert!(waiting(&app));
         assert_eq!(app.flash, None, "nobody asked for it, so nothing is said");
-        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: trial.clone(), events: Ok(recorded()) });
+        app.handle_report(ShellReport::TrialEvents { key: "a/t/1".into(), dir: trial.clone(), events: Ok(recorded()) });
         assert!(!waiting(&app));
         assert!(app.shown_run().is_some_and(|pane| !pane.view.nodes().is_empty()));
         // A past matrix cannot be cancelled, and Esc goes back.

@@ -16,7 +16,8 @@ use crate::memory::service::{Edited, Learned};
 use crate::memory::store::{Hit, Item, ItemId, Remembered};
 use crate::protocol::{Event, EventBody, TaskId};
 
-use super::app::{App, Command, Prompt, Report};
+use super::app::App;
+use super::messages::{Command, Prompt, ShellReport};
 
 /// Lessons a listing shows at most (the newest).
 pub const LIST_LIMIT: usize = 500;
@@ -449,7 +450,7 @@ impl App {
             }
         };
         let uri = seq.and_then(|seq| events.iter().find(|e| e.seq == seq)).and_then(|e| event_uri(&e.body));
-        commands.extend(self.handle_report(Report::PastRun { dir, events, warning: warning.clone() }));
+        commands.extend(self.handle_report(ShellReport::PastRun { dir, events, warning: warning.clone() }));
         if let Some(pane) = self.past.as_mut()
             && let Some(uri) = uri
             && pane.view.node(uri).is_some()
@@ -491,7 +492,7 @@ mod tests {
 
     use super::*;
     use crate::memory::store::{Author, ItemKind, Provenance, Scope};
-    use crate::tui::app::Screen;
+    use crate::tui::messages::Screen;
 
     fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
         app.handle_key(KeyEvent::from(code))
@@ -541,7 +542,7 @@ mod tests {
         assert!(app.memory.listing);
         let items =
             vec![lesson(2, "Cite the source of every number.", Some(("run-a", 7))), lesson(1, "Be brief.", None)];
-        app.handle_report(Report::MemoryListed(Ok(("/w/.troupe/memory.sqlite".into(), items))));
+        app.handle_report(ShellReport::MemoryListed(Ok(("/w/.troupe/memory.sqlite".into(), items))));
         app
     }
 
@@ -563,10 +564,10 @@ mod tests {
         assert_eq!(searched, vec![Command::MemorySearch { query: "q5 numbers".into() }]);
         assert!(!app.editing(), "the hits take the list's keys");
         // An answer to another query (given up meanwhile) is ignored.
-        app.handle_report(Report::MemorySearched { query: "other".into(), hits: Ok(vec![]) });
+        app.handle_report(ShellReport::MemorySearched { query: "other".into(), hits: Ok(vec![]) });
         assert!(app.memory.search.as_ref().is_some_and(|s| s.pending));
         let hits = vec![hit(lesson(1, "Be brief.", None), 0.41), hit(lesson(2, "Cite.", Some(("run-a", 7))), 0.83)];
-        app.handle_report(Report::MemorySearched { query: "q5 numbers".into(), hits: Ok(hits) });
+        app.handle_report(ShellReport::MemorySearched { query: "q5 numbers".into(), hits: Ok(hits) });
         assert!(app.memory.shows_hits());
         assert_eq!(app.memory.selected_item().map(|(item, score)| (item.id, score)), Some((1, Some(0.41))));
         key(&mut app, KeyCode::Down);
@@ -583,7 +584,7 @@ mod tests {
         assert!(said(&app).1);
         typed(&mut app, "x");
         key(&mut app, KeyCode::Enter);
-        app.handle_report(Report::MemorySearched { query: "x".into(), hits: Err("the embedder's files".into()) });
+        app.handle_report(ShellReport::MemorySearched { query: "x".into(), hits: Err("the embedder's files".into()) });
         assert_eq!(app.memory.search.as_ref().and_then(|s| s.error.as_deref()), Some("the embedder's files"));
         key(&mut app, KeyCode::Esc);
         assert_eq!(app.memory.items.len(), 2);
@@ -598,12 +599,12 @@ mod tests {
         assert_eq!(app.prompt, None);
         key(&mut app, KeyCode::Char('d'));
         assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::MemoryForget { id: 2 }]);
-        let failed = app.handle_report(Report::MemoryForgotten { id: 2, forgotten: Err("busy".into()) });
+        let failed = app.handle_report(ShellReport::MemoryForgotten { id: 2, forgotten: Err("busy".into()) });
         assert!(failed.is_empty());
         assert_eq!(said(&app), ("lesson #2 not forgotten: busy".to_owned(), true));
         assert_eq!(app.memory.items.len(), 2, "still there");
         let item = app.memory.items[0].clone();
-        let after = app.handle_report(Report::MemoryForgotten { id: 2, forgotten: Ok(item) });
+        let after = app.handle_report(ShellReport::MemoryForgotten { id: 2, forgotten: Ok(item) });
         assert_eq!(after, vec![Command::MemoryList]);
         assert_eq!(app.memory.items.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1]);
         assert!(said(&app).0.starts_with("forgot lesson #2"));
@@ -621,7 +622,7 @@ mod tests {
         // While saving, keys wait (the text sent is the text kept).
         typed(&mut app, "zz");
         assert_eq!(app.memory.editor.as_ref().map(LessonEditor::text), Some(text.clone()));
-        let failed = app.handle_report(Report::MemoryEdited { id: 2, edited: Err("the embedder's files".into()) });
+        let failed = app.handle_report(ShellReport::MemoryEdited { id: 2, edited: Err("the embedder's files".into()) });
         assert!(failed.is_empty());
         let editor = app.memory.editor.as_ref().expect("the editor stays open");
         assert_eq!(editor.text(), text);
@@ -641,7 +642,7 @@ mod tests {
         let mut item = app.memory.items[0].clone();
         item.text = text;
         let edited = Edited { item, truncated: None };
-        let after = app.handle_report(Report::MemoryEdited { id: 2, edited: Ok(edited) });
+        let after = app.handle_report(ShellReport::MemoryEdited { id: 2, edited: Ok(edited) });
         assert_eq!(after, vec![Command::MemoryList]);
         assert!(app.memory.editor.is_none() && !app.editing());
         assert_eq!(said(&app), ("saved lesson #2 and embedded it again".to_owned(), false));
@@ -658,12 +659,12 @@ mod tests {
         assert_eq!(ctrl(&mut app, 's'), vec![Command::MemoryAdd { text: "Check the units.".into() }]);
         let added = lesson(3, "Check the units.", None);
         let learned = Learned { remembered: Remembered::Added(added.clone()), truncated: None };
-        assert_eq!(app.handle_report(Report::MemoryAdded(Ok(learned))), vec![Command::MemoryList]);
+        assert_eq!(app.handle_report(ShellReport::MemoryAdded(Ok(learned))), vec![Command::MemoryList]);
         assert!(app.memory.editor.is_none());
         let mut items = app.memory.items.clone();
         items.insert(0, added);
         key(&mut app, KeyCode::Down);
-        app.handle_report(Report::MemoryListed(Ok(("/w/m".into(), items))));
+        app.handle_report(ShellReport::MemoryListed(Ok(("/w/m".into(), items))));
         assert_eq!(app.memory.selected_item().map(|(item, _)| item.id), Some(3));
         // A release (some terminals send them) types nothing.
         key(&mut app, KeyCode::Char('a'));
@@ -678,7 +679,7 @@ mod tests {
             key(&mut app, KeyCode::Enter),
             vec![Command::OpenMemoryRun { run_id: "run-a".into(), seq: Some(7) }]
         );
-        app.handle_report(Report::MemoryRun {
+        app.handle_report(ShellReport::MemoryRun {
             run_id: "run-a".into(),
             seq: Some(7),
             opened: Err("run run-a is no longer in /w/findings: its folder was deleted or moved".into()),
@@ -699,7 +700,7 @@ mod tests {
             .find(|(_, uri)| events.first().and_then(|e| event_uri(&e.body)) != Some(*uri))
             .unwrap();
         let opened = Ok(("/w/findings/run-a".into(), events, None));
-        app.handle_report(Report::MemoryRun { run_id: "run-a".into(), seq: Some(seq), opened });
+        app.handle_report(ShellReport::MemoryRun { run_id: "run-a".into(), seq: Some(seq), opened });
         assert_eq!(app.screen, Screen::Run);
         assert_eq!(app.past.as_ref().and_then(|p| p.selected), Some(uri));
         assert_eq!(app.past.as_ref().and_then(|p| p.dir.clone()), Some(PathBuf::from("/w/findings/run-a")));
@@ -708,7 +709,7 @@ mod tests {
     #[test]
     fn a_store_that_cannot_be_read_is_said_and_reloading_asks_again() {
         let mut app = memory_app();
-        app.handle_report(Report::MemoryListed(Err("the memory store x is damaged".into())));
+        app.handle_report(ShellReport::MemoryListed(Err("the memory store x is damaged".into())));
         assert!(app.memory.items.is_empty());
         assert_eq!(app.memory.error.as_deref(), Some("the memory store x is damaged"));
         assert!(app.memory.selected_item().is_none());

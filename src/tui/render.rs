@@ -18,11 +18,12 @@ use crate::memory::service::render::{one_line, scope_name, time};
 use crate::memory::store::{Item, Scope};
 use crate::protocol::{Millis, TaskKind, TaskStatus, Usage};
 
-use super::app::{App, Focus, Prompt, RunPane, Screen};
+use super::app::{App, Focus, RunPane};
 use super::highlight;
 use super::layout::Areas;
 use super::matrix::MatrixPane;
 use super::memory::MemoryPane;
+use super::messages::{Prompt, Screen};
 use super::transcript::LineKind;
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
