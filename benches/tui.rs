@@ -443,11 +443,11 @@ fn live_app(events: &[Event]) -> App {
 }
 
 fn pane_lines(app: &App) -> usize {
-    app.live.as_ref().map_or(0, |p| p.line_count())
+    app.run.live_run().map_or(0, |p| p.line_count())
 }
 
 fn selected(app: &App) -> TaskId {
-    app.live.as_ref().and_then(|p| p.selected).unwrap()
+    app.run.live_run().and_then(|p| p.selected).unwrap()
 }
 
 fn frame_row(what: &str, size: (u16, u16), lines: usize, s: Stats, targets: &mut Vec<Target>) {
@@ -650,7 +650,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     let mut app = live_app(&events);
     let mut terminal0 = terminal(120, 40);
     draw(&mut terminal0, &mut app);
-    let rows = app.live.as_ref().map_or(0, |p| p.view.rows().len());
+    let rows = app.run.live_run().map_or(0, |p| p.view.rows().len());
     // Select the middle of the tree, key by key.
     let presses = rows / 2;
     let started = Instant::now();
@@ -660,7 +660,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     let per_key = started.elapsed() / presses as u32;
     draw(&mut terminal0, &mut app);
     let chosen = selected(&app);
-    let chosen_row = app.live.as_ref().and_then(|p| p.view.row_of(chosen)).unwrap();
+    let chosen_row = app.run.live_run().and_then(|p| p.view.row_of(chosen)).unwrap();
 
     println!("2. drawing the Run screen: App::prepare_frame + render::draw into a ratatui TestBackend");
     println!(
@@ -668,7 +668,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
         TASKS,
         rows,
         chosen_row,
-        app.live.as_ref().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.depth),
+        app.run.live_run().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.depth),
         per_key.as_secs_f64() * 1e6
     );
     println!(
@@ -759,7 +759,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     let (long_drain, long_frame, long_total) = bursts(&mut app, 120, 40, 200, &mut into_selected, end_answer);
     let long_lines = pane_lines(&app);
     let long_sim = simulate(&mut app, 120, 40, 2_000.0, 3.0, move |k| delta_event(chosen, 9_000_000 + k));
-    let streamed = app.live.as_ref().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.streaming.len());
+    let streamed = app.run.live_run().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.streaming.len());
 
     // 3c. Bursts that also create tasks: every frame re-lays the rows out.
     let parents: Vec<usize> = (111..1_111).collect();
@@ -787,7 +787,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
         out
     };
     let (mixed_drain, mixed_frame, mixed_total) = bursts(&mut app, 120, 40, 200, &mut mixed, |_| {});
-    let grown_rows = app.live.as_ref().map_or(0, |p| p.view.rows().len());
+    let grown_rows = app.run.live_run().map_or(0, |p| p.view.rows().len());
 
     println!("3. token delta to frame: the shell drains every pending event, then draws at most once per 16 ms frame");
     println!("   computed worst case = FRAME (16 ms) + p99(drain of a 1,000-event burst + prepare + draw), at 120×40");

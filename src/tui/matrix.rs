@@ -23,7 +23,7 @@ use crate::experiment::summary::{Summary, summarize};
 use crate::protocol::{Event, Millis, TaskId};
 use crate::serve::matrix_progress::MatrixProgress;
 
-use super::app::RunPane;
+use super::run_pane::RunPane;
 use super::tree::RunView;
 
 /// Finished trials whose run views are kept, besides the running trials and the shown one.

@@ -1,11 +1,12 @@
 //! The workbench: the terminal app `troupe` opens. This module is its shell: it owns the
 //! terminal, the input, the live run and the file work, and drives the pure parts.
 //!
-//! Code map: [`tree`] is the run view model (pure, reduces events); [`matrix`] is a matrix
-//! run's (progress, per-variant comparison, one trial's run at a time); [`transcript`] wraps a
-//! task's conversation into lines; [`app`] holds the screens' state and turns keys into
-//! [`messages::Command`]s, with the Memory screen's part in [`memory`]; [`layout`] places regions;
-//! [`render`] and [`highlight`] draw.
+//! Code map: [`tree`] is the run view model (pure, reduces events); [`run_pane`] is one run on
+//! screen; [`matrix`] is a matrix run's (progress, per-variant comparison, one trial's run at a
+//! time); [`transcript`] wraps a task's conversation into lines; [`messages`] are what the app,
+//! the screens and this shell say to each other; [`app`] dispatches keys and reports to the
+//! [`screens`], each owning its state, keys and reports; [`layout`] places regions; [`render`]
+//! (a module per screen) and [`highlight`] draw.
 //!
 //! Every run goes through the matrix runner, as `troupe run` does, so a run ends the same way
 //! wherever it was started (record, checks, use counts, episode, reflection). An experiment of
@@ -22,9 +23,10 @@ pub mod app;
 pub mod highlight;
 pub mod layout;
 pub mod matrix;
-pub mod memory;
 pub mod messages;
 pub mod render;
+pub mod run_pane;
+pub mod screens;
 pub mod transcript;
 pub mod tree;
 
@@ -55,6 +57,7 @@ use crate::runtime::{Clock, SystemClock};
 use app::App;
 use matrix::ForkOrigin;
 use messages::{AgentFileText, Command, ExperimentItem, ShellReport};
+use screens::memory;
 
 /// The shortest time between two frames: 60 a second at most, so a token delta is on screen
 /// well within 33 ms while a burst of thousands costs one draw.
@@ -328,7 +331,7 @@ impl Shell {
             }
             Command::LoadNotes { dir } => {
                 blocking(reports, move || {
-                    let text = std::fs::read_to_string(app::notes_path(&dir)).unwrap_or_default();
+                    let text = std::fs::read_to_string(screens::findings::notes_path(&dir)).unwrap_or_default();
                     ShellReport::Notes { dir, text }
                 });
             }

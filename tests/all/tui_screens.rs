@@ -136,7 +136,7 @@ fn agents_screen_shows_highlighted_toml_and_live_diagnostics() {
     let save = app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert!(save.is_empty());
     assert!(key(&mut app, KeyCode::Char('n')).is_empty());
-    assert!(app.agents[1].text().starts_with("xname"), "the user's text is kept");
+    assert!(app.agents.files[1].text().starts_with("xname"), "the user's text is kept");
     app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     let confirmed = key(&mut app, KeyCode::Char('y'));
     assert!(
@@ -145,7 +145,7 @@ fn agents_screen_shows_highlighted_toml_and_live_diagnostics() {
     );
     // A failed save keeps the buffer and says so.
     app.handle_report(ShellReport::SaveFailed { path, error: "disk full".into() });
-    assert!(app.agents[1].is_dirty());
+    assert!(app.agents.files[1].is_dirty());
     insta::assert_snapshot!("agents_save_failed_120x40", text(&to_buffer(&mut app, 120, 40)));
 }
 
@@ -157,11 +157,11 @@ fn new_and_duplicated_experts_get_free_names() {
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Char('n'));
     key(&mut app, KeyCode::Esc);
-    let names: Vec<String> = app.agents.iter().map(|a| a.name()).collect();
+    let names: Vec<String> = app.agents.files.iter().map(|a| a.name()).collect();
     assert_eq!(names, vec!["coordinator", "expert-1", "expert-2", "writer"]);
-    app.agent_selected = 3;
+    app.agents.selected = 3;
     key(&mut app, KeyCode::Char('d'));
-    let copy = app.agents.iter().find(|a| a.name() == "writer-copy").expect("a copy");
+    let copy = app.agents.files.iter().find(|a| a.name() == "writer-copy").expect("a copy");
     assert!(copy.text().starts_with("name = \"writer-copy\"\n"), "{}", copy.text());
     assert!(copy.text().contains("max_turns = 2"));
 }
@@ -286,7 +286,7 @@ fn a_corrupt_or_foreign_event_stream_is_shown_not_fatal() {
     let mut app = app_with(&events);
     let drawn = text(&to_buffer(&mut app, 80, 24));
     assert!(drawn.contains("smoke"), "{drawn}");
-    assert!(!app.live.as_ref().unwrap().view.problems.is_empty());
+    assert!(!app.run.live_run().unwrap().view.problems.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -445,9 +445,9 @@ fn a_finished_matrix_keeps_its_comparison_and_forks_a_trial_task() {
             trials: 6,
             checks: vec![],
         },
-        &app.matrix.as_ref().unwrap().records,
+        &app.run.live_matrix().unwrap().records,
     );
-    assert_eq!(summary, app.matrix.as_ref().unwrap().summary, "the same figures the runner writes");
+    assert_eq!(summary, app.run.live_matrix().unwrap().summary, "the same figures the runner writes");
     app.handle_report(ShellReport::MatrixFinished { summary, complete: false, cancelled: true });
     app.handle_report(ShellReport::RunClosed);
     let drawn = text(&to_buffer(&mut app, 120, 40));
@@ -572,7 +572,7 @@ fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() 
     assert!(text(&to_buffer(&mut app, 120, 40)).contains("trial 2/6 experts/t1/1 FAIL"));
     // Esc closes it, as it does a past run: the Run screen had no run of its own.
     key(&mut app, KeyCode::Esc);
-    assert!(app.past_matrix.is_none());
+    assert!(app.run.past_matrix().is_none());
     assert!(text(&to_buffer(&mut app, 120, 40)).contains("No run yet."));
 }
 
