@@ -49,7 +49,7 @@ pub fn draw(frame: &mut Frame, agents: &AgentsScreen, root: &Path, areas: &Areas
         return;
     };
     let dirty = if file.is_dirty() { " · modified" } else { "" };
-    let title = format!(" {}{dirty} ", file.path.strip_prefix(&root).unwrap_or(&file.path).display());
+    let title = format!(" {}{dirty} ", file.path.strip_prefix(root).unwrap_or(&file.path).display());
     let block = list_block(title, agents.focus == Focus::Editor);
     let inner = block.inner(areas.detail);
     frame.render_widget(block, areas.detail);

@@ -88,7 +88,7 @@ fn memory_header(pane: &MemoryPane, root: &Path) -> Line<'static> {
         None => {
             let text = match &pane.store {
                 Some(store) => {
-                    format!("lessons in {}, newest first", store.strip_prefix(&root).unwrap_or(store).display())
+                    format!("lessons in {}, newest first", store.strip_prefix(root).unwrap_or(store).display())
                 }
                 None if pane.error.is_some() => "the memory could not be read".to_owned(),
                 None => "reading the memory…".to_owned(),
