@@ -26,7 +26,8 @@ use serde_json::json;
 use troupe::model::local::bench::peak_rss_kib;
 use troupe::protocol::{Event, EventBody, Role, TaskId, TaskKind, TaskStatus, Usage};
 use troupe::tui::FRAME;
-use troupe::tui::app::{App, Report};
+use troupe::tui::app::App;
+use troupe::tui::messages::ShellReport;
 use troupe::tui::render;
 use troupe::tui::tree::RunView;
 
@@ -433,20 +434,20 @@ fn frames(app: &mut App, width: u16, height: u16, frames: usize, mut between: im
 /// An app holding the live 10,000-task run, fed as the shell feeds it.
 fn live_app(events: &[Event]) -> App {
     let mut app = App::new("/nonexistent/troupe-bench".into());
-    app.handle_report(Report::RunStarting { experiment: "fan-out".into() });
+    app.handle_report(ShellReport::RunStarting { experiment: "fan-out".into() });
     for event in events {
-        app.handle_report(Report::RunEvent(event.clone()));
+        app.handle_report(ShellReport::RunEvent(event.clone()));
     }
     app.now = T0 + 60_000;
     app
 }
 
 fn pane_lines(app: &App) -> usize {
-    app.live.as_ref().map_or(0, |p| p.line_count())
+    app.run.live_run().map_or(0, |p| p.line_count())
 }
 
 fn selected(app: &App) -> TaskId {
-    app.live.as_ref().and_then(|p| p.selected).unwrap()
+    app.run.live_run().and_then(|p| p.selected).unwrap()
 }
 
 fn frame_row(what: &str, size: (u16, u16), lines: usize, s: Stats, targets: &mut Vec<Target>) {
@@ -477,7 +478,7 @@ fn bursts(
     width: u16,
     height: u16,
     cycles: usize,
-    mut burst: impl FnMut(usize) -> Vec<Report>,
+    mut burst: impl FnMut(usize) -> Vec<ShellReport>,
     mut after: impl FnMut(&mut App),
 ) -> (Stats, Stats, Stats) {
     let mut terminal = terminal(width, height);
@@ -520,7 +521,7 @@ fn simulate(
     make: impl Fn(usize) -> Event + Send + 'static,
 ) -> Simulated {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Report)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, ShellReport)>();
     let total = (rate * seconds) as usize;
     let producer = std::thread::spawn(move || {
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -531,7 +532,7 @@ fn simulate(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            let report = Report::RunEvent(make(k));
+            let report = ShellReport::RunEvent(make(k));
             if tx.send((Instant::now(), report)).is_err() {
                 break;
             }
@@ -649,7 +650,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     let mut app = live_app(&events);
     let mut terminal0 = terminal(120, 40);
     draw(&mut terminal0, &mut app);
-    let rows = app.live.as_ref().map_or(0, |p| p.view.rows().len());
+    let rows = app.run.live_run().map_or(0, |p| p.view.rows().len());
     // Select the middle of the tree, key by key.
     let presses = rows / 2;
     let started = Instant::now();
@@ -659,7 +660,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     let per_key = started.elapsed() / presses as u32;
     draw(&mut terminal0, &mut app);
     let chosen = selected(&app);
-    let chosen_row = app.live.as_ref().and_then(|p| p.view.row_of(chosen)).unwrap();
+    let chosen_row = app.run.live_run().and_then(|p| p.view.row_of(chosen)).unwrap();
 
     println!("2. drawing the Run screen: App::prepare_frame + render::draw into a ratatui TestBackend");
     println!(
@@ -667,7 +668,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
         TASKS,
         rows,
         chosen_row,
-        app.live.as_ref().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.depth),
+        app.run.live_run().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.depth),
         per_key.as_secs_f64() * 1e6
     );
     println!(
@@ -689,7 +690,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
             (0..1_000)
                 .map(|_| {
                     k += 1;
-                    Report::RunEvent(delta_event(working[k % working.len()], k))
+                    ShellReport::RunEvent(delta_event(working[k % working.len()], k))
                 })
                 .collect::<Vec<_>>()
         }
@@ -703,7 +704,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
     // The selected task gets a long conversation.
     let conversation = long_conversation(chosen, 200, 5_000_000);
     for event in conversation {
-        app.handle_report(Report::RunEvent(event));
+        app.handle_report(ShellReport::RunEvent(event));
     }
     let mut long_cases = Vec::new();
     for size in [(120, 40), (200, 60)] {
@@ -726,7 +727,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
             } else {
                 EventBody::MessageDelta { uri: chosen, delta: WORDS[k % WORDS.len()].into() }
             };
-            app.handle_report(Report::RunEvent(Event { seq, ts: T0 + 61_000, body }));
+            app.handle_report(ShellReport::RunEvent(Event { seq, ts: T0 + 61_000, body }));
         });
         let lines = pane_lines(&app);
         frame_row("… + a delta into it before every frame", size, lines, s, targets);
@@ -739,7 +740,7 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
         (0..1_000)
             .map(|_| {
                 k += 1;
-                Report::RunEvent(delta_event(chosen, 7_000_000 + k))
+                ShellReport::RunEvent(delta_event(chosen, 7_000_000 + k))
             })
             .collect::<Vec<_>>()
     };
@@ -753,12 +754,12 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
             tool: "get_task_status".into(),
             arguments: json!({"uri": uri(1).to_string()}),
         };
-        app.handle_report(Report::RunEvent(Event { seq, ts: T0 + 62_000, body }));
+        app.handle_report(ShellReport::RunEvent(Event { seq, ts: T0 + 62_000, body }));
     };
     let (long_drain, long_frame, long_total) = bursts(&mut app, 120, 40, 200, &mut into_selected, end_answer);
     let long_lines = pane_lines(&app);
     let long_sim = simulate(&mut app, 120, 40, 2_000.0, 3.0, move |k| delta_event(chosen, 9_000_000 + k));
-    let streamed = app.live.as_ref().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.streaming.len());
+    let streamed = app.run.live_run().and_then(|p| p.view.node(chosen)).map_or(0, |n| n.streaming.len());
 
     // 3c. Bursts that also create tasks: every frame re-lays the rows out.
     let parents: Vec<usize> = (111..1_111).collect();
@@ -781,12 +782,12 @@ fn bench_frames_and_latency(targets: &mut Vec<Target>) {
             } else {
                 EventBody::MessageDelta { uri: working[j * 13 % working.len()], delta: WORDS[j % WORDS.len()].into() }
             };
-            out.push(Report::RunEvent(Event { seq: mixed_seq, ts: T0 + 63_000, body }));
+            out.push(ShellReport::RunEvent(Event { seq: mixed_seq, ts: T0 + 63_000, body }));
         }
         out
     };
     let (mixed_drain, mixed_frame, mixed_total) = bursts(&mut app, 120, 40, 200, &mut mixed, |_| {});
-    let grown_rows = app.live.as_ref().map_or(0, |p| p.view.rows().len());
+    let grown_rows = app.run.live_run().map_or(0, |p| p.view.rows().len());
 
     println!("3. token delta to frame: the shell drains every pending event, then draws at most once per 16 ms frame");
     println!("   computed worst case = FRAME (16 ms) + p99(drain of a 1,000-event burst + prepare + draw), at 120×40");

@@ -62,7 +62,7 @@ pub struct MatrixEnv {
     pub mcp: Arc<McpPool>,
 }
 
-pub use super::update::MatrixUpdate;
+use super::update::MatrixUpdate;
 
 /// How a matrix run ended.
 #[derive(Debug)]

@@ -1,484 +1,31 @@
-//! The workbench's state and how it reacts: which screen is up, what is selected, the editors'
-//! buffers, the question being asked. Keys come in through [`App::handle_key`]; what the shell
-//! must do comes out as [`Command`]s; what the shell did comes back through [`App::handle_report`].
+//! The workbench's top-level state and its dispatch: which screen is up, the help, the question
+//! being asked, the message line, and one state per screen ([`super::screens`]). Keys come in
+//! through [`App::handle_key`] and go to the screen up; what the shell must do comes out as
+//! [`Command`]s; what the shell did comes back through [`App::handle_report`] and goes to the
+//! screen it is about. What involves several screens (quitting, a lesson's run opened in the
+//! Run screen) is decided here.
 //!
 //! Invariants: no I/O, no clock, no channels: `now` is set by the shell, files are read and
-//! written by the shell. The user's text lives here until a save is reported done; a failed
-//! save keeps it and says why. [`App::prepare_frame`] is the only place layout-dependent state
-//! (scroll offsets, wrapped transcript lines) changes, so drawing only reads.
+//! written by the shell. The user's text lives in the screens until a save is reported done; a
+//! failed save keeps it and says why. [`App::prepare_frame`] is the only place layout-dependent
+//! state (scroll offsets, wrapped transcript lines) changes, so drawing only reads.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use ratatui::layout::{Position, Rect};
-use ratatui_textarea::TextArea;
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent};
+use ratatui::layout::Rect;
 
-use crate::config::{Diagnostic, Severity};
-use crate::experiment::record::MatrixInfo;
-use crate::experiment::record::TrialRecord;
-use crate::experiment::runner::MatrixUpdate;
-use crate::experiment::store::MatrixFile;
-use crate::experiment::summary::Summary;
-use crate::findings::PastRun;
-use crate::memory::service::{Edited, Learned};
-use crate::memory::store::{Hit, Item, ItemId};
-use crate::protocol::{Event, EventBody, Millis, TaskId, TaskStatus};
+use crate::protocol::{Event, Millis};
 
 use super::layout::{self, Areas};
-use super::matrix::{ForkOrigin, MatrixEnd, MatrixPane};
-use super::memory::MemoryPane;
-use super::transcript::{self, Line};
-use super::tree::RunView;
-
-/// Re-runs of a forked subtask's original setup: enough to see whether its outcome repeats.
-pub const FORK_REPETITIONS: u32 = 3;
-
-/// The five screens, in tab order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Screen {
-    Run,
-    Agents,
-    Experiments,
-    Findings,
-    Memory,
-}
-
-impl Screen {
-    pub const ALL: [Screen; 5] = [Screen::Run, Screen::Agents, Screen::Experiments, Screen::Findings, Screen::Memory];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Screen::Run => "Run",
-            Screen::Agents => "Agents",
-            Screen::Experiments => "Experiments",
-            Screen::Findings => "Findings",
-            Screen::Memory => "Memory",
-        }
-    }
-}
-
-/// What the shell must do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    StartRun {
-        experiment: String,
-    },
-    CancelTask {
-        uri: TaskId,
-    },
-    CancelRun,
-    /// Write `text` to `path` atomically and report [`Report::Saved`] or [`Report::SaveFailed`].
-    Save {
-        path: PathBuf,
-        text: String,
-    },
-    /// Validate an agent file's buffer and report [`Report::Validated`].
-    Validate {
-        path: PathBuf,
-        text: String,
-        version: u64,
-    },
-    ListFindings,
-    OpenPastRun {
-        dir: PathBuf,
-    },
-    /// Read what was appended to a past run's `events.jsonl` from byte `offset` on (another
-    /// process is still writing it) and report [`Report::PastRunGrew`].
-    FollowPastRun {
-        dir: PathBuf,
-        offset: u64,
-    },
-    /// Read a past matrix's `matrix.json` and `trials.jsonl` and report [`Report::PastMatrix`].
-    OpenPastMatrix {
-        dir: PathBuf,
-    },
-    /// Read a past run's `notes.md` and report [`Report::Notes`].
-    LoadNotes {
-        dir: PathBuf,
-    },
-    /// Fork `uri` of the run in `run`: its original setup re-run [`FORK_REPETITIONS`] times as a
-    /// matrix, then its fork report written.
-    Fork {
-        run: PathBuf,
-        uri: TaskId,
-    },
-    /// Read a matrix trial's events back from its folder and report [`Report::TrialEvents`].
-    LoadTrial {
-        key: String,
-        dir: PathBuf,
-    },
-    /// List the memory's lessons, newest first, and report [`Report::MemoryListed`].
-    MemoryList,
-    /// Search the lessons and report [`Report::MemorySearched`].
-    MemorySearch {
-        query: String,
-    },
-    /// Replace a lesson's text (embedding it again) and report [`Report::MemoryEdited`].
-    MemoryEdit {
-        id: ItemId,
-        text: String,
-    },
-    /// Remember a lesson of the user's, for every agent, and report [`Report::MemoryAdded`].
-    MemoryAdd {
-        text: String,
-    },
-    /// Keep the lessons of a run's notes (its `## Lessons`) in memory and report
-    /// [`Report::NotesLearned`].
-    LearnNotes {
-        dir: PathBuf,
-        lessons: Vec<String>,
-    },
-    /// Find the runs that were given lesson `id` and report [`Report::MemoryUsedIn`].
-    MemoryUsedIn {
-        id: ItemId,
-    },
-    /// Delete a lesson for good and report [`Report::MemoryForgotten`].
-    MemoryForget {
-        id: ItemId,
-    },
-    /// Find the folder of the run `run_id` (a trial's inside its matrix), read its events and
-    /// report [`Report::MemoryRun`].
-    OpenMemoryRun {
-        run_id: String,
-        seq: Option<u64>,
-    },
-    /// Quit once the live run (if any) has written its findings.
-    Quit,
-}
-
-/// An agent file as the shell found it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AgentFileText {
-    pub path: PathBuf,
-    pub text: String,
-}
-
-/// An experiment the Experiments screen lists.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExperimentItem {
-    pub name: String,
-    pub description: String,
-    pub root: String,
-    pub path: PathBuf,
-}
-
-/// What the shell did or saw.
-#[derive(Clone, Debug)]
-pub enum Report {
-    /// The workbench's files, read at start (and after a change on disk).
-    Workbench {
-        agents: Vec<AgentFileText>,
-        experiments: Vec<ExperimentItem>,
-        problems: Vec<String>,
-    },
-    RunStarting {
-        experiment: String,
-    },
-    RunEvent(Event),
-    RunFolder {
-        dir: PathBuf,
-    },
-    /// The run could not start (bad configuration, a model that would not load).
-    RunRefused {
-        error: String,
-    },
-    /// The live run's checks once it is scored: how many passed of how many. Only for a run
-    /// whose experiment has checks.
-    RunScored {
-        passed: usize,
-        total: usize,
-    },
-    /// The live run's findings are complete.
-    RunClosed,
-    /// The run is a matrix of several trials (or a fork's re-runs), shown as such from now on.
-    MatrixStarting {
-        experiment: String,
-        info: MatrixInfo,
-        fork: Option<ForkOrigin>,
-    },
-    /// What the matrix runner reports.
-    Matrix(MatrixUpdate),
-    /// The matrix ended: its summary as its folder holds it. [`Report::RunClosed`] follows.
-    MatrixFinished {
-        summary: Summary,
-        complete: bool,
-        cancelled: bool,
-    },
-    /// A trial's events read back from its folder `dir` (its view had been dropped to bound
-    /// memory, or it is a past matrix's).
-    TrialEvents {
-        key: String,
-        dir: PathBuf,
-        events: Result<Vec<Event>, String>,
-    },
-    /// A fork could not start; the run on screen stays. No [`Report::RunClosed`] follows.
-    ForkRefused {
-        error: String,
-    },
-    Validated {
-        path: PathBuf,
-        version: u64,
-        diagnostics: Vec<Diagnostic>,
-    },
-    Saved {
-        path: PathBuf,
-        text: String,
-    },
-    SaveFailed {
-        path: PathBuf,
-        error: String,
-    },
-    Findings(Vec<PastRun>),
-    PastRun {
-        dir: PathBuf,
-        events: Vec<Event>,
-        warning: Option<String>,
-    },
-    /// Events appended to a followed past run, and where the next read starts.
-    PastRunGrew {
-        dir: PathBuf,
-        events: Vec<Event>,
-        offset: u64,
-    },
-    /// A past matrix's folder read: its plan and its records.
-    PastMatrix {
-        dir: PathBuf,
-        matrix: MatrixFile,
-        records: Vec<TrialRecord>,
-    },
-    Notes {
-        dir: PathBuf,
-        text: String,
-    },
-    /// The memory's lessons, newest first, and the store's file; or why they cannot be listed.
-    MemoryListed(Result<(PathBuf, Vec<Item>), String>),
-    /// A search's hits, best first.
-    MemorySearched {
-        query: String,
-        hits: Result<Vec<Hit>, String>,
-    },
-    MemoryEdited {
-        id: ItemId,
-        edited: Result<Edited, String>,
-    },
-    MemoryAdded(Result<Learned, String>),
-    /// How many of a run's notes' lessons were new to memory and how many merged into lessons
-    /// it had; or why they could not be kept.
-    NotesLearned(Result<(usize, usize), String>),
-    /// The runs given lesson `id`, newest first (run ids; a trial as `<matrix>--<trial>`).
-    MemoryUsedIn {
-        id: ItemId,
-        runs: Vec<String>,
-    },
-    MemoryForgotten {
-        id: ItemId,
-        forgotten: Result<Item, String>,
-    },
-    /// The run a lesson came from: its folder and events (and a warning about them), or why it
-    /// cannot be opened (its folder is gone).
-    MemoryRun {
-        run_id: String,
-        seq: Option<u64>,
-        opened: Result<(PathBuf, Vec<Event>, Option<String>), String>,
-    },
-    Status(String),
-}
-
-/// A question the user must answer with `y` or `n` before anything else.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prompt {
-    CancelSubtree {
-        uri: TaskId,
-        agent: String,
-        descendants: usize,
-    },
-    CancelMatrix {
-        running: usize,
-    },
-    SaveInvalid {
-        path: PathBuf,
-        errors: usize,
-    },
-    QuitWhileRunning,
-    QuitUnsaved {
-        files: Vec<String>,
-    },
-    /// Delete a memory lesson for good.
-    ForgetLesson {
-        id: ItemId,
-    },
-    /// Close the lesson editor, losing its changes to `what` ("lesson #12").
-    DiscardLesson {
-        what: String,
-    },
-}
-
-/// A run on the Run screen, live or replayed.
-#[derive(Debug, Default)]
-pub struct RunPane {
-    pub view: RunView,
-    pub selected: Option<TaskId>,
-    /// The first visible tree row.
-    pub tree_top: usize,
-    /// Follow the end of the transcript; off once the user scrolls up.
-    pub follow: bool,
-    /// The first visible transcript line when not following.
-    pub transcript_top: usize,
-    /// The selected task's finished entries, wrapped to the pane's width by `prepare_frame`.
-    pub lines: Vec<Line>,
-    lines_key: Option<(TaskId, usize, u16)>,
-    /// Its text still streaming, wrapped apart so a delta does not re-wrap the conversation.
-    pub streaming_lines: Vec<Line>,
-    streaming_key: Option<(TaskId, usize, u16)>,
-    pub dir: Option<PathBuf>,
-    /// Checks passed and run, once the run is scored.
-    pub checks: Option<(usize, usize)>,
-    /// A past run another process is still writing (no `run_finished` yet): followed until it
-    /// ends.
-    pub tail: Option<Tail>,
-}
-
-/// Following a run folder's `events.jsonl` as another process appends to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tail {
-    /// Where the next read starts; 0 until the first read, which skips what was replayed.
-    pub offset: u64,
-    /// The last event shown: a read from the start skips up to it.
-    pub last_seq: Option<u64>,
-    /// A read was asked for and has not come back.
-    pub asked: bool,
-    pub asked_at: Millis,
-}
-
-impl RunPane {
-    pub(crate) fn new() -> Self {
-        RunPane { follow: true, ..RunPane::default() }
-    }
-
-    fn select_row(&mut self, row: usize) {
-        if let Some(r) = self.view.rows().get(row) {
-            self.selected = Some(self.view.nodes()[r.node].uri);
-            self.follow = true;
-        }
-    }
-
-    fn selected_row(&self) -> Option<usize> {
-        self.selected.and_then(|uri| self.view.row_of(uri))
-    }
-
-    fn move_selection(&mut self, by: isize) {
-        let rows = self.view.rows().len();
-        if rows == 0 {
-            return;
-        }
-        let at = self.selected_row().unwrap_or(0) as isize;
-        self.select_row((at + by).clamp(0, rows as isize - 1) as usize);
-    }
-
-    fn jump(&mut self, wanted: impl Fn(TaskStatus) -> bool) -> bool {
-        let Some(uri) = self.view.next_with(self.selected, wanted) else { return false };
-        self.view.reveal(uri);
-        self.view.refresh();
-        self.selected = Some(uri);
-        self.follow = true;
-        true
-    }
-
-    /// Transcript lines in all: the finished entries, then the streaming text.
-    pub fn line_count(&self) -> usize {
-        self.lines.len() + self.streaming_lines.len()
-    }
-
-    /// The transcript's lines from `first`, at most `height` of them.
-    pub fn visible_lines(&self, first: usize, height: usize) -> impl Iterator<Item = &Line> {
-        self.lines.iter().chain(&self.streaming_lines).skip(first).take(height)
-    }
-
-    fn scroll_transcript(&mut self, by: isize, height: usize) {
-        let max_top = self.line_count().saturating_sub(height);
-        let top = if self.follow { max_top } else { self.transcript_top.min(max_top) };
-        let next = (top as isize + by).clamp(0, max_top as isize) as usize;
-        self.transcript_top = next;
-        self.follow = next >= max_top;
-    }
-
-    /// The first transcript line shown for a pane `height` lines tall.
-    pub fn transcript_first(&self, height: usize) -> usize {
-        let max_top = self.line_count().saturating_sub(height);
-        if self.follow { max_top } else { self.transcript_top.min(max_top) }
-    }
-}
-
-/// An agent file open in the editor.
-pub struct AgentEditor {
-    pub path: PathBuf,
-    pub editor: TextArea<'static>,
-    /// What is on disk, as far as troupe knows.
-    pub saved: String,
-    /// Bumped on every change, so a late validation of older text is ignored.
-    pub version: u64,
-    pub validated: u64,
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-impl AgentEditor {
-    fn new(path: PathBuf, text: String, saved: Option<String>) -> Self {
-        let mut editor = TextArea::new(text.lines().map(str::to_owned).collect());
-        editor.set_line_number_style(ratatui::style::Style::default().fg(ratatui::style::Color::DarkGray));
-        AgentEditor {
-            path,
-            editor,
-            saved: saved.unwrap_or_default(),
-            version: 1,
-            validated: 0,
-            diagnostics: Vec::new(),
-        }
-    }
-
-    pub fn text(&self) -> String {
-        buffer_text(&self.editor)
-    }
-
-    pub fn is_dirty(&self) -> bool {
-        self.text() != self.saved
-    }
-
-    pub fn name(&self) -> String {
-        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-    }
-
-    pub fn errors(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
-    }
-}
-
-/// A past run's notes, saved a moment after the last keystroke.
-pub struct NotesEditor {
-    pub dir: PathBuf,
-    pub editor: TextArea<'static>,
-    pub saved: String,
-    /// When the first unsaved edit was made; the shell saves when it is old enough.
-    pub dirty_since: Option<Millis>,
-    pub loaded: bool,
-    /// The `## Lessons` last sent to memory from these notes, so leaving the editor again
-    /// without changing them costs nothing.
-    pub learned: Option<Vec<String>>,
-}
-
-/// How long notes wait after an edit before they are saved.
-pub const NOTES_AUTOSAVE_MS: u64 = 700;
-/// How often a past run that is still being written is read for new events.
-pub const FOLLOW_MS: u64 = 500;
-/// How often the Findings list is read again while it is shown (a run of another process, a
-/// `troupe mcp serve` session, appears without a key).
-pub const FINDINGS_REFRESH_MS: u64 = 2_000;
-
-/// Which part of a screen takes keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Focus {
-    List,
-    Editor,
-}
+use super::matrix::MatrixEnd;
+use super::messages::{Command, Prompt, Screen, ShellReport};
+use super::screens::Outside;
+use super::screens::agents::AgentsScreen;
+use super::screens::experiments::ExperimentsScreen;
+use super::screens::findings::FindingsScreen;
+use super::screens::memory::{self, MemoryPane};
+use super::screens::run::RunScreen;
 
 /// Everything the workbench shows.
 pub struct App {
@@ -489,31 +36,21 @@ pub struct App {
     pub prompt: Option<Prompt>,
     /// A one-line message at the bottom: what just happened, or went wrong.
     pub flash: Option<(String, bool)>,
-    pub live: Option<RunPane>,
-    /// The last run when it is a matrix (then `live` is `None`): one trial shown at a time.
-    pub matrix: Option<MatrixPane>,
-    /// A past run opened from Findings; the Run screen shows it instead of the live one.
-    pub past: Option<RunPane>,
-    /// A past matrix opened from Findings, shown like `past`; at most one of the two is set.
-    pub past_matrix: Option<MatrixPane>,
-    /// A live run is starting or working.
-    pub running: bool,
-    pub last_experiment: Option<String>,
-    pub agents: Vec<AgentEditor>,
-    pub agent_selected: usize,
-    pub agents_focus: Focus,
-    pub experiments: Vec<ExperimentItem>,
-    pub experiment_selected: usize,
-    pub findings: Vec<PastRun>,
-    pub finding_selected: usize,
-    pub findings_focus: Focus,
-    /// When the Findings list was last asked for.
-    pub findings_listed_at: Millis,
-    pub notes: Option<NotesEditor>,
-    pub workbench_problems: Vec<String>,
+    pub run: RunScreen,
+    pub agents: AgentsScreen,
+    pub experiments: ExperimentsScreen,
+    pub findings: FindingsScreen,
     pub memory: MemoryPane,
     pub quitting: bool,
     pub size: Rect,
+}
+
+/// Lends a screen what it may change beyond itself, borrowing `$app`'s fields one by one so the
+/// screens' own fields stay free to borrow beside it.
+macro_rules! outside {
+    ($app:ident, $commands:expr) => {
+        Outside { commands: $commands, flash: &mut $app.flash, prompt: &mut $app.prompt }
+    };
 }
 
 impl App {
@@ -525,59 +62,14 @@ impl App {
             help: false,
             prompt: None,
             flash: None,
-            live: None,
-            matrix: None,
-            past: None,
-            past_matrix: None,
-            running: false,
-            last_experiment: None,
-            agents: Vec::new(),
-            agent_selected: 0,
-            agents_focus: Focus::List,
-            experiments: Vec::new(),
-            experiment_selected: 0,
-            findings: Vec::new(),
-            finding_selected: 0,
-            findings_focus: Focus::List,
-            findings_listed_at: 0,
-            notes: None,
-            workbench_problems: Vec::new(),
+            run: RunScreen::default(),
+            agents: AgentsScreen::default(),
+            experiments: ExperimentsScreen::default(),
+            findings: FindingsScreen::default(),
             memory: MemoryPane::default(),
             quitting: false,
             size: Rect::new(0, 0, 80, 24),
         }
-    }
-
-    /// The run the Run screen shows (for a matrix, its shown trial).
-    pub fn shown_run(&self) -> Option<&RunPane> {
-        match (&self.past, self.shown_matrix()) {
-            (Some(past), _) => Some(past),
-            (None, Some(matrix)) => matrix.shown_pane(),
-            (None, None) => self.live.as_ref(),
-        }
-    }
-
-    fn shown_run_mut(&mut self) -> Option<&mut RunPane> {
-        match (&mut self.past, &mut self.past_matrix, &mut self.matrix) {
-            (Some(past), _, _) => Some(past),
-            (None, Some(matrix), _) | (None, None, Some(matrix)) => matrix.shown_pane_mut(),
-            (None, None, None) => self.live.as_mut(),
-        }
-    }
-
-    /// The matrix the Run screen shows, if it shows one: a past one opened from Findings over
-    /// the last live one.
-    pub fn shown_matrix(&self) -> Option<&MatrixPane> {
-        if self.past.is_some() { None } else { self.past_matrix.as_ref().or(self.matrix.as_ref()) }
-    }
-
-    fn shown_matrix_mut(&mut self) -> Option<&mut MatrixPane> {
-        if self.past.is_some() { None } else { self.past_matrix.as_mut().or(self.matrix.as_mut()) }
-    }
-
-    /// Whether the Run screen shows something opened from Findings rather than the live run.
-    pub fn shows_past(&self) -> bool {
-        self.past.is_some() || self.past_matrix.is_some()
     }
 
     /// The regions of the current screen at `size`.
@@ -586,285 +78,124 @@ impl App {
     }
 
     fn areas_of(&self, size: Rect, screen: Screen) -> Areas {
-        layout::areas_with_panel(size, screen, self.flash.is_some(), self.matrix_panel_height())
+        layout::areas_with_panel(size, screen, self.flash.is_some(), self.run.matrix_panel_height())
     }
 
-    /// The comparison panel's height: a row per variant under a heading, in a border.
-    fn matrix_panel_height(&self) -> u16 {
-        self.shown_matrix().map_or(0, |m| (m.summary.variants.len() + 1).clamp(2, 8) as u16 + 2)
-    }
-
-    pub(super) fn say(&mut self, text: impl Into<String>, is_error: bool) {
+    fn say(&mut self, text: impl Into<String>, is_error: bool) {
         self.flash = Some((text.into(), is_error));
     }
 
     /// Folds in what the shell reports; may answer with commands.
-    pub fn handle_report(&mut self, report: Report) -> Vec<Command> {
+    pub fn handle_report(&mut self, report: ShellReport) -> Vec<Command> {
         let mut commands = Vec::new();
+        let (root, now) = (self.root.clone(), self.now);
+        let out = &mut outside!(self, &mut commands);
         match report {
-            Report::Workbench { agents, experiments, problems } => {
-                self.set_agent_files(agents, &mut commands);
-                self.experiments = experiments;
-                self.experiment_selected = self.experiment_selected.min(self.experiments.len().saturating_sub(1));
-                self.workbench_problems = problems;
+            ShellReport::Workbench { agents, experiments, problems } => {
+                self.agents.set_files(agents, out);
+                self.experiments.set(experiments, problems);
             }
-            Report::RunStarting { experiment } => {
-                self.live = Some(RunPane::new());
-                self.matrix = None;
-                self.past = None;
-                self.past_matrix = None;
-                self.running = true;
+            ShellReport::RunStarting { experiment } => {
+                self.run.starting(experiment, out);
                 self.screen = Screen::Run;
-                self.say(format!("starting {experiment}…"), false);
-                self.last_experiment = Some(experiment);
             }
-            Report::RunEvent(event) => {
-                if let Some(live) = &mut self.live {
-                    live.view.apply(&event);
-                    if live.selected.is_none() {
-                        live.selected = live.view.nodes().first().map(|n| n.uri);
-                    }
-                }
-            }
-            Report::RunFolder { dir } => {
-                let shown = dir.strip_prefix(&self.root).unwrap_or(&dir).display().to_string();
-                self.say(format!("recording to {shown}"), false);
-                if let Some(live) = &mut self.live {
-                    live.dir = Some(dir);
-                }
-            }
-            Report::RunScored { passed, total } => {
-                if let Some(live) = &mut self.live {
-                    live.checks = Some((passed, total));
-                }
-            }
-            Report::RunRefused { error } => {
-                self.running = false;
-                self.live = None;
-                // A matrix that got as far as running trials keeps them on screen.
-                if let Some(matrix) = &mut self.matrix {
-                    if matrix.trials.is_empty() {
-                        self.matrix = None;
-                    } else {
-                        matrix.fail(error.clone());
-                    }
-                }
-                self.say(error, true);
-            }
-            Report::RunClosed => {
-                self.running = false;
-                match (&self.matrix, &self.live) {
-                    // Why it failed was said, and stays.
-                    (Some(matrix), _) if matrix.error.is_some() => {}
-                    (Some(matrix), _) => {
-                        let text = matrix_closed(matrix, &self.root);
-                        self.say(text, false);
-                    }
-                    // Refused: its error stays.
-                    (None, None) => {}
-                    (None, Some(live)) => {
-                        let outcome = live.view.end.as_ref().map_or("ended", |end| end.status.as_str());
-                        let checks = live
-                            .checks
-                            .map_or_else(String::new, |(passed, total)| format!("; {passed} of {total} checks passed"));
-                        self.say(format!("run {outcome}{checks}; findings written"), false);
-                    }
-                }
-                commands.push(Command::ListFindings);
+            ShellReport::RunEvent(event) => self.run.event(event),
+            ShellReport::RunFolder { dir } => self.run.folder(dir, &root, out),
+            ShellReport::RunScored { passed, total } => self.run.scored(passed, total),
+            ShellReport::RunRefused { error } => self.run.refused(error, out),
+            ShellReport::RunClosed => {
+                self.run.closed(&root, out);
                 if self.screen == Screen::Memory {
                     // The run may have recalled lessons (their counts) or learned some.
-                    self.memory_opened(&mut commands);
+                    self.memory.opened(out);
                 }
                 if self.quitting {
-                    commands.push(Command::Quit);
+                    out.send(Command::Quit);
                 }
             }
-            Report::MatrixStarting { experiment, info, fork } => {
-                self.live = None;
-                self.past = None;
-                self.past_matrix = None;
-                self.running = true;
+            ShellReport::MatrixStarting { experiment, info, fork } => {
+                self.run.matrix_starting(experiment, info, fork, out);
                 self.screen = Screen::Run;
-                let text = match &fork {
-                    Some(fork) => format!(
-                        "forking {} ({}) on {}: {} trials of its original setup",
-                        fork.agent, fork.uri, fork.model, info.trials
-                    ),
-                    None => format!("starting {experiment}: a matrix of {} trials…", info.trials),
-                };
-                self.say(text, false);
-                if fork.is_none() {
-                    self.last_experiment = Some(experiment.clone());
-                }
-                self.matrix = Some(MatrixPane::new(experiment, info, fork));
             }
-            Report::Matrix(update) => {
-                match &update {
-                    MatrixUpdate::Status(line) => self.say(line.clone(), false),
-                    MatrixUpdate::Planned { dir, total, concurrency, .. } => {
-                        let shown = dir.strip_prefix(&self.root).unwrap_or(dir).display().to_string();
-                        self.say(format!("{total} trials, {concurrency} at a time; recording to {shown}"), false);
-                    }
-                    _ => {}
-                }
-                if let Some(matrix) = &mut self.matrix {
-                    matrix.apply(update, self.now);
-                }
+            ShellReport::Matrix(update) => self.run.matrix_update(update, &root, now, out),
+            ShellReport::MatrixFinished { summary, complete, cancelled } => {
+                self.run.matrix_finished(summary, MatrixEnd { complete, cancelled });
             }
-            Report::MatrixFinished { summary, complete, cancelled } => {
-                if let Some(matrix) = &mut self.matrix {
-                    matrix.finish(summary, MatrixEnd { complete, cancelled });
-                }
-            }
-            Report::TrialEvents { key, dir, events } => {
-                // A past matrix and the live one may share keys (the same experiment), and a
-                // past matrix closed meanwhile awaits nothing: the folder tells whose they are.
-                // Both wait for it when the past matrix is the live one, opened from Findings.
-                let mut waiting: Vec<&mut MatrixPane> = [self.past_matrix.as_mut(), self.matrix.as_mut()]
-                    .into_iter()
-                    .flatten()
-                    .filter(|matrix| matrix.awaits(&key, &dir))
-                    .collect();
-                let error = events.as_ref().err().map(|error| format!("cannot read trial {key} back: {error}"));
-                if let Some(last) = waiting.pop() {
-                    for matrix in waiting {
-                        matrix.loaded(&key, events.clone());
-                    }
-                    last.loaded(&key, events);
-                    if let Some(error) = error {
-                        self.say(error, true);
-                    }
-                }
-            }
-            Report::ForkRefused { error } => {
-                self.running = false;
-                self.say(error, true);
+            ShellReport::TrialEvents { key, dir, events } => self.run.trial_events(key, dir, events, out),
+            ShellReport::ForkRefused { error } => {
+                self.run.fork_refused(error, out);
                 if self.quitting {
-                    commands.push(Command::Quit);
+                    out.send(Command::Quit);
                 }
             }
-            Report::Validated { path, version, diagnostics } => {
-                if let Some(file) = self.agents.iter_mut().find(|f| f.path == path)
-                    && version >= file.validated
-                {
-                    file.validated = version;
-                    file.diagnostics = diagnostics;
+            ShellReport::Validated { path, version, diagnostics } => {
+                self.agents.validated(path, version, diagnostics);
+            }
+            ShellReport::Saved { path, text } => {
+                if self.agents.holds(&path) {
+                    self.agents.saved(path, text, out);
+                } else {
+                    self.findings.saved(&path, text);
                 }
             }
-            Report::Saved { path, text } => {
-                if let Some(file) = self.agents.iter_mut().find(|f| f.path == path) {
-                    file.saved = text;
-                    self.say(format!("saved {}", path.display()), false);
-                } else if let Some(notes) = self.notes.as_mut().filter(|n| notes_path(&n.dir) == path) {
-                    if buffer_text(&notes.editor) == text {
-                        notes.dirty_since = None;
-                    }
-                    notes.saved = text;
-                }
+            ShellReport::SaveFailed { path, error } => {
+                out.say(format!("not saved: {}: {error} (your text is still here)", path.display()), true);
             }
-            Report::SaveFailed { path, error } => {
-                self.say(format!("not saved: {}: {error} (your text is still here)", path.display()), true);
-            }
-            Report::Findings(runs) => {
-                // The selection stays on its run when runs come and go above it, so the notes
-                // open beside it are never swapped for another run's.
-                let selected = self.findings.get(self.finding_selected).map(|run| run.dir.clone());
-                self.findings = runs;
-                let kept = selected.and_then(|dir| self.findings.iter().position(|run| run.dir == dir));
-                self.finding_selected =
-                    kept.unwrap_or(self.finding_selected).min(self.findings.len().saturating_sub(1));
-                self.load_selected_notes(&mut commands);
-            }
-            Report::PastRun { dir, events, warning } => {
-                let mut pane = RunPane::new();
-                pane.view = RunView::replay(&events);
-                pane.selected = pane.view.nodes().first().map(|n| n.uri);
-                if !events.iter().any(|e| matches!(e.body, EventBody::RunFinished { .. })) {
-                    pane.tail = Some(Tail { last_seq: events.last().map(|e| e.seq), ..Tail::default() });
-                }
-                pane.dir = Some(dir);
-                self.past = Some(pane);
-                self.past_matrix = None;
-                self.screen = Screen::Run;
-                if let Some(warning) = warning {
-                    self.say(warning, true);
-                }
-            }
-            Report::PastRunGrew { dir, events, offset } => {
-                let Some(pane) = self.past.as_mut().filter(|pane| pane.dir.as_deref() == Some(dir.as_path())) else {
-                    return commands;
-                };
-                let Some(tail) = pane.tail.as_mut() else { return commands };
-                tail.asked = false;
-                tail.offset = offset;
-                let mut ended = false;
-                let shown = tail.last_seq;
-                for event in events.iter().filter(|e| shown.is_none_or(|last| e.seq > last)) {
-                    pane.view.apply(event);
-                    tail.last_seq = Some(event.seq);
-                    ended |= matches!(event.body, EventBody::RunFinished { .. });
-                }
-                if pane.selected.is_none() {
-                    pane.selected = pane.view.nodes().first().map(|n| n.uri);
-                }
-                if ended {
-                    pane.tail = None;
-                    commands.push(Command::ListFindings);
-                }
-            }
-            Report::PastMatrix { dir, matrix, records } => {
-                let mut pane = MatrixPane::recorded(dir, matrix, records, self.now);
-                if let Some((key, dir)) = pane.step(0) {
-                    commands.push(Command::LoadTrial { key, dir });
-                }
-                self.past_matrix = Some(pane);
-                self.past = None;
+            ShellReport::Findings(runs) => self.findings.listed(runs, out),
+            ShellReport::PastRun { dir, events, warning } => {
+                self.run.open_past_run(dir, events, warning, out);
                 self.screen = Screen::Run;
             }
-            Report::Notes { dir, text } => {
-                if self.notes.as_ref().is_some_and(|n| n.dir == dir && !n.loaded) {
-                    let mut editor = TextArea::new(text.lines().map(str::to_owned).collect());
-                    editor.set_cursor_line_style(ratatui::style::Style::default());
-                    // Notes are added to: start typing where the text ends.
-                    editor.move_cursor(ratatui_textarea::CursorMove::Bottom);
-                    editor.move_cursor(ratatui_textarea::CursorMove::End);
-                    self.notes =
-                        Some(NotesEditor { dir, editor, saved: text, dirty_since: None, loaded: true, learned: None });
-                }
+            ShellReport::PastRunGrew { dir, events, offset } => self.run.past_run_grew(dir, events, offset, out),
+            ShellReport::PastMatrix { dir, matrix, records } => {
+                self.run.open_past_matrix(dir, matrix, records, now, out);
+                self.screen = Screen::Run;
             }
-            Report::MemoryListed(listed) => self.memory_listed(listed),
-            Report::MemorySearched { query, hits } => self.memory_searched(query, hits),
-            Report::MemoryEdited { id, edited } => self.memory_edited(id, edited, &mut commands),
-            Report::MemoryAdded(learned) => self.memory_added(learned, &mut commands),
-            Report::NotesLearned(Ok((added, merged))) => {
+            ShellReport::Notes { dir, text } => self.findings.notes_read(dir, text),
+            ShellReport::MemoryListed(listed) => self.memory.listed(listed),
+            ShellReport::MemorySearched { query, hits } => self.memory.searched(query, hits),
+            ShellReport::MemoryEdited { id, edited } => self.memory.edited(id, edited, out),
+            ShellReport::MemoryAdded(learned) => self.memory.added(learned, out),
+            ShellReport::NotesLearned(Ok((added, merged))) => {
                 let lessons = if added + merged == 1 { "lesson" } else { "lessons" };
-                self.say(format!("kept {} {lessons} from the notes in memory ({added} new)", added + merged), false);
+                out.say(format!("kept {} {lessons} from the notes in memory ({added} new)", added + merged), false);
             }
-            Report::MemoryUsedIn { id, runs } => self.memory.set_used_in(id, runs),
-            Report::NotesLearned(Err(error)) => {
-                self.say(format!("the notes' lessons were not kept in memory: {error}"), true);
+            ShellReport::MemoryUsedIn { id, runs } => self.memory.set_used_in(id, runs),
+            ShellReport::NotesLearned(Err(error)) => {
+                out.say(format!("the notes' lessons were not kept in memory: {error}"), true);
             }
-            Report::MemoryForgotten { id, forgotten } => self.memory_forgotten(id, forgotten, &mut commands),
-            Report::MemoryRun { run_id, seq, opened } => self.memory_run(run_id, seq, opened, &mut commands),
-            Report::Status(text) => self.say(text, false),
+            ShellReport::MemoryForgotten { id, forgotten } => self.memory.forgotten(id, forgotten, out),
+            ShellReport::MemoryRun { run_id, seq, opened } => self.lesson_run(run_id, seq, opened, &mut commands),
+            ShellReport::Status(text) => out.say(text, false),
         }
         commands
     }
 
-    fn set_agent_files(&mut self, files: Vec<AgentFileText>, commands: &mut Vec<Command>) {
-        for file in files {
-            match self.agents.iter_mut().find(|a| a.path == file.path) {
-                // Never replace what the user is typing with what is on disk.
-                Some(open) if open.is_dirty() => {}
-                Some(open) => {
-                    *open = AgentEditor::new(file.path, file.text.clone(), Some(file.text));
-                }
-                None => self.agents.push(AgentEditor::new(file.path, file.text.clone(), Some(file.text))),
+    /// The run a lesson came from, read back from its folder (or why not): shown in the Run
+    /// screen with the task that wrote the lesson selected.
+    fn lesson_run(
+        &mut self,
+        run_id: String,
+        seq: Option<u64>,
+        opened: Result<(PathBuf, Vec<Event>, Option<String>), String>,
+        commands: &mut Vec<Command>,
+    ) {
+        let (dir, events, warning) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                self.say(error, true);
+                return;
             }
+        };
+        let uri = memory::source_task(seq, &events);
+        self.run.open_past_run(dir, events, warning.clone(), &mut outside!(self, commands));
+        self.screen = Screen::Run;
+        if let Some(uri) = uri {
+            self.run.select_in_past(uri);
         }
-        self.agents.sort_by(|a, b| a.path.cmp(&b.path));
-        for file in &self.agents {
-            commands.push(Command::Validate { path: file.path.clone(), text: file.text(), version: file.version });
+        if warning.is_none() {
+            let at = seq.map(|seq| format!(", event {seq}")).unwrap_or_default();
+            self.say(format!("run {run_id}{at}: the lesson's source (Esc goes back)"), false);
         }
     }
 
@@ -900,24 +231,42 @@ impl App {
                 let screen = Screen::ALL[(c as u8 - b'1') as usize];
                 self.switch(screen, &mut commands);
             }
-            _ => match self.screen {
-                Screen::Run => self.run_key(key, &mut commands),
-                Screen::Agents => self.agents_key(key, &mut commands),
-                Screen::Experiments => self.experiments_key(key, &mut commands),
-                Screen::Findings => self.findings_key(key, &mut commands),
-                Screen::Memory => self.memory_key(key, &mut commands),
-            },
+            _ => self.screen_key(key, &mut commands),
         }
         commands
+    }
+
+    /// A key for the screen up, once the app's own keys are ruled out.
+    fn screen_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let (tree_height, transcript_height) = (self.tree_height(), self.transcript_height());
+        let selected_experiment = self.experiments.selected_name();
+        let out = &mut outside!(self, commands);
+        match self.screen {
+            Screen::Run => self.run.key(key, tree_height, transcript_height, selected_experiment, out),
+            Screen::Agents => self.agents.key(key, &self.root, out),
+            Screen::Experiments => self.experiments.key(key, self.run.running, out),
+            Screen::Findings => self.findings.key(key, out),
+            Screen::Memory => self.memory.key(key, out),
+        }
     }
 
     /// Whether keys go to a text editor.
     pub fn editing(&self) -> bool {
         match self.screen {
-            Screen::Agents => self.agents_focus == Focus::Editor && !self.agents.is_empty(),
-            Screen::Findings => self.findings_focus == Focus::Editor && self.notes.as_ref().is_some_and(|n| n.loaded),
+            Screen::Agents => self.agents.editing(),
+            Screen::Findings => self.findings.editing(),
             Screen::Memory => self.memory.takes_text(),
             Screen::Run | Screen::Experiments => false,
+        }
+    }
+
+    fn edit_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
+        let out = &mut outside!(self, commands);
+        match self.screen {
+            Screen::Agents => self.agents.edit_key(key, out),
+            Screen::Findings => self.findings.edit_key(key, self.now, out),
+            Screen::Memory => self.memory.text_key(key, out),
+            Screen::Run | Screen::Experiments => {}
         }
     }
 
@@ -931,17 +280,17 @@ impl App {
             commands.push(Command::ListFindings);
         }
         if screen == Screen::Memory && self.screen != Screen::Memory {
-            self.memory_opened(commands);
+            self.memory.opened(&mut outside!(self, commands));
         }
         self.screen = screen;
     }
 
     fn ask_quit(&mut self, commands: &mut Vec<Command>) {
-        let mut unsaved: Vec<String> = self.agents.iter().filter(|a| a.is_dirty()).map(AgentEditor::name).collect();
+        let mut unsaved = self.agents.unsaved();
         if let Some(editor) = self.memory.editor.as_ref().filter(|e| e.is_dirty()) {
             unsaved.push(editor.name());
         }
-        if self.running {
+        if self.run.running {
             self.prompt = Some(Prompt::QuitWhileRunning);
         } else if !unsaved.is_empty() {
             self.prompt = Some(Prompt::QuitUnsaved { files: unsaved });
@@ -951,9 +300,10 @@ impl App {
     }
 
     fn quit(&mut self, commands: &mut Vec<Command>) {
-        self.save_notes_now(commands);
-        self.learn_notes(commands);
-        commands.push(Command::Quit);
+        let out = &mut outside!(self, commands);
+        self.findings.save_notes_now(out);
+        self.findings.learn_notes(out);
+        out.send(Command::Quit);
     }
 
     fn answer(&mut self, prompt: Prompt, key: KeyEvent, commands: &mut Vec<Command>) {
@@ -962,457 +312,50 @@ impl App {
             self.say("never mind", false);
             return;
         }
+        let out = &mut outside!(self, commands);
         match prompt {
-            Prompt::CancelSubtree { uri, .. } => commands.push(Command::CancelTask { uri }),
+            Prompt::CancelSubtree { uri, .. } => out.send(Command::CancelTask { uri }),
             Prompt::CancelMatrix { .. } => {
-                commands.push(Command::CancelRun);
-                self.say("cancelling the matrix; finished trials are kept…", false);
+                out.send(Command::CancelRun);
+                out.say("cancelling the matrix; finished trials are kept…", false);
             }
-            Prompt::SaveInvalid { path, .. } => {
-                if let Some(file) = self.agents.iter().find(|a| a.path == path) {
-                    commands.push(Command::Save { path, text: file.text() });
-                }
-            }
+            Prompt::SaveInvalid { path, .. } => self.agents.save_anyway(path, out),
             Prompt::QuitWhileRunning => {
                 // The run is cancelled; quitting waits for its findings (RunClosed).
                 self.quitting = true;
-                self.save_notes_now(commands);
-                commands.push(Command::CancelRun);
-                self.say("cancelling the run; quitting once its findings are written…", false);
+                self.findings.save_notes_now(out);
+                out.send(Command::CancelRun);
+                out.say("cancelling the run; quitting once its findings are written…", false);
             }
             Prompt::QuitUnsaved { .. } => self.quit(commands),
-            prompt @ (Prompt::ForgetLesson { .. } | Prompt::DiscardLesson { .. }) => {
-                self.memory_answer(prompt, commands)
-            }
+            prompt @ (Prompt::ForgetLesson { .. } | Prompt::DiscardLesson { .. }) => self.memory.answer(prompt, out),
         }
     }
 
-    fn run_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
-        let height = self.transcript_height();
-        let tree_height = self.tree_height();
-        match key.code {
-            KeyCode::Char('r') => {
-                if self.running {
-                    self.say("a run is already working; cancel it first (c on the root)", true);
-                } else if let Some(fork) = self.shown_matrix().and_then(|m| m.fork.clone()) {
-                    self.say(format!("forking {} ({}) again…", fork.agent, fork.uri), false);
-                    self.running = true;
-                    commands.push(Command::Fork { run: fork.run, uri: fork.uri });
-                } else if let Some(experiment) = self.rerun_target() {
-                    commands.push(Command::StartRun { experiment });
-                } else {
-                    self.say("no experiment yet: pick one on the Experiments screen (3)", true);
-                }
-                return;
-            }
-            KeyCode::Esc | KeyCode::Backspace if self.shows_past() => {
-                self.past = None;
-                self.past_matrix = None;
-                return;
-            }
-            KeyCode::Char('<') => return self.step_trial(-1, commands),
-            KeyCode::Char('>') => return self.step_trial(1, commands),
-            KeyCode::Char('F') => return self.fork_selected(commands),
-            KeyCode::Char('c') if self.shown_matrix().is_some() => {
-                let running = self.shown_matrix().map_or(0, MatrixPane::running);
-                if self.past_matrix.is_some() {
-                    self.say("this is a past matrix; it cannot be cancelled", true);
-                } else if self.running {
-                    self.prompt = Some(Prompt::CancelMatrix { running });
-                } else {
-                    self.say("the matrix has ended", false);
-                }
-                return;
-            }
-            _ => {}
-        }
-        let Some(pane) = self.shown_run_mut() else {
-            return;
-        };
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => pane.move_selection(-1),
-            KeyCode::Down | KeyCode::Char('j') => pane.move_selection(1),
-            KeyCode::PageUp => pane.move_selection(-(tree_height.max(2) as isize - 1)),
-            KeyCode::PageDown => pane.move_selection(tree_height.max(2) as isize - 1),
-            KeyCode::Home | KeyCode::Char('g') => pane.select_row(0),
-            KeyCode::End | KeyCode::Char('G') => pane.select_row(pane.view.rows().len().saturating_sub(1)),
-            KeyCode::Left | KeyCode::Char('h') => {
-                if let Some(uri) = pane.selected
-                    && !pane.view.set_expanded(uri, false)
-                {
-                    // Already collapsed (or a leaf): go to the parent, as file trees do.
-                    let parent = pane.view.node(uri).and_then(|n| n.parent).map(|p| pane.view.nodes()[p].uri);
-                    if parent.is_some() {
-                        pane.selected = parent;
-                    }
-                }
-                pane.view.refresh();
-            }
-            KeyCode::Right | KeyCode::Char('l') => {
-                if let Some(uri) = pane.selected {
-                    pane.view.set_expanded(uri, true);
-                    pane.view.refresh();
-                }
-            }
-            KeyCode::Enter | KeyCode::Char(' ') => {
-                if let Some(uri) = pane.selected {
-                    let expanded = pane.view.node(uri).is_some_and(|n| n.expanded);
-                    pane.view.set_expanded(uri, !expanded);
-                    pane.view.refresh();
-                }
-            }
-            KeyCode::Char('w') => {
-                let found = pane.jump(|s| !s.is_terminal());
-                if !found {
-                    self.say("nothing is working", false);
-                }
-            }
-            KeyCode::Char('e') => {
-                let found = pane.jump(|s| s == TaskStatus::Failed);
-                if !found {
-                    self.say("nothing failed", false);
-                }
-            }
-            KeyCode::Char('K') | KeyCode::Char('[') => pane.scroll_transcript(-3, height),
-            KeyCode::Char('J') | KeyCode::Char(']') => pane.scroll_transcript(3, height),
-            KeyCode::Char('f') => pane.follow = true,
-            KeyCode::Char('c') => {
-                let is_live = !self.shows_past();
-                let Some(pane) = self.shown_run() else { return };
-                let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else { return };
-                if !is_live {
-                    self.say("this is a past run; it cannot be cancelled", true);
-                } else if node.status.is_terminal() {
-                    self.say(format!("{} has already ended ({})", node.agent, node.status.as_str()), false);
-                } else {
-                    self.prompt = Some(Prompt::CancelSubtree {
-                        uri: node.uri,
-                        agent: node.agent.clone(),
-                        descendants: pane.view.descendants(node.uri),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Shows another trial of the matrix on screen: `<` the one started before, `>` after.
-    fn step_trial(&mut self, by: isize, commands: &mut Vec<Command>) {
-        let Some(matrix) = self.shown_matrix_mut() else {
-            self.say("< and > step through a matrix's trials; this run is a single one", false);
-            return;
-        };
-        if matrix.trials.is_empty() {
-            let text = if matrix.end.is_some() { "no trial was recorded" } else { "no trial has started yet" };
-            self.say(text, false);
-            return;
-        }
-        let before = matrix.shown;
-        if let Some((key, dir)) = matrix.step(by) {
-            commands.push(Command::LoadTrial { key, dir });
-        }
-        if matrix.shown == before {
-            let text = if by < 0 { "this is the first trial" } else { "this is the newest trial" };
-            self.say(text, false);
-        }
-    }
-
-    /// `F`: forks the selected subtask of the run on screen, once that run has ended.
-    fn fork_selected(&mut self, commands: &mut Vec<Command>) {
-        let live_shown = !self.shows_past();
-        let Some(pane) = self.shown_run() else {
-            self.say("no run to fork from: run an experiment, or open a past run from Findings (4)", true);
-            return;
-        };
-        let dir = pane.dir.clone();
-        let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else {
-            self.say("select the subtask to fork first", true);
-            return;
-        };
-        let (agent, uri, is_root) = (node.agent.clone(), node.uri, node.parent.is_none());
-        let refusal = if self.running && live_shown {
-            "the run is still working: fork its tasks once it has ended".to_owned()
-        } else if self.running {
-            "a run is working: fork once it has ended (one run at a time)".to_owned()
-        } else if is_root {
-            format!("{agent} is the root, the whole run: select a subtask to fork (r runs the experiment again)")
-        } else if let Some(run) = dir {
-            self.say(format!("forking {agent} ({uri}): its original setup, {FORK_REPETITIONS} times…"), false);
-            self.running = true;
-            commands.push(Command::Fork { run, uri });
-            return;
-        } else {
-            "this run has no folder to fork from".to_owned()
-        };
-        self.say(refusal, true);
-    }
-
-    /// The experiment `r` runs: the one shown, else the last started, else the selected one.
-    fn rerun_target(&self) -> Option<String> {
-        self.shown_matrix()
-            .map(|m| m.experiment.clone())
-            .or_else(|| self.shown_run().and_then(|p| p.view.info.as_ref().map(|i| i.experiment.clone())))
-            .or_else(|| self.last_experiment.clone())
-            .or_else(|| self.experiments.get(self.experiment_selected).map(|e| e.name.clone()))
-    }
-
-    fn experiments_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
-        let count = self.experiments.len();
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => self.experiment_selected = self.experiment_selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.experiment_selected = (self.experiment_selected + 1).min(count.saturating_sub(1));
-            }
-            KeyCode::Enter | KeyCode::Char('r') => {
-                if self.running {
-                    self.say("a run is already working; watch it on the Run screen (1)", true);
-                } else if let Some(experiment) = self.experiments.get(self.experiment_selected) {
-                    commands.push(Command::StartRun { experiment: experiment.name.clone() });
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn agents_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
-        let count = self.agents.len();
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => self.agent_selected = self.agent_selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.agent_selected = (self.agent_selected + 1).min(count.saturating_sub(1))
-            }
-            KeyCode::Enter | KeyCode::Char('e') if count > 0 => self.agents_focus = Focus::Editor,
-            KeyCode::Char('n') => self.new_agent(None, commands),
-            KeyCode::Char('d') => {
-                if let Some(file) = self.agents.get(self.agent_selected) {
-                    let text = file.text();
-                    let base = file.name();
-                    self.new_agent(Some((base, text)), commands);
-                }
-            }
-            KeyCode::Char('s') => self.save_agent(commands),
-            _ => {}
-        }
-    }
-
-    /// A new expert from the template, or a copy of `source`; it exists on disk once saved.
-    fn new_agent(&mut self, source: Option<(String, String)>, commands: &mut Vec<Command>) {
-        let base = source.as_ref().map_or_else(|| "expert".to_owned(), |(name, _)| format!("{name}-copy"));
-        let dir = self.root.join("agents");
-        // The shell lists every agents/*.toml, so the names in hand are all the taken ones.
-        let taken = |name: &str| self.agents.iter().any(|a| a.name() == name);
-        let name = (1..)
-            .map(|n| if n == 1 && source.is_some() { base.clone() } else { format!("{base}-{n}") })
-            .find(|name| !taken(name))
-            .unwrap_or(base);
-        let text = match source {
-            Some((_, text)) => rename_agent(&text, &name),
-            None => template(&name),
-        };
-        let path = dir.join(format!("{name}.toml"));
-        let editor = AgentEditor::new(path.clone(), text.clone(), None);
-        commands.push(Command::Validate { path: path.clone(), text, version: editor.version });
-        self.agents.push(editor);
-        self.agents.sort_by(|a, b| a.path.cmp(&b.path));
-        self.agent_selected = self.agents.iter().position(|a| a.path == path).unwrap_or(0);
-        self.agents_focus = Focus::Editor;
-        self.say(format!("new expert {name}: edit, then Ctrl-S to save it as agents/{name}.toml"), false);
-    }
-
-    fn save_agent(&mut self, commands: &mut Vec<Command>) {
-        let Some(file) = self.agents.get(self.agent_selected) else { return };
-        let errors = file.errors();
-        // A buffer changed since its last check may be invalid too: ask, since we cannot tell.
-        if errors > 0 || file.validated < file.version {
-            self.prompt = Some(Prompt::SaveInvalid { path: file.path.clone(), errors });
-        } else {
-            commands.push(Command::Save { path: file.path.clone(), text: file.text() });
-        }
-    }
-
-    fn edit_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        match self.screen {
-            Screen::Agents => {
-                if key.code == KeyCode::Esc {
-                    self.agents_focus = Focus::List;
-                    return;
-                }
-                if ctrl && key.code == KeyCode::Char('s') {
-                    self.save_agent(commands);
-                    return;
-                }
-                let Some(file) = self.agents.get_mut(self.agent_selected) else { return };
-                if file.editor.input(key) {
-                    file.version += 1;
-                    commands.push(Command::Validate {
-                        path: file.path.clone(),
-                        text: file.text(),
-                        version: file.version,
-                    });
-                }
-            }
-            Screen::Findings => {
-                if key.code == KeyCode::Esc {
-                    self.findings_focus = Focus::List;
-                    self.save_notes_now(commands);
-                    self.learn_notes(commands);
-                    return;
-                }
-                let now = self.now;
-                let Some(notes) = self.notes.as_mut() else { return };
-                if ctrl && key.code == KeyCode::Char('s') {
-                    self.save_notes_now(commands);
-                    self.learn_notes(commands);
-                    return;
-                }
-                if notes.editor.input(key) {
-                    notes.dirty_since.get_or_insert(now);
-                }
-            }
-            Screen::Memory => self.memory_text_key(key, commands),
-            Screen::Run | Screen::Experiments => {}
-        }
-    }
-
-    fn findings_key(&mut self, key: KeyEvent, commands: &mut Vec<Command>) {
-        let count = self.findings.len();
-        let before = self.finding_selected;
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => self.finding_selected = self.finding_selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.finding_selected = (self.finding_selected + 1).min(count.saturating_sub(1));
-            }
-            KeyCode::Enter | KeyCode::Char('o') => {
-                if let Some(run) = self.findings.get(self.finding_selected) {
-                    let dir = run.dir.clone();
-                    commands.push(if run.matrix.is_some() {
-                        Command::OpenPastMatrix { dir }
-                    } else {
-                        Command::OpenPastRun { dir }
-                    });
-                }
-            }
-            KeyCode::Char('e') | KeyCode::Char('n') if self.notes.as_ref().is_some_and(|n| n.loaded) => {
-                self.findings_focus = Focus::Editor;
-            }
-            KeyCode::Char('R') => commands.push(Command::ListFindings),
-            _ => {}
-        }
-        if self.finding_selected != before {
-            self.save_notes_now(commands);
-            self.learn_notes(commands);
-            self.load_selected_notes(commands);
-        }
-    }
-
-    fn load_selected_notes(&mut self, commands: &mut Vec<Command>) {
-        let Some(run) = self.findings.get(self.finding_selected) else {
-            self.notes = None;
-            return;
-        };
-        if self.notes.as_ref().is_some_and(|n| n.dir == run.dir) {
-            return;
-        }
-        self.notes = Some(NotesEditor {
-            dir: run.dir.clone(),
-            editor: TextArea::default(),
-            saved: String::new(),
-            dirty_since: None,
-            loaded: false,
-            learned: None,
-        });
-        commands.push(Command::LoadNotes { dir: run.dir.clone() });
-    }
-
-    fn save_notes_now(&mut self, commands: &mut Vec<Command>) {
-        if let Some(notes) = &mut self.notes
-            && notes.dirty_since.is_some()
-        {
-            commands.push(Command::Save { path: notes_path(&notes.dir), text: buffer_text(&notes.editor) });
-            notes.dirty_since = None;
-        }
-    }
-
-    /// Sends the notes' `## Lessons` to memory when they changed since last sent. Called when
-    /// the notes are saved on purpose (leaving the editor, Ctrl-S, another run, quitting), not by
-    /// the autosave, which would keep half-typed lessons.
-    fn learn_notes(&mut self, commands: &mut Vec<Command>) {
-        let Some(notes) = self.notes.as_mut().filter(|n| n.loaded) else { return };
-        let lessons = crate::findings::notes::lessons_in_notes(&buffer_text(&notes.editor));
-        if lessons.is_empty() || notes.learned.as_ref() == Some(&lessons) {
-            return;
-        }
-        notes.learned = Some(lessons.clone());
-        commands.push(Command::LearnNotes { dir: notes.dir.clone(), lessons });
-    }
-
-    /// Called by the shell on every tick: notes untouched for a moment are saved.
+    /// Called by the shell on every tick: notes untouched for a moment are saved, a past run
+    /// still being written and the Findings list are read again.
     pub fn tick(&mut self, now: Millis) -> Vec<Command> {
         self.now = now;
         let mut commands = Vec::new();
-        if self.notes.as_ref().and_then(|n| n.dirty_since).is_some_and(|t| now.saturating_sub(t) >= NOTES_AUTOSAVE_MS) {
-            self.save_notes_now(&mut commands);
-        }
-        if let Some(pane) = self.past.as_mut()
-            && let (Some(dir), Some(tail)) = (&pane.dir, pane.tail.as_mut())
-            && !tail.asked
-            && now.saturating_sub(tail.asked_at) >= FOLLOW_MS
-        {
-            tail.asked = true;
-            tail.asked_at = now;
-            commands.push(Command::FollowPastRun { dir: dir.clone(), offset: tail.offset });
-        }
-        // Not while notes are being written: the list is not what the user looks at then.
-        if self.screen == Screen::Findings
-            && self.findings_focus == Focus::List
-            && now.saturating_sub(self.findings_listed_at) >= FINDINGS_REFRESH_MS
-        {
-            self.findings_listed_at = now;
-            commands.push(Command::ListFindings);
-        }
+        let out = &mut outside!(self, &mut commands);
+        self.findings.autosave(now, out);
+        self.run.tick(now, out);
+        self.findings.refresh(now, self.screen == Screen::Findings, out);
         // The detail pane follows the selection within a tick, whatever moved it.
         if self.screen == Screen::Memory
             && let Some(id) = self.memory.want_used_in()
         {
-            commands.push(Command::MemoryUsedIn { id });
+            out.send(Command::MemoryUsedIn { id });
         }
         commands
     }
 
     /// Mouse: a click selects a row or a list item; the wheel scrolls what is under it.
     pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Vec<Command> {
-        let areas = self.areas(self.size);
-        let at = Position::new(mouse.column, mouse.row);
-        let height = self.transcript_height();
-        match (self.screen, mouse.kind) {
-            (Screen::Run, MouseEventKind::Down(_)) if areas.list.contains(at) => {
-                if let Some(pane) = self.shown_run_mut() {
-                    let row = pane.tree_top + (mouse.row - areas.list.y).saturating_sub(1) as usize;
-                    pane.select_row(row);
-                }
-            }
-            (Screen::Run, MouseEventKind::ScrollUp) if areas.detail.contains(at) => {
-                if let Some(pane) = self.shown_run_mut() {
-                    pane.scroll_transcript(-3, height);
-                }
-            }
-            (Screen::Run, MouseEventKind::ScrollDown) if areas.detail.contains(at) => {
-                if let Some(pane) = self.shown_run_mut() {
-                    pane.scroll_transcript(3, height);
-                }
-            }
-            (Screen::Run, MouseEventKind::ScrollUp) => {
-                if let Some(pane) = self.shown_run_mut() {
-                    pane.move_selection(-1);
-                }
-            }
-            (Screen::Run, MouseEventKind::ScrollDown) => {
-                if let Some(pane) = self.shown_run_mut() {
-                    pane.move_selection(1);
-                }
-            }
-            _ => {}
+        if self.screen == Screen::Run {
+            let areas = self.areas(self.size);
+            let height = self.transcript_height();
+            self.run.mouse(mouse, &areas, height);
         }
         Vec::new()
     }
@@ -1429,338 +372,11 @@ impl App {
     pub fn prepare_frame(&mut self, size: Rect) {
         self.size = size;
         let Areas { list, detail, .. } = self.areas_of(size, Screen::Run);
-        let tree_height = list.height.saturating_sub(2) as usize;
-        let width = detail.width.saturating_sub(2);
-        // Of a matrix, only the shown trial: the others are wrapped when stepped onto.
-        let trial = self.matrix.as_mut().and_then(MatrixPane::shown_pane_mut);
-        let past_trial = self.past_matrix.as_mut().and_then(MatrixPane::shown_pane_mut);
-        for pane in [self.live.as_mut(), self.past.as_mut(), trial, past_trial].into_iter().flatten() {
-            pane.view.refresh();
-            if pane.selected.is_none() {
-                pane.selected = pane.view.nodes().first().map(|n| n.uri);
-            }
-            if let Some(row) = pane.selected_row() {
-                if row < pane.tree_top {
-                    pane.tree_top = row;
-                } else if tree_height > 0 && row >= pane.tree_top + tree_height {
-                    pane.tree_top = row + 1 - tree_height;
-                }
-            }
-            pane.tree_top = pane.tree_top.min(pane.view.rows().len().saturating_sub(tree_height.max(1)));
-            let Some(node) = pane.selected.and_then(|uri| pane.view.node(uri)) else {
-                pane.lines.clear();
-                pane.streaming_lines.clear();
-                pane.lines_key = None;
-                pane.streaming_key = None;
-                continue;
-            };
-            let key = (node.uri, node.entries.len(), width);
-            if pane.lines_key != Some(key) {
-                pane.lines = transcript::entry_lines(node, width as usize);
-                pane.lines_key = Some(key);
-            }
-            let key = (node.uri, node.streaming.len(), width);
-            if pane.streaming_key != Some(key) {
-                pane.streaming_lines = transcript::streaming_lines(node, width as usize);
-                pane.streaming_key = Some(key);
-            }
-        }
+        self.run.prepare(list.height.saturating_sub(2) as usize, detail.width.saturating_sub(2));
     }
-}
-
-/// What is said when a matrix's findings are complete.
-fn matrix_closed(matrix: &MatrixPane, root: &Path) -> String {
-    let recorded = matrix.records.len();
-    let total = matrix.info.trials;
-    let report = matrix
-        .dir
-        .as_ref()
-        .map(|dir| format!("; report in {}", dir.strip_prefix(root).unwrap_or(dir).join("report.md").display()))
-        .unwrap_or_default();
-    match matrix.end {
-        Some(end) if end.cancelled => {
-            format!("matrix cancelled, finished trials kept: {recorded} of {total} recorded{report}")
-        }
-        Some(end) if end.complete => format!("matrix completed: {recorded} of {total} trials recorded{report}"),
-        Some(_) => format!("matrix ended: {recorded} of {total} trials recorded{report}"),
-        None => "the matrix ended before any trial ran".to_owned(),
-    }
-}
-
-/// The text of a new expert.
-fn template(name: &str) -> String {
-    format!(
-        r#"name = "{name}"
-description = "What this expert is good at, in one line (other agents read it)"
-model = "small"
-temperature = 0.0
-max_turns = 4
-# Built-in tools: call_agent, call_slm, get_task_status, cancel_task, list_tasks
-tools = []
-experts = []
-system_prompt = """
-You are {name}. Say who you are and how you work.
-"""
-"#
-    )
-}
-
-/// `text` with its `name = "..."` line naming `name`.
-fn rename_agent(text: &str, name: &str) -> String {
-    let mut renamed = false;
-    let mut out: Vec<String> = text
-        .lines()
-        .map(|line| {
-            if !renamed && line.trim_start().starts_with("name") && line.contains('=') {
-                renamed = true;
-                format!("name = \"{name}\"")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    if !renamed {
-        out.insert(0, format!("name = \"{name}\""));
-    }
-    let mut joined = out.join("\n");
-    joined.push('\n');
-    joined
-}
-
-/// The path a run folder's notes are saved to.
-pub fn notes_path(dir: &Path) -> PathBuf {
-    dir.join(crate::findings::NOTES_FILE)
-}
-
-/// An editor's text as a file holds it: lines joined, ending with a newline.
-fn buffer_text(editor: &TextArea<'_>) -> String {
-    let mut text = editor.lines().join("\n");
-    text.push('\n');
-    text
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn recorded() -> Vec<Event> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/fixtures/smoke-events.jsonl");
-        crate::findings::read_events(&path).unwrap().0
-    }
-
-    fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
-        app.handle_key(KeyEvent::from(code))
-    }
-
-    fn error_said(app: &App) -> String {
-        match &app.flash {
-            Some((text, true)) => text.clone(),
-            other => panic!("no error said: {other:?}"),
-        }
-    }
-
-    /// A live smoke run on the Run screen, its first `events` applied, recorded in `/w/run`.
-    fn live(events: &[Event]) -> App {
-        let mut app = App::new(PathBuf::from("/w"));
-        app.handle_report(Report::RunStarting { experiment: "smoke".into() });
-        app.handle_report(Report::RunFolder { dir: "/w/run".into() });
-        for event in events {
-            app.handle_report(Report::RunEvent(event.clone()));
-        }
-        app.prepare_frame(Rect::new(0, 0, 120, 40));
-        app
-    }
-
-    #[test]
-    fn fork_is_refused_while_the_run_works_and_on_the_root() {
-        let events = recorded();
-        let mut app = live(&events[..events.len() / 2]);
-        key(&mut app, KeyCode::Down);
-        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
-        assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
-
-        let mut app = live(&events);
-        app.handle_report(Report::RunClosed);
-        assert!(key(&mut app, KeyCode::Char('F')).is_empty(), "the root is selected at first");
-        assert!(error_said(&app).contains("is the root"), "{:?}", app.flash);
-        assert!(!app.running);
-
-        key(&mut app, KeyCode::Down);
-        let child = app.shown_run().and_then(|p| p.selected).unwrap();
-        assert_eq!(key(&mut app, KeyCode::Char('F')), vec![Command::Fork { run: "/w/run".into(), uri: child }]);
-        assert!(app.running, "no other run starts while the fork does");
-        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
-        assert!(error_said(&app).contains("still working"), "{:?}", app.flash);
-        app.handle_report(Report::ForkRefused { error: "cannot fork: no".into() });
-        assert!(!app.running);
-        assert_eq!(error_said(&app), "cannot fork: no");
-    }
-
-    #[test]
-    fn a_past_run_forks_while_nothing_runs_and_without_a_run_there_is_nothing_to_fork() {
-        let mut app = App::new(PathBuf::from("/w"));
-        app.screen = Screen::Run;
-        assert!(key(&mut app, KeyCode::Char('F')).is_empty());
-        assert!(error_said(&app).contains("no run to fork from"));
-        app.handle_report(Report::PastRun { dir: "/w/findings/old".into(), events: recorded(), warning: None });
-        app.prepare_frame(Rect::new(0, 0, 120, 40));
-        key(&mut app, KeyCode::Down);
-        let commands = key(&mut app, KeyCode::Char('F'));
-        assert!(
-            matches!(&commands[..], [Command::Fork { run, .. }] if run == Path::new("/w/findings/old")),
-            "{commands:?}"
-        );
-    }
-
-    #[test]
-    fn a_past_run_still_being_written_is_followed_until_it_ends() {
-        let events = recorded();
-        let dir = PathBuf::from("/w/findings/serving");
-        let mut app = App::new(PathBuf::from("/w"));
-        app.handle_report(Report::PastRun { dir: dir.clone(), events: events[..5].to_vec(), warning: None });
-        assert!(app.tick(FOLLOW_MS - 1).is_empty(), "not read again at once");
-        assert_eq!(app.tick(FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 0 }]);
-        assert!(app.tick(3 * FOLLOW_MS).is_empty(), "one read at a time");
-
-        // The first read is of the whole file: what was replayed is not applied twice.
-        let commands =
-            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[..9].to_vec(), offset: 900 });
-        assert!(commands.is_empty());
-        let pane = app.past.as_ref().unwrap();
-        assert_eq!(pane.view.nodes(), RunView::replay(&events[..9]).nodes());
-        assert_eq!(app.tick(4 * FOLLOW_MS), vec![Command::FollowPastRun { dir: dir.clone(), offset: 900 }]);
-
-        // A report for a run no longer shown changes nothing.
-        let other = app.handle_report(Report::PastRunGrew {
-            dir: "/w/findings/other".into(),
-            events: events.clone(),
-            offset: 1,
-        });
-        assert!(other.is_empty());
-        let commands =
-            app.handle_report(Report::PastRunGrew { dir: dir.clone(), events: events[9..].to_vec(), offset: 2000 });
-        assert_eq!(commands, vec![Command::ListFindings], "its end is a new row in Findings");
-        let pane = app.past.as_ref().unwrap();
-        assert_eq!(pane.view.nodes(), RunView::replay(&events).nodes(), "the same tree as the finished run's");
-        assert!(pane.tail.is_none());
-        assert!(app.tick(10 * FOLLOW_MS).is_empty(), "an ended run is not read again");
-
-        // A finished run is not followed at all.
-        app.handle_report(Report::PastRun { dir: dir.clone(), events: events.clone(), warning: None });
-        assert!(app.tick(20 * FOLLOW_MS).is_empty());
-    }
-
-    #[test]
-    fn findings_are_read_again_while_shown_and_the_selection_stays_on_its_run() {
-        let mut app = App::new(PathBuf::from("/w"));
-        app.screen = Screen::Findings;
-        let run = |name: &str| crate::findings::PastRun::unread(&Path::new("/w/findings").join(name));
-        app.handle_report(Report::Findings(vec![run("b"), run("a")]));
-        app.finding_selected = 1;
-        assert!(app.tick(FINDINGS_REFRESH_MS).contains(&Command::ListFindings));
-        assert!(!app.tick(FINDINGS_REFRESH_MS + 100).contains(&Command::ListFindings));
-        // A new run appears above the selected one.
-        app.handle_report(Report::Findings(vec![run("c"), run("b"), run("a")]));
-        assert_eq!(app.findings[app.finding_selected].dir, Path::new("/w/findings/a"));
-        app.findings_focus = Focus::Editor;
-        assert!(!app.tick(5 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "not while notes are written");
-        app.findings_focus = Focus::List;
-        app.screen = Screen::Run;
-        assert!(!app.tick(10 * FINDINGS_REFRESH_MS).contains(&Command::ListFindings), "only while shown");
-    }
-
-    #[test]
-    fn a_finished_run_says_how_its_checks_went() {
-        let events = recorded();
-        let mut app = live(&events);
-        app.handle_report(Report::RunScored { passed: 1, total: 2 });
-        app.handle_report(Report::RunClosed);
-        assert_eq!(app.flash, Some(("run completed; 1 of 2 checks passed; findings written".to_owned(), false)));
-        // Without checks, nothing is said of them.
-        let mut app = live(&events);
-        app.handle_report(Report::RunClosed);
-        assert_eq!(app.flash, Some(("run completed; findings written".to_owned(), false)));
-    }
-
-    #[test]
-    fn a_refused_run_keeps_its_error_on_screen() {
-        let mut app = live(&[]);
-        app.handle_report(Report::RunRefused { error: "no such model".into() });
-        app.handle_report(Report::RunClosed);
-        assert_eq!(error_said(&app), "no such model");
-    }
-
-    /// A past matrix's plan (two variants of one task, twice) and the records of its trials.
-    fn past_matrix() -> (MatrixFile, Vec<TrialRecord>) {
-        let trials: Vec<crate::experiment::plan::TrialSpec> = (0..4u32)
-            .map(|index| {
-                let variant = ["a", "b"][index as usize % 2];
-                let repetition = index / 2 + 1;
-                serde_json::from_value(serde_json::json!({
-                    "index": index, "pair": index / 2, "key": format!("{variant}/t/{repetition}"),
-                    "variant": variant, "task_id": "t", "repetition": repetition, "seed": 1,
-                    "folder": format!("trials/{variant}--t--r{repetition}"),
-                }))
-                .unwrap()
-            })
-            .collect();
-        let records = trials
-            .iter()
-            .map(|t| {
-                serde_json::from_value(serde_json::json!({
-                    "index": t.index, "key": t.key, "variant": t.variant, "task_id": "t",
-                    "repetition": t.repetition, "seed": 1, "status": "completed", "pass": true, "score": 1.0,
-                    "checks": [], "input_tokens": 10, "output_tokens": 1, "cost": null, "wall_ms": 1,
-                    "subtasks": 0, "depth": 0, "tool_errors": 0, "limit_hits": 0, "turns": 1, "answer": null,
-                    "error": null, "folder": t.folder,
-                }))
-                .unwrap()
-            })
-            .collect();
-        let info = MatrixInfo {
-            experiment: "m".into(),
-            variants: vec!["a".into(), "b".into()],
-            baseline: "a".into(),
-            tasks: vec!["t".into()],
-            repetitions: 2,
-            trials: 4,
-            checks: vec![],
-        };
-        let matrix = MatrixFile {
-            format: 1,
-            run_id: "m".into(),
-            experiment_file: "experiments/m.toml".into(),
-            info,
-            shard: None,
-            trials,
-            troupe_version: "0".into(),
-        };
-        (matrix, records)
-    }
-
-    #[test]
-    fn a_past_matrix_takes_only_the_trial_events_it_asked_for() {
-        let mut app = App::new(PathBuf::from("/w"));
-        let (matrix, records) = past_matrix();
-        let dir = PathBuf::from("/w/findings/m");
-        let commands = app.handle_report(Report::PastMatrix { dir: dir.clone(), matrix, records });
-        let trial = dir.join("trials/a--t--r1");
-        assert_eq!(commands, vec![Command::LoadTrial { key: "a/t/1".into(), dir: trial.clone() }]);
-        assert_eq!(app.screen, Screen::Run);
-        let waiting = |app: &App| app.past_matrix.as_ref().is_some_and(|m| m.awaits("a/t/1", &trial));
-        // The same key in another folder (another matrix of the same experiment) is not its trial.
-        let other = PathBuf::from("/w/findings/other/trials/a--t--r1");
-        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: other, events: Err("gone".into()) });
-        assert!(waiting(&app));
-        assert_eq!(app.flash, None, "nobody asked for it, so nothing is said");
-        app.handle_report(Report::TrialEvents { key: "a/t/1".into(), dir: trial.clone(), events: Ok(recorded()) });
-        assert!(!waiting(&app));
-        assert!(app.shown_run().is_some_and(|pane| !pane.view.nodes().is_empty()));
-        // A past matrix cannot be cancelled, and Esc goes back.
-        assert!(key(&mut app, KeyCode::Char('c')).is_empty());
-        assert!(error_said(&app).contains("past matrix"));
-        assert_eq!(key(&mut app, KeyCode::Char('r')), vec![Command::StartRun { experiment: "m".into() }]);
-        key(&mut app, KeyCode::Esc);
-        assert!(app.past_matrix.is_none() && app.shown_matrix().is_none());
-    }
-}
+mod memory_tests;
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 
-use super::app::Screen;
+use super::messages::Screen;
 
 /// The regions of a screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

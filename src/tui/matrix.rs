@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 
 use crate::experiment::plan::TrialSpec;
 use crate::experiment::record::{MatrixInfo, TrialRecord};
-use crate::experiment::runner::MatrixUpdate;
 use crate::experiment::store::MatrixFile;
 use crate::experiment::summary::{Summary, summarize};
+use crate::experiment::update::MatrixUpdate;
 use crate::protocol::{Event, Millis, TaskId};
 use crate::serve::matrix_progress::MatrixProgress;
 
-use super::app::RunPane;
+use super::run_pane::RunPane;
 use super::tree::RunView;
 
 /// Finished trials whose run views are kept, besides the running trials and the shown one.

@@ -1,11 +1,12 @@
 //! The workbench: the terminal app `troupe` opens. This module is its shell: it owns the
 //! terminal, the input, the live run and the file work, and drives the pure parts.
 //!
-//! Code map: [`tree`] is the run view model (pure, reduces events); [`matrix`] is a matrix
-//! run's (progress, per-variant comparison, one trial's run at a time); [`transcript`] wraps a
-//! task's conversation into lines; [`app`] holds the screens' state and turns keys into
-//! [`app::Command`]s, with the Memory screen's part in [`memory`]; [`layout`] places regions;
-//! [`render`] and [`highlight`] draw.
+//! Code map: [`tree`] is the run view model (pure, reduces events); [`run_pane`] is one run on
+//! screen; [`matrix`] is a matrix run's (progress, per-variant comparison, one trial's run at a
+//! time); [`transcript`] wraps a task's conversation into lines; [`messages`] are what the app,
+//! the screens and this shell say to each other; [`app`] dispatches keys and reports to the
+//! [`screens`], each owning its state, keys and reports; [`layout`] places regions; [`render`]
+//! (a module per screen) and [`highlight`] draw.
 //!
 //! Every run goes through the matrix runner, as `troupe run` does, so a run ends the same way
 //! wherever it was started (record, checks, use counts, episode, reflection). An experiment of
@@ -22,8 +23,10 @@ pub mod app;
 pub mod highlight;
 pub mod layout;
 pub mod matrix;
-pub mod memory;
+pub mod messages;
 pub mod render;
+pub mod run_pane;
+pub mod screens;
 pub mod transcript;
 pub mod tree;
 
@@ -42,8 +45,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ExperimentSpec, Severity, Workbench, check_agent_text, load_workbench};
 use crate::experiment::fork::{ForkPlan, ForkRequest, Original, plan_fork, run_fork};
 use crate::experiment::plan::plan;
-use crate::experiment::runner::{MatrixEnv, MatrixOptions, MatrixUpdate, run_matrix, run_single_spec};
+use crate::experiment::runner::{MatrixEnv, MatrixOptions, run_matrix, run_single_spec};
 use crate::experiment::store;
+use crate::experiment::update::MatrixUpdate;
 use crate::findings;
 use crate::launch;
 use crate::memory::service::{Memory, ServiceError};
@@ -51,8 +55,10 @@ use crate::memory::store::{Author, Filter, ItemKind, Provenance, Scope};
 use crate::protocol::{Op, TaskId};
 use crate::runtime::{Clock, SystemClock};
 
-use app::{AgentFileText, App, Command, ExperimentItem, Report};
+use app::App;
 use matrix::ForkOrigin;
+use messages::{AgentFileText, Command, ExperimentItem, ShellReport};
+use screens::memory;
 
 /// The shortest time between two frames: 60 a second at most, so a token delta is on screen
 /// well within 33 ms while a burst of thousands costs one draw.
@@ -137,8 +143,8 @@ impl LiveRun {
 struct Shell {
     app: App,
     clock: Arc<dyn Clock>,
-    reports_tx: mpsc::UnboundedSender<Report>,
-    reports: mpsc::UnboundedReceiver<Report>,
+    reports_tx: mpsc::UnboundedSender<ShellReport>,
+    reports: mpsc::UnboundedReceiver<ShellReport>,
     validate_tx: mpsc::UnboundedSender<(PathBuf, String, u64)>,
     live: Option<LiveRun>,
     /// The embedded model stays loaded between runs (loading it takes a second or more).
@@ -230,7 +236,7 @@ impl Shell {
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.live.is_some() {
                 match tokio::time::timeout_at(deadline, self.reports.recv()).await {
-                    Ok(Some(Report::RunClosed | Report::ForkRefused { .. })) | Ok(None) | Err(_) => break,
+                    Ok(Some(ShellReport::RunClosed | ShellReport::ForkRefused { .. })) | Ok(None) | Err(_) => break,
                     Ok(Some(_)) => {}
                 }
             }
@@ -262,12 +268,12 @@ impl Shell {
         }
     }
 
-    fn handle_report(&mut self, report: Report) {
-        if matches!(report, Report::RunClosed | Report::ForkRefused { .. }) {
+    fn handle_report(&mut self, report: ShellReport) {
+        if matches!(report, ShellReport::RunClosed | ShellReport::ForkRefused { .. }) {
             self.live = None;
         }
         let saved_agent =
-            matches!(&report, Report::Saved { path, .. } if path.extension().is_some_and(|e| e == "toml"));
+            matches!(&report, ShellReport::Saved { path, .. } if path.extension().is_some_and(|e| e == "toml"));
         for command in self.app.handle_report(report) {
             self.execute(command);
         }
@@ -292,8 +298,8 @@ impl Shell {
             },
             Command::Save { path, text } => {
                 blocking(reports, move || match crate::fsutil::write_atomic(&path, text.as_bytes()) {
-                    Ok(()) => Report::Saved { path, text },
-                    Err(err) => Report::SaveFailed { path, error: err.to_string() },
+                    Ok(()) => ShellReport::Saved { path, text },
+                    Err(err) => ShellReport::SaveFailed { path, error: err.to_string() },
                 });
             }
             Command::Validate { path, text, version } => {
@@ -301,40 +307,40 @@ impl Shell {
             }
             Command::ListFindings => {
                 let dir = self.app.root.join("findings");
-                blocking(reports, move || Report::Findings(findings::list_runs(&dir)));
+                blocking(reports, move || ShellReport::Findings(findings::list_runs(&dir)));
             }
             Command::OpenPastRun { dir } => {
                 blocking(reports, move || match findings::read_events(&dir.join("events.jsonl")) {
-                    Ok((events, warning)) => Report::PastRun { dir, events, warning },
-                    Err(err) => Report::Status(format!("cannot open the run: {err}")),
+                    Ok((events, warning)) => ShellReport::PastRun { dir, events, warning },
+                    Err(err) => ShellReport::Status(format!("cannot open the run: {err}")),
                 });
             }
             Command::FollowPastRun { dir, offset } => {
                 blocking(reports, move || match findings::read_events_from(&dir.join("events.jsonl"), offset) {
-                    Ok((events, offset)) => Report::PastRunGrew { dir, events, offset },
-                    Err(err) => Report::Status(format!("stopped following the run: {err}")),
+                    Ok((events, offset)) => ShellReport::PastRunGrew { dir, events, offset },
+                    Err(err) => ShellReport::Status(format!("stopped following the run: {err}")),
                 });
             }
             Command::OpenPastMatrix { dir } => {
                 blocking(reports, move || {
                     let read = store::read_matrix(&dir).and_then(|matrix| Ok((matrix, store::read_records(&dir)?)));
                     match read {
-                        Ok((matrix, records)) => Report::PastMatrix { dir, matrix, records },
-                        Err(err) => Report::Status(format!("cannot open the matrix: {err}")),
+                        Ok((matrix, records)) => ShellReport::PastMatrix { dir, matrix, records },
+                        Err(err) => ShellReport::Status(format!("cannot open the matrix: {err}")),
                     }
                 });
             }
             Command::LoadNotes { dir } => {
                 blocking(reports, move || {
-                    let text = std::fs::read_to_string(app::notes_path(&dir)).unwrap_or_default();
-                    Report::Notes { dir, text }
+                    let text = std::fs::read_to_string(screens::findings::notes_path(&dir)).unwrap_or_default();
+                    ShellReport::Notes { dir, text }
                 });
             }
             Command::Fork { run, uri } => self.start_fork(run, uri),
             Command::MemoryList => {
                 let access = self.memory_access();
                 blocking(reports, move || {
-                    Report::MemoryListed(
+                    ShellReport::MemoryListed(
                         access.with(|m| Ok((m.path().to_path_buf(), m.list(&lessons(), memory::LIST_LIMIT)?))),
                     )
                 });
@@ -343,17 +349,17 @@ impl Shell {
                 let access = self.memory_access();
                 blocking(reports, move || {
                     let hits = access.with(|m| m.search(&query, memory::SEARCH_K, lessons()));
-                    Report::MemorySearched { query, hits }
+                    ShellReport::MemorySearched { query, hits }
                 });
             }
             Command::MemoryEdit { id, text } => {
                 let access = self.memory_access();
-                blocking(reports, move || Report::MemoryEdited { id, edited: access.with(|m| m.edit(id, &text)) });
+                blocking(reports, move || ShellReport::MemoryEdited { id, edited: access.with(|m| m.edit(id, &text)) });
             }
             Command::MemoryAdd { text } => {
                 let access = self.memory_access();
                 blocking(reports, move || {
-                    Report::MemoryAdded(
+                    ShellReport::MemoryAdded(
                         access.with(|m| m.add(&text, Scope::Global, Author::User, Provenance::default())),
                     )
                 });
@@ -362,19 +368,22 @@ impl Shell {
                 let access = self.memory_access();
                 let run_id = dir.file_name().map(|name| name.to_string_lossy().into_owned());
                 blocking(reports, move || {
-                    Report::NotesLearned(access.with(|m| keep_notes_lessons(m, run_id.as_deref(), &lessons)))
+                    ShellReport::NotesLearned(access.with(|m| keep_notes_lessons(m, run_id.as_deref(), &lessons)))
                 });
             }
             Command::MemoryUsedIn { id } => {
                 let findings = self.app.root.join("findings");
-                blocking(reports, move || Report::MemoryUsedIn {
+                blocking(reports, move || ShellReport::MemoryUsedIn {
                     id,
                     runs: findings::catalog::runs_recalling(&findings, id),
                 });
             }
             Command::MemoryForget { id } => {
                 let access = self.memory_access();
-                blocking(reports, move || Report::MemoryForgotten { id, forgotten: access.with(|m| m.forget(id)) });
+                blocking(reports, move || ShellReport::MemoryForgotten {
+                    id,
+                    forgotten: access.with(|m| m.forget(id)),
+                });
             }
             Command::OpenMemoryRun { run_id, seq } => {
                 let findings = self.app.root.join("findings");
@@ -389,7 +398,7 @@ impl Shell {
                             findings.display()
                         )),
                     };
-                    Report::MemoryRun { run_id, seq, opened }
+                    ShellReport::MemoryRun { run_id, seq, opened }
                 });
             }
             Command::LoadTrial { key, dir } => {
@@ -397,7 +406,7 @@ impl Shell {
                     let events = findings::read_events(&dir.join("events.jsonl"))
                         .map(|(events, _)| events)
                         .map_err(|err| err.to_string());
-                    Report::TrialEvents { key, dir, events }
+                    ShellReport::TrialEvents { key, dir, events }
                 });
             }
             Command::Quit => {
@@ -431,7 +440,7 @@ impl Shell {
         let clock = self.clock.clone();
         let engines = self.engines.clone();
         let mcp = self.mcp.clone();
-        let _ = reports.send(Report::RunStarting { experiment: experiment.clone() }); // the receiver is ours
+        let _ = reports.send(ShellReport::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
             match load_experiment(root, experiment.clone()).await {
                 Ok((workbench, spec)) if plan(&spec).is_single() => {
@@ -440,16 +449,17 @@ impl Shell {
                 }
                 Ok((workbench, spec)) => {
                     let info = plan(&spec).info;
-                    let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: None });
+                    let _ =
+                        reports.send(ShellReport::MatrixStarting { experiment: spec.name.clone(), info, fork: None });
                     let target = MatrixTarget::Experiment(experiment);
                     let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
                     pump_matrix(workbench, spec, target, (engines, mcp), clock, reports.clone(), cancel).await;
                 }
                 Err(error) => {
-                    let _ = reports.send(Report::RunRefused { error }); // the shell may be quitting
+                    let _ = reports.send(ShellReport::RunRefused { error }); // the shell may be quitting
                 }
             }
-            let _ = reports.send(Report::RunClosed);
+            let _ = reports.send(ShellReport::RunClosed);
         });
     }
 
@@ -458,7 +468,7 @@ impl Shell {
         if self.live.is_some() {
             // The app counts the fork as started: it must hear that it did not.
             let error = "a run is still closing; fork again in a moment".to_owned();
-            let _ = self.reports_tx.send(Report::ForkRefused { error }); // the receiver is ours
+            let _ = self.reports_tx.send(ShellReport::ForkRefused { error }); // the receiver is ours
             return;
         }
         let (live, _ops) = LiveRun::new(); // a matrix takes no ops
@@ -470,8 +480,13 @@ impl Shell {
         let engines = self.engines.clone();
         let mcp = self.mcp.clone();
         tokio::spawn(async move {
-            let request =
-                ForkRequest { run, uri: uri.to_string(), agent: None, model: None, repetitions: app::FORK_REPETITIONS };
+            let request = ForkRequest {
+                run,
+                uri: uri.to_string(),
+                agent: None,
+                model: None,
+                repetitions: messages::FORK_REPETITIONS,
+            };
             let planned = tokio::task::spawn_blocking(move || {
                 let workbench = load(&root)?;
                 plan_fork(&workbench, &request).map_err(|err| format!("cannot fork: {err}"))
@@ -482,11 +497,11 @@ impl Shell {
             let forked = match planned {
                 Ok(forked) if !cancel.is_cancelled() => forked,
                 Ok(_) => {
-                    let _ = reports.send(Report::ForkRefused { error: "the fork was cancelled".to_owned() });
+                    let _ = reports.send(ShellReport::ForkRefused { error: "the fork was cancelled".to_owned() });
                     return;
                 }
                 Err(error) => {
-                    let _ = reports.send(Report::ForkRefused { error }); // the shell may be quitting
+                    let _ = reports.send(ShellReport::ForkRefused { error }); // the shell may be quitting
                     return;
                 }
             };
@@ -498,16 +513,16 @@ impl Shell {
                 model: original.model.clone(),
             };
             let info = plan(&spec).info;
-            let _ = reports.send(Report::MatrixStarting { experiment: spec.name.clone(), info, fork: Some(fork) });
+            let _ = reports.send(ShellReport::MatrixStarting { experiment: spec.name.clone(), info, fork: Some(fork) });
             if !from_snapshot {
-                let _ = reports.send(Report::Status(
+                let _ = reports.send(ShellReport::Status(
                     "the run's config snapshot could not be loaded, so the current files are used".to_owned(),
                 ));
             }
             let target = MatrixTarget::Fork(Box::new(original));
             let mcp = mcp.for_servers(&workbench.settings.mcp_servers);
             pump_matrix(workbench, spec, target, (engines, mcp), clock, reports.clone(), cancel).await;
-            let _ = reports.send(Report::RunClosed);
+            let _ = reports.send(ShellReport::RunClosed);
         });
     }
 }
@@ -542,15 +557,15 @@ fn load(root: &Path) -> Result<Workbench, String> {
 }
 
 /// Runs a matrix through the runner, forwarding its updates as reports, and reports how it
-/// ended ([`Report::MatrixFinished`], or [`Report::RunRefused`] with the runner's error). The
-/// caller sends [`Report::RunClosed`] after.
+/// ended ([`ShellReport::MatrixFinished`], or [`ShellReport::RunRefused`] with the runner's error). The
+/// caller sends [`ShellReport::RunClosed`] after.
 async fn pump_matrix(
     workbench: Workbench,
     spec: ExperimentSpec,
     target: MatrixTarget,
     (engines, mcp): (crate::model::EnginePool, Arc<crate::mcp::client::McpPool>),
     clock: Arc<dyn Clock>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<ShellReport>,
     cancel: CancellationToken,
 ) {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
@@ -565,34 +580,34 @@ async fn pump_matrix(
     // Ends when the runner drops its last sender, that is once every trial has reported.
     let forward = async {
         while let Some(update) = updates.recv().await {
-            let _ = reports.send(Report::Matrix(update)); // the shell may be quitting
+            let _ = reports.send(ShellReport::Matrix(update)); // the shell may be quitting
         }
     };
     let (outcome, ()) = tokio::join!(run, forward);
     match outcome {
         Ok(outcome) => {
-            let _ = reports.send(Report::MatrixFinished {
+            let _ = reports.send(ShellReport::MatrixFinished {
                 summary: outcome.summary,
                 complete: outcome.complete,
                 cancelled: outcome.cancelled,
             });
         }
         Err(err) => {
-            let _ = reports.send(Report::RunRefused { error: err.to_string() });
+            let _ = reports.send(ShellReport::RunRefused { error: err.to_string() });
         }
     }
 }
 
 /// Runs an experiment of one trial through the runner, exactly as `troupe run` does (its
 /// record, checks, use counts, episode and reflection), and shows it as a live run: its events
-/// become [`Report::RunEvent`]s and `ops` (cancelling a task) reach it. The caller sends
-/// [`Report::RunClosed`] after.
+/// become [`ShellReport::RunEvent`]s and `ops` (cancelling a task) reach it. The caller sends
+/// [`ShellReport::RunClosed`] after.
 async fn pump_single(
     workbench: Workbench,
     spec: ExperimentSpec,
     (engines, mcp): (crate::model::EnginePool, Arc<crate::mcp::client::McpPool>),
     clock: Arc<dyn Clock>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<ShellReport>,
     cancel: CancellationToken,
     ops: mpsc::UnboundedReceiver<Op>,
 ) {
@@ -611,23 +626,23 @@ async fn pump_single(
                 MatrixUpdate::Event { event, .. } => {
                     // The folder exists once the run has started, that is by its first event.
                     if !started && let Some(dir) = folder.take() {
-                        let _ = reports.send(Report::RunFolder { dir });
+                        let _ = reports.send(ShellReport::RunFolder { dir });
                     }
                     started = true;
-                    let _ = reports.send(Report::RunEvent(event));
+                    let _ = reports.send(ShellReport::RunEvent(event));
                 }
                 MatrixUpdate::TrialFinished { record } => match record.error {
                     Some(error) if !started => {
-                        let _ = reports.send(Report::RunRefused { error });
+                        let _ = reports.send(ShellReport::RunRefused { error });
                     }
                     _ if !record.checks.is_empty() => {
                         let passed = record.checks.iter().filter(|c| c.pass).count();
-                        let _ = reports.send(Report::RunScored { passed, total: record.checks.len() });
+                        let _ = reports.send(ShellReport::RunScored { passed, total: record.checks.len() });
                     }
                     _ => {}
                 },
                 MatrixUpdate::Status(line) => {
-                    let _ = reports.send(Report::Status(line));
+                    let _ = reports.send(ShellReport::Status(line));
                 }
                 MatrixUpdate::Planned { .. } => {}
             }
@@ -635,7 +650,7 @@ async fn pump_single(
     };
     let (outcome, ()) = tokio::join!(run, forward);
     if let Err(err) = outcome {
-        let _ = reports.send(Report::RunRefused { error: err.to_string() }); // the shell may be quitting
+        let _ = reports.send(ShellReport::RunRefused { error: err.to_string() }); // the shell may be quitting
     }
 }
 
@@ -647,7 +662,7 @@ type MemorySlot = Arc<Mutex<Option<Arc<Memory>>>>;
 struct MemoryAccess {
     slot: MemorySlot,
     root: PathBuf,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<ShellReport>,
 }
 
 impl MemoryAccess {
@@ -675,7 +690,7 @@ impl MemoryAccess {
         let memory = Memory::open(&workbench.settings.memory, &workbench.root)
             .map_err(|err| err.to_string())?
             .with_status(move |line| {
-                let _ = reports.send(Report::Status(line.to_owned())); // the shell may be quitting
+                let _ = reports.send(ShellReport::Status(line.to_owned())); // the shell may be quitting
             });
         let memory = Arc::new(memory);
         *slot = Some(memory.clone());
@@ -730,7 +745,7 @@ fn run_folder(findings: &Path, run_id: &str) -> Option<PathBuf> {
 }
 
 /// Runs `work` on a blocking thread and reports its outcome.
-fn blocking(reports: mpsc::UnboundedSender<Report>, work: impl FnOnce() -> Report + Send + 'static) {
+fn blocking(reports: mpsc::UnboundedSender<ShellReport>, work: impl FnOnce() -> ShellReport + Send + 'static) {
     tokio::task::spawn_blocking(move || {
         let _ = reports.send(work()); // the shell may be quitting
     });
@@ -740,7 +755,7 @@ fn blocking(reports: mpsc::UnboundedSender<Report>, work: impl FnOnce() -> Repor
 /// is checked.
 fn spawn_validator(
     root: PathBuf,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<ShellReport>,
 ) -> mpsc::UnboundedSender<(PathBuf, String, u64)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(PathBuf, String, u64)>();
     tokio::spawn(async move {
@@ -755,7 +770,7 @@ fn spawn_validator(
             let done = tokio::task::spawn_blocking(move || {
                 for (path, (text, version)) in latest {
                     let diagnostics = check_agent_text(&root, &path, &text);
-                    let _ = reports.send(Report::Validated { path, version, diagnostics }); // the shell may be quitting
+                    let _ = reports.send(ShellReport::Validated { path, version, diagnostics }); // the shell may be quitting
                 }
             });
             let _ = done.await;
@@ -765,7 +780,7 @@ fn spawn_validator(
 }
 
 /// The agent files' texts and the experiments, as the Agents and Experiments screens list them.
-fn workbench_report(root: &Path) -> Report {
+fn workbench_report(root: &Path) -> ShellReport {
     let mut agents = Vec::new();
     let mut problems = Vec::new();
     match std::fs::read_dir(root.join("agents")) {
@@ -799,7 +814,7 @@ fn workbench_report(root: &Path) -> Report {
                 .collect()
         })
         .unwrap_or_default();
-    Report::Workbench { agents, experiments, problems }
+    ShellReport::Workbench { agents, experiments, problems }
 }
 
 async fn next_input(input: &mut EventStream) -> Option<std::io::Result<TermEvent>> {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use troupe::experiment::store;
 use troupe::findings::{PastOutcome, list_runs, read_events};
-use troupe::tui::app::{App, Command, Report, Screen};
+use troupe::tui::app::App;
+use troupe::tui::messages::{Command, Screen, ShellReport};
 use troupe::tui::render::to_buffer;
 
 fn repo() -> PathBuf {
@@ -36,18 +37,18 @@ fn open_in_workbench(dir: &Path) -> String {
     let rows: Vec<_> = list_runs(findings).into_iter().filter(|row| row.dir == dir).collect();
     assert_eq!(rows.len(), 1, "{} is listed once", dir.display());
     let mut app = App::new(findings.parent().unwrap().to_path_buf());
-    app.handle_report(Report::Findings(rows));
+    app.handle_report(ShellReport::Findings(rows));
     app.screen = Screen::Findings;
     let opened = app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
     assert_eq!(opened, vec![Command::OpenPastMatrix { dir: dir.to_path_buf() }]);
     // What the shell does for `OpenPastMatrix`.
     let matrix = store::read_matrix(dir).unwrap();
     let records = store::read_records(dir).unwrap();
-    let loads = app.handle_report(Report::PastMatrix { dir: dir.to_path_buf(), matrix, records });
+    let loads = app.handle_report(ShellReport::PastMatrix { dir: dir.to_path_buf(), matrix, records });
     for command in loads {
         if let Command::LoadTrial { key, dir } = command {
             let events = read_events(&dir.join("events.jsonl")).map(|(events, _)| events).map_err(|e| e.to_string());
-            app.handle_report(Report::TrialEvents { key, dir, events });
+            app.handle_report(ShellReport::TrialEvents { key, dir, events });
         }
     }
     screen_text(&mut app)

@@ -67,7 +67,10 @@ fn sources() -> Vec<String> {
 /// Test code (a `tests.rs`, a backend's shared `suite.rs`, what follows `#[cfg(test)]`) may reach
 /// anywhere; the rule is for the code that ships.
 fn is_test_file(file: &str) -> bool {
-    file.ends_with("/tests.rs") || file.ends_with("/suite.rs") || file.contains("/tests_")
+    file.ends_with("/tests.rs")
+        || file.ends_with("_tests.rs")
+        || file.ends_with("/suite.rs")
+        || file.contains("/tests_")
 }
 
 /// The file a module path (`["experiment", "store"]`) lives in, the deepest that exists.

@@ -10,13 +10,14 @@ use ratatui::buffer::Buffer;
 use troupe::config::{Diagnostic, Location};
 use troupe::experiment::plan::TrialSpec;
 use troupe::experiment::record::{MatrixInfo, TrialRecord};
-use troupe::experiment::runner::MatrixUpdate;
 use troupe::experiment::store::MatrixFile;
+use troupe::experiment::update::MatrixUpdate;
 use troupe::findings::catalog::MatrixBrief;
 use troupe::findings::{PastOutcome, PastRun, read_events};
 use troupe::memory::store::{Author, Hit, Item, ItemKind, Provenance, Scope};
 use troupe::protocol::{Event, TaskCounts, Usage};
-use troupe::tui::app::{AgentFileText, App, Command, ExperimentItem, Report, Screen};
+use troupe::tui::app::App;
+use troupe::tui::messages::{AgentFileText, Command, ExperimentItem, Screen, ShellReport};
 use troupe::tui::render::to_buffer;
 
 fn recorded() -> Vec<Event> {
@@ -42,7 +43,7 @@ fn key(app: &mut App, code: KeyCode) -> Vec<Command> {
 /// An app with the shipped-like workbench listed and `events` of a live run applied.
 fn app_with(events: &[Event]) -> App {
     let mut app = App::new(PathBuf::from("/bench"));
-    app.handle_report(Report::Workbench {
+    app.handle_report(ShellReport::Workbench {
         agents: vec![
             AgentFileText {
                 path: "/bench/agents/coordinator.toml".into(),
@@ -70,9 +71,9 @@ fn app_with(events: &[Event]) -> App {
         problems: vec![],
     });
     if !events.is_empty() {
-        app.handle_report(Report::RunStarting { experiment: "smoke".into() });
+        app.handle_report(ShellReport::RunStarting { experiment: "smoke".into() });
         for event in events {
-            app.handle_report(Report::RunEvent(event.clone()));
+            app.handle_report(ShellReport::RunEvent(event.clone()));
         }
         app.now = events.last().unwrap().ts;
     }
@@ -97,7 +98,7 @@ fn run_screen_mid_run_shows_working_tasks_and_the_stream() {
 #[test]
 fn run_screen_finished_with_cancel_refused_and_folding() {
     let mut app = app_with(&recorded());
-    app.handle_report(Report::RunClosed);
+    app.handle_report(ShellReport::RunClosed);
     insta::assert_snapshot!("run_done_120x40", text(&to_buffer(&mut app, 120, 40)));
     key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Char('c'));
@@ -126,7 +127,7 @@ fn agents_screen_shows_highlighted_toml_and_live_diagnostics() {
     let Some(Command::Validate { path, version, .. }) = typed.last().cloned() else { panic!("{typed:?}") };
     let mut diagnostic = Diagnostic::error(Location { path: path.clone(), line: 1, col: 1 }, "unknown key `xname`");
     diagnostic.hint = Some("did you mean `name`?".into());
-    app.handle_report(Report::Validated { path: path.clone(), version, diagnostics: vec![diagnostic] });
+    app.handle_report(ShellReport::Validated { path: path.clone(), version, diagnostics: vec![diagnostic] });
     insta::assert_snapshot!("agents_invalid_80x24", text(&to_buffer(&mut app, 80, 24)));
     let buffer = to_buffer(&mut app, 80, 24);
     let marked = (0..80).any(|x| (0..24).any(|y| buffer[(x, y)].bg == ratatui::style::Color::Red));
@@ -135,7 +136,7 @@ fn agents_screen_shows_highlighted_toml_and_live_diagnostics() {
     let save = app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert!(save.is_empty());
     assert!(key(&mut app, KeyCode::Char('n')).is_empty());
-    assert!(app.agents[1].text().starts_with("xname"), "the user's text is kept");
+    assert!(app.agents.files[1].text().starts_with("xname"), "the user's text is kept");
     app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     let confirmed = key(&mut app, KeyCode::Char('y'));
     assert!(
@@ -143,8 +144,8 @@ fn agents_screen_shows_highlighted_toml_and_live_diagnostics() {
         "{confirmed:?}"
     );
     // A failed save keeps the buffer and says so.
-    app.handle_report(Report::SaveFailed { path, error: "disk full".into() });
-    assert!(app.agents[1].is_dirty());
+    app.handle_report(ShellReport::SaveFailed { path, error: "disk full".into() });
+    assert!(app.agents.files[1].is_dirty());
     insta::assert_snapshot!("agents_save_failed_120x40", text(&to_buffer(&mut app, 120, 40)));
 }
 
@@ -156,11 +157,11 @@ fn new_and_duplicated_experts_get_free_names() {
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Char('n'));
     key(&mut app, KeyCode::Esc);
-    let names: Vec<String> = app.agents.iter().map(|a| a.name()).collect();
+    let names: Vec<String> = app.agents.files.iter().map(|a| a.name()).collect();
     assert_eq!(names, vec!["coordinator", "expert-1", "expert-2", "writer"]);
-    app.agent_selected = 3;
+    app.agents.selected = 3;
     key(&mut app, KeyCode::Char('d'));
-    let copy = app.agents.iter().find(|a| a.name() == "writer-copy").expect("a copy");
+    let copy = app.agents.files.iter().find(|a| a.name() == "writer-copy").expect("a copy");
     assert!(copy.text().starts_with("name = \"writer-copy\"\n"), "{}", copy.text());
     assert!(copy.text().contains("max_turns = 2"));
 }
@@ -193,13 +194,13 @@ fn findings_screen_lists_runs_opens_one_and_edits_notes() {
     };
     let opened = key(&mut app, KeyCode::Char('4'));
     assert_eq!(opened, vec![Command::ListFindings]);
-    let loads = app.handle_report(Report::Findings(vec![
+    let loads = app.handle_report(ShellReport::Findings(vec![
         run("20261125-123815-smoke-b3c8", PastOutcome::Completed, 1_795_000_000_000),
         run("20261124-090000-smoke-0001", PastOutcome::Unfinished, 1_794_900_000_000),
     ]));
     let dir = PathBuf::from("/bench/findings/20261125-123815-smoke-b3c8");
     assert_eq!(loads, vec![Command::LoadNotes { dir: dir.clone() }]);
-    app.handle_report(Report::Notes { dir: dir.clone(), text: "# Notes\n".into() });
+    app.handle_report(ShellReport::Notes { dir: dir.clone(), text: "# Notes\n".into() });
     key(&mut app, KeyCode::Char('e'));
     app.now = 1_000;
     for c in " ok".chars() {
@@ -214,7 +215,7 @@ fn findings_screen_lists_runs_opens_one_and_edits_notes() {
     insta::assert_snapshot!("findings_80x24", text(&to_buffer(&mut app, 80, 24)));
     key(&mut app, KeyCode::Esc);
     assert_eq!(key(&mut app, KeyCode::Enter), vec![Command::OpenPastRun { dir: dir.clone() }]);
-    app.handle_report(Report::PastRun { dir, events: recorded(), warning: None });
+    app.handle_report(ShellReport::PastRun { dir, events: recorded(), warning: None });
     assert_eq!(app.screen, Screen::Run);
     insta::assert_snapshot!("findings_replayed_120x40", text(&to_buffer(&mut app, 120, 40)));
 }
@@ -224,7 +225,7 @@ fn lessons_in_the_notes_go_to_memory_when_the_notes_are_saved_on_purpose() {
     let mut app = app_with(&[]);
     key(&mut app, KeyCode::Char('4'));
     let dir = PathBuf::from("/bench/findings/20261125-123815-smoke-b3c8");
-    app.handle_report(Report::Findings(vec![PastRun {
+    app.handle_report(ShellReport::Findings(vec![PastRun {
         id: "20261125-123815-smoke-b3c8".into(),
         dir: dir.clone(),
         started: Some(1_795_000_000_000),
@@ -238,7 +239,7 @@ fn lessons_in_the_notes_go_to_memory_when_the_notes_are_saved_on_purpose() {
         problem: None,
         matrix: None,
     }]));
-    app.handle_report(Report::Notes { dir: dir.clone(), text: "# Notes\n".into() });
+    app.handle_report(ShellReport::Notes { dir: dir.clone(), text: "# Notes\n".into() });
     key(&mut app, KeyCode::Char('e'));
     app.now = 1_000;
     for c in "\n## Lessons\n- Check the units.\n- Quote the solver".chars() {
@@ -260,7 +261,7 @@ fn lessons_in_the_notes_go_to_memory_when_the_notes_are_saved_on_purpose() {
     );
     key(&mut app, KeyCode::Char('e'));
     assert!(key(&mut app, KeyCode::Esc).is_empty(), "unchanged lessons are not sent again");
-    app.handle_report(Report::NotesLearned(Ok((1, 1))));
+    app.handle_report(ShellReport::NotesLearned(Ok((1, 1))));
     let drawn = text(&to_buffer(&mut app, 100, 24));
     assert!(drawn.contains("kept 2 lessons from the notes in memory (1 new)"), "{drawn}");
 }
@@ -274,7 +275,7 @@ fn help_and_quit_while_running_ask_and_explain() {
     key(&mut app, KeyCode::Char('x'));
     assert!(key(&mut app, KeyCode::Char('q')).is_empty(), "a working run is not dropped without asking");
     assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::CancelRun]);
-    let after = app.handle_report(Report::RunClosed);
+    let after = app.handle_report(ShellReport::RunClosed);
     assert!(after.contains(&Command::Quit), "quits once the findings are written: {after:?}");
 }
 
@@ -285,7 +286,7 @@ fn a_corrupt_or_foreign_event_stream_is_shown_not_fatal() {
     let mut app = app_with(&events);
     let drawn = text(&to_buffer(&mut app, 80, 24));
     assert!(drawn.contains("smoke"), "{drawn}");
-    assert!(!app.live.as_ref().unwrap().view.problems.is_empty());
+    assert!(!app.run.live_run().unwrap().view.problems.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,15 +321,15 @@ fn trial_record(spec: &TrialSpec, status: &str, pass: bool, tokens: u64, error: 
 fn run_trial(app: &mut App, index: u32, events: &[Event]) {
     let spec = trial(index);
     let dir = PathBuf::from(MATRIX_DIR).join(&spec.folder);
-    app.handle_report(Report::Matrix(MatrixUpdate::TrialStarted { trial: spec.clone(), dir }));
+    app.handle_report(ShellReport::Matrix(MatrixUpdate::TrialStarted { trial: spec.clone(), dir }));
     for event in events {
-        app.handle_report(Report::Matrix(MatrixUpdate::Event { key: spec.key.clone(), event: event.clone() }));
+        app.handle_report(ShellReport::Matrix(MatrixUpdate::Event { key: spec.key.clone(), event: event.clone() }));
     }
 }
 
 fn finish_trial(app: &mut App, record: TrialRecord) {
     app.now += 2_000;
-    app.handle_report(Report::Matrix(MatrixUpdate::TrialFinished { record }));
+    app.handle_report(ShellReport::Matrix(MatrixUpdate::TrialFinished { record }));
 }
 
 /// Five of six trials started: four finished (one could not run), the newest mid-run.
@@ -336,8 +337,8 @@ fn matrix_app() -> App {
     let events = recorded();
     let cut = events.len() / 2;
     let mut app = app_with(&[]);
-    app.handle_report(Report::RunStarting { experiment: "trio".into() });
-    app.handle_report(Report::MatrixStarting {
+    app.handle_report(ShellReport::RunStarting { experiment: "trio".into() });
+    app.handle_report(ShellReport::MatrixStarting {
         experiment: "trio".into(),
         info: MatrixInfo {
             experiment: "trio".into(),
@@ -351,7 +352,7 @@ fn matrix_app() -> App {
         fork: None,
     });
     app.now = events[0].ts;
-    app.handle_report(Report::Matrix(MatrixUpdate::Planned {
+    app.handle_report(ShellReport::Matrix(MatrixUpdate::Planned {
         dir: MATRIX_DIR.into(),
         total: 6,
         to_run: 6,
@@ -431,7 +432,7 @@ fn a_finished_matrix_keeps_its_comparison_and_forks_a_trial_task() {
     let events = recorded();
     // The newest trial ends; the last one is cancelled with the matrix.
     for event in &events[events.len() / 2..] {
-        app.handle_report(Report::Matrix(MatrixUpdate::Event { key: trial(4).key, event: event.clone() }));
+        app.handle_report(ShellReport::Matrix(MatrixUpdate::Event { key: trial(4).key, event: event.clone() }));
     }
     finish_trial(&mut app, trial_record(&trial(4), "completed", true, 3_500, None));
     let summary = troupe::experiment::summary::summarize(
@@ -444,11 +445,11 @@ fn a_finished_matrix_keeps_its_comparison_and_forks_a_trial_task() {
             trials: 6,
             checks: vec![],
         },
-        &app.matrix.as_ref().unwrap().records,
+        &app.run.live_matrix().unwrap().records,
     );
-    assert_eq!(summary, app.matrix.as_ref().unwrap().summary, "the same figures the runner writes");
-    app.handle_report(Report::MatrixFinished { summary, complete: false, cancelled: true });
-    app.handle_report(Report::RunClosed);
+    assert_eq!(summary, app.run.live_matrix().unwrap().summary, "the same figures the runner writes");
+    app.handle_report(ShellReport::MatrixFinished { summary, complete: false, cancelled: true });
+    app.handle_report(ShellReport::RunClosed);
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("matrix_cancelled_120x40", drawn);
     // The trial's folder is the run a subtask is forked from.
@@ -534,9 +535,9 @@ fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() 
         problem: None,
         matrix: None,
     };
-    let loads = app.handle_report(Report::Findings(vec![matrix_row, run_row]));
+    let loads = app.handle_report(ShellReport::Findings(vec![matrix_row, run_row]));
     assert_eq!(loads, vec![Command::LoadNotes { dir: dir.clone() }], "a matrix's notes are its folder's");
-    app.handle_report(Report::Notes { dir: dir.clone(), text: "# trio\n".into() });
+    app.handle_report(ShellReport::Notes { dir: dir.clone(), text: "# trio\n".into() });
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("findings_matrix_120x40", drawn);
     assert!(drawn.contains("trio matrix 6/6 · 3 passed"), "{drawn}");
@@ -551,13 +552,13 @@ fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() 
 
     let opened = key(&mut app, KeyCode::Enter);
     assert_eq!(opened, vec![Command::OpenPastMatrix { dir: dir.clone() }]);
-    let loads = app.handle_report(Report::PastMatrix { dir: dir.clone(), matrix, records });
+    let loads = app.handle_report(ShellReport::PastMatrix { dir: dir.clone(), matrix, records });
     let first = dir.join("trials/inherit--t1--r1");
     assert_eq!(loads, vec![Command::LoadTrial { key: "inherit/t1/1".into(), dir: first.clone() }]);
     assert_eq!(app.screen, Screen::Run);
     let drawn = text(&to_buffer(&mut app, 120, 40));
     assert!(drawn.contains("│reading") && drawn.contains("t1--r1/events.jsonl…"), "read back when shown\n{drawn}");
-    app.handle_report(Report::TrialEvents { key: "inherit/t1/1".into(), dir: first, events: Ok(recorded()) });
+    app.handle_report(ShellReport::TrialEvents { key: "inherit/t1/1".into(), dir: first, events: Ok(recorded()) });
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("matrix_past_120x40", drawn);
     assert!(drawn.contains("past matrix trio · completed 6/6 trials · 3 passed (50 %) · 1 could not run"), "{drawn}");
@@ -571,7 +572,7 @@ fn findings_lists_a_past_matrix_beside_a_run_and_opens_it_with_its_comparison() 
     assert!(text(&to_buffer(&mut app, 120, 40)).contains("trial 2/6 experts/t1/1 FAIL"));
     // Esc closes it, as it does a past run: the Run screen had no run of its own.
     key(&mut app, KeyCode::Esc);
-    assert!(app.past_matrix.is_none());
+    assert!(app.run.past_matrix().is_none());
     assert!(text(&to_buffer(&mut app, 120, 40)).contains("No run yet."));
 }
 
@@ -640,12 +641,12 @@ fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
     assert_eq!(key(&mut app, KeyCode::Char('5')), vec![Command::MemoryList]);
     let drawn = text(&to_buffer(&mut app, 120, 40));
     assert!(drawn.contains("reading the memory…"), "{drawn}");
-    app.handle_report(Report::MemoryListed(Ok(("/bench/.troupe/memory.sqlite".into(), lessons()))));
+    app.handle_report(ShellReport::MemoryListed(Ok(("/bench/.troupe/memory.sqlite".into(), lessons()))));
     let id = lessons()[0].id;
     assert_eq!(app.tick(5_000), vec![Command::MemoryUsedIn { id }], "the detail asks which runs were given it");
     assert!(app.tick(5_100).is_empty(), "asked once");
     let runs = ["20261125-140000-smoke-0001", "20261125-130000-trio-c0de--trials/solo--t1--r1", "a", "b"];
-    app.handle_report(Report::MemoryUsedIn { id, runs: runs.iter().map(|r| r.to_string()).collect() });
+    app.handle_report(ShellReport::MemoryUsedIn { id, runs: runs.iter().map(|r| r.to_string()).collect() });
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("memory_120x40", drawn);
     assert!(drawn.contains("given to  20261125-140000-smoke-0001,"), "{drawn}");
@@ -661,7 +662,7 @@ fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
     assert_eq!(key(&mut app, KeyCode::Enter), vec![Command::MemorySearch { query: "cite numbers".into() }]);
     let found = lessons();
     let hits = vec![Hit { item: found[0].clone(), score: 0.71 }, Hit { item: found[2].clone(), score: 0.34 }];
-    app.handle_report(Report::MemorySearched { query: "cite numbers".into(), hits: Ok(hits) });
+    app.handle_report(ShellReport::MemorySearched { query: "cite numbers".into(), hits: Ok(hits) });
     let drawn = text(&to_buffer(&mut app, 120, 40));
     insta::assert_snapshot!("memory_search_120x40", drawn);
     assert!(drawn.contains("“cite numbers”: 2 lessons, most similar first"), "{drawn}");
@@ -673,7 +674,7 @@ fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
     }
     let save = app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert!(matches!(&save[..], [Command::MemoryEdit { id: 14, text }] if text.ends_with("at the end. Always.")));
-    app.handle_report(Report::MemoryEdited {
+    app.handle_report(ShellReport::MemoryEdited {
         id: 14,
         edited: Err("the memory's embedder: model.safetensors is missing from the model cache".into()),
     });
@@ -683,7 +684,7 @@ fn memory_screen_lists_lessons_ranks_a_search_and_keeps_a_failed_edit() {
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Char('y'));
     key(&mut app, KeyCode::Esc);
-    app.handle_report(Report::MemoryListed(Err("the memory store /bench/.troupe/memory.sqlite is busy".into())));
+    app.handle_report(ShellReport::MemoryListed(Err("the memory store /bench/.troupe/memory.sqlite is busy".into())));
     let drawn = text(&to_buffer(&mut app, 80, 24));
     assert!(drawn.contains("is busy") && drawn.contains("R tries again"), "{drawn}");
     assert_eq!(key(&mut app, KeyCode::Char('4')), vec![Command::ListFindings]);
