@@ -14,7 +14,6 @@
 //! - Rendering ([`render_transcript`], [`render_report`]) is pure and works on any prefix of a
 //!   run, so a killed run can be rendered again from its log ([`rerender`]).
 
-pub mod catalog;
 pub mod notes;
 mod redact;
 mod report;
@@ -31,10 +30,9 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-pub use catalog::{PastOutcome, PastRun, list_runs};
 pub use redact::{REDACTED, Redactor, name_looks_secret};
 pub use report::render_report;
-pub use run_id::{new_run_id, slugify};
+pub use run_id::{new_run_id, slugify, started_from_id};
 pub use snapshot::{changed_since_snapshot, snapshot_config};
 pub use transcript::render_transcript;
 pub use writer::FindingsWriter;
@@ -160,7 +158,7 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, Option<String>), Findings
 
 /// Refuses a log whose first line says a newer troupe wrote it, before any of its lines is
 /// taken for a damaged one: a newer format may hold events this troupe does not know.
-pub(crate) fn newer_format(first_line: &[u8], path: &Path) -> Result<(), FindingsError> {
+pub fn newer_format(first_line: &[u8], path: &Path) -> Result<(), FindingsError> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(first_line) else { return Ok(()) };
     let format = value.get("format").and_then(serde_json::Value::as_u64).unwrap_or(1);
     if value.get("type").and_then(serde_json::Value::as_str) != Some("run_started")

@@ -10,10 +10,10 @@ use crate::experiment::record::{MatrixInfo, TrialRecord};
 use crate::experiment::store::MatrixFile;
 use crate::experiment::summary::Summary;
 use crate::experiment::update::MatrixUpdate;
-use crate::findings::PastRun;
 use crate::memory::service::{Edited, Learned};
 use crate::memory::store::{Hit, Item, ItemId};
 use crate::protocol::{Event, TaskId};
+use crate::tui::catalog::PastRun;
 
 use super::matrix::ForkOrigin;
 

@@ -20,6 +20,7 @@
 //! SIGINT.
 
 pub mod app;
+pub mod catalog;
 pub mod highlight;
 pub mod layout;
 pub mod matrix;
@@ -307,7 +308,7 @@ impl Shell {
             }
             Command::ListFindings => {
                 let dir = self.app.root.join("findings");
-                blocking(reports, move || ShellReport::Findings(findings::list_runs(&dir)));
+                blocking(reports, move || ShellReport::Findings(catalog::list_runs(&dir)));
             }
             Command::OpenPastRun { dir } => {
                 blocking(reports, move || match findings::read_events(&dir.join("events.jsonl")) {
@@ -375,7 +376,7 @@ impl Shell {
                 let findings = self.app.root.join("findings");
                 blocking(reports, move || ShellReport::MemoryUsedIn {
                     id,
-                    runs: findings::catalog::runs_recalling(&findings, id),
+                    runs: catalog::runs_recalling(&findings, id),
                 });
             }
             Command::MemoryForget { id } => {

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use troupe::experiment::store;
-use troupe::findings::{PastOutcome, list_runs, read_events};
+use troupe::findings::read_events;
 use troupe::tui::app::App;
+use troupe::tui::catalog::{PastOutcome, list_runs};
 use troupe::tui::messages::{Command, Screen, ShellReport};
 use troupe::tui::render::to_buffer;
 

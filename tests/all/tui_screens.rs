@@ -12,11 +12,12 @@ use troupe::experiment::plan::TrialSpec;
 use troupe::experiment::record::{MatrixInfo, TrialRecord};
 use troupe::experiment::store::MatrixFile;
 use troupe::experiment::update::MatrixUpdate;
-use troupe::findings::catalog::MatrixBrief;
-use troupe::findings::{PastOutcome, PastRun, read_events};
+use troupe::findings::read_events;
 use troupe::memory::store::{Author, Hit, Item, ItemKind, Provenance, Scope};
 use troupe::protocol::{Event, TaskCounts, Usage};
 use troupe::tui::app::App;
+use troupe::tui::catalog::MatrixBrief;
+use troupe::tui::catalog::{PastOutcome, PastRun};
 use troupe::tui::messages::{AgentFileText, Command, ExperimentItem, Screen, ShellReport};
 use troupe::tui::render::to_buffer;
 

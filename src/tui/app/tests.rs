@@ -127,7 +127,7 @@ fn a_past_run_still_being_written_is_followed_until_it_ends() {
 fn findings_are_read_again_while_shown_and_the_selection_stays_on_its_run() {
     let mut app = App::new(PathBuf::from("/w"));
     app.screen = Screen::Findings;
-    let run = |name: &str| crate::findings::PastRun::unread(&Path::new("/w/findings").join(name));
+    let run = |name: &str| crate::tui::catalog::PastRun::unread(&Path::new("/w/findings").join(name));
     app.handle_report(ShellReport::Findings(vec![run("b"), run("a")]));
     app.findings.selected = 1;
     assert!(app.tick(FINDINGS_REFRESH_MS).contains(&Command::ListFindings));

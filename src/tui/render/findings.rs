@@ -8,7 +8,7 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 
-use crate::findings::PastOutcome;
+use crate::tui::catalog::PastOutcome;
 use crate::tui::layout::Areas;
 use crate::tui::screens::Focus;
 use crate::tui::screens::findings::FindingsScreen;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui_textarea::TextArea;
 
-use crate::findings::PastRun;
 use crate::protocol::Millis;
+use crate::tui::catalog::PastRun;
 
 use super::{Focus, Outside, buffer_text};
 use crate::tui::messages::Command;

@@ -1,4 +1,4 @@
-//! Tests of `findings::catalog`.
+//! Tests of `tui::catalog`.
 
 use super::*;
 use crate::protocol::{Role, TaskId, TaskKind, TaskStatus};

@@ -19,8 +19,8 @@ use std::io::{self, BufRead as _, BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use super::EVENTS_FILE;
 use crate::experiment::store::{self, MATRIX_FILE};
+use crate::findings::{EVENTS_FILE, started_from_id};
 use crate::protocol::{Event, EventBody, Millis, RunStatus, TaskCounts, Usage};
 
 /// The first look at a log's end. Holds a few hundred events, and a finished run's last line
@@ -365,46 +365,6 @@ fn count(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
-/// The start time a run id begins with (`20261125-092503-…`, UTC, see `run_id.rs`), to the
-/// second; `None` when the name does not begin with a valid one.
-fn started_from_id(id: &str) -> Option<Millis> {
-    let stamp = id.get(..15)?;
-    if !matches!(id.as_bytes().get(15), None | Some(b'-')) || stamp.as_bytes().get(8) != Some(&b'-') {
-        return None;
-    }
-    let digits = |range: std::ops::Range<usize>| -> Option<u64> {
-        let text = stamp.get(range)?;
-        if text.bytes().all(|b| b.is_ascii_digit()) { text.parse().ok() } else { None }
-    };
-    let (year, month, day) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
-    let (hour, minute, second) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        1..=12 => 31,
-        _ => return None,
-    };
-    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
-}
-
-/// Days from 1970-01-01 to a date from 1970 on, in the proleptic Gregorian calendar (Howard
-/// Hinnant's `days_from_civil`, the inverse of the one `run_id.rs` writes ids with).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
-}
-
 /// When `path` was last written, in milliseconds since the epoch.
 fn modified_millis(path: &Path) -> Option<Millis> {
     let since = std::fs::metadata(path).and_then(|m| m.modified()).ok()?.duration_since(UNIX_EPOCH).ok()?;
@@ -431,7 +391,7 @@ fn read_head(mut file: &File, path: &Path, len: u64) -> Result<Head, Problem> {
     let mut line = Vec::new();
     BufReader::new(file.take(limit)).read_until(b'\n', &mut line).map_err(io_problem)?;
     let whole = line.last() == Some(&b'\n');
-    super::newer_format(&line, path).map_err(|e| Problem::Newer(e.to_string()))?;
+    crate::findings::newer_format(&line, path).map_err(|e| Problem::Newer(e.to_string()))?;
     match serde_json::from_slice::<Event>(&line) {
         Ok(Event { ts, body: EventBody::RunStarted { experiment, root_agent, task, .. }, .. }) => {
             Ok(Head { started: ts, experiment, root_agent, task })
