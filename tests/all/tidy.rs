@@ -120,7 +120,7 @@ fn imports(line: &str, here: &[String]) -> Vec<Vec<String>> {
                 found.push(full);
             };
             match group {
-                Some(group) => group.split(',').for_each(|item| with(item)),
+                Some(group) => group.split(',').for_each(&mut with),
                 None => with(""),
             }
         }
