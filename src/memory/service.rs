@@ -308,9 +308,8 @@ impl Memory {
         provenance: Provenance,
         data: serde_json::Value,
     ) -> Result<Learned, ServiceError> {
-        let text = self.redactor.redact(text.trim()).into_owned();
+        let (text, data) = self.clean(text, &data);
         let text = text.as_str();
-        let data = self.redactor.redact_value(&data);
         check_text(text)?;
         let embedder = self.embedder()?;
         let fitted = embedder.fit(text)?;
@@ -330,6 +329,11 @@ impl Memory {
         Ok(Learned { remembered, truncated: fitted.truncated })
     }
 
+    /// What is about to be stored, trimmed and without a secret.
+    fn clean(&self, text: &str, data: &serde_json::Value) -> (String, serde_json::Value) {
+        (self.redactor.redact(text.trim()).into_owned(), self.redactor.redact_value(data))
+    }
+
     /// Keeps the episode of a run: its task (what similar runs are found by) and `data` (what
     /// happened). Embedded now when the embedder is already loaded; otherwise kept with a
     /// pending vector, embedded by the first search or lesson that loads the embedder, so that
@@ -340,9 +344,8 @@ impl Memory {
         provenance: Provenance,
         data: serde_json::Value,
     ) -> Result<Item, ServiceError> {
-        let task = self.redactor.redact(task.trim()).into_owned();
+        let (task, data) = self.clean(task, &data);
         let task = task.as_str();
-        let data = self.redactor.redact_value(&data);
         check_text(task)?;
         let loaded = lock(&self.embedder).clone();
         let (text, embedding, embedder) = match loaded {
