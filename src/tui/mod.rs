@@ -145,6 +145,15 @@ impl LiveRun {
     }
 }
 
+/// The shell's handles a spawned pump takes with it.
+struct PumpHandles {
+    reports: mpsc::UnboundedSender<ShellReport>,
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    engines: crate::model::EnginePool,
+    mcp: crate::mcp::client::SharedPool,
+}
+
 struct Shell {
     app: App,
     clock: Arc<dyn Clock>,
@@ -427,6 +436,17 @@ impl Shell {
         MemoryAccess { slot: self.memory.clone(), root: self.app.root.clone(), reports: self.reports_tx.clone() }
     }
 
+    /// What a spawned pump takes from the shell: its own clones of the shell's handles.
+    fn pump_handles(&self) -> PumpHandles {
+        PumpHandles {
+            reports: self.reports_tx.clone(),
+            root: self.app.root.clone(),
+            clock: self.clock.clone(),
+            engines: self.engines.clone(),
+            mcp: self.mcp.clone(),
+        }
+    }
+
     /// Reads the agent files and experiments as they are on disk.
     fn read_workbench(&mut self) {
         let root = self.app.root.clone();
@@ -440,11 +460,7 @@ impl Shell {
         let (live, ops) = LiveRun::new();
         let cancel = live.cancel.clone();
         self.live = Some(live);
-        let reports = self.reports_tx.clone();
-        let root = self.app.root.clone();
-        let clock = self.clock.clone();
-        let engines = self.engines.clone();
-        let mcp = self.mcp.clone();
+        let PumpHandles { reports, root, clock, engines, mcp } = self.pump_handles();
         let _ = reports.send(ShellReport::RunStarting { experiment: experiment.clone() }); // the receiver is ours
         tokio::spawn(async move {
             match load_experiment(root, experiment.clone()).await {
@@ -479,11 +495,7 @@ impl Shell {
         let (live, _ops) = LiveRun::new(); // a matrix takes no ops
         let cancel = live.cancel.clone();
         self.live = Some(live);
-        let reports = self.reports_tx.clone();
-        let root = self.app.root.clone();
-        let clock = self.clock.clone();
-        let engines = self.engines.clone();
-        let mcp = self.mcp.clone();
+        let PumpHandles { reports, root, clock, engines, mcp } = self.pump_handles();
         tokio::spawn(async move {
             let request = ForkRequest {
                 run,
