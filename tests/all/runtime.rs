@@ -1219,3 +1219,54 @@ text = "Done."
     assert!(errors[0].contains("memory is off"), "{errors:?}");
     assert_eq!(off.summary.status, RunStatus::Completed);
 }
+
+/// An external root (the client of `troupe mcp serve`) runs no model and is nobody's sub-agent:
+/// an expert that may call anyone (`experts = ["*"]`) is neither offered it nor allowed to start it.
+#[tokio::test]
+async fn an_expert_that_may_call_anyone_cannot_start_the_external_root() {
+    let script = r#"
+[[conversation]]
+agent = "boss"
+[[conversation.turn]]
+[[conversation.turn.call]]
+tool = "call_agent"
+arguments = { agent = "client", task = "be the client" }
+[[conversation.turn]]
+text = "done"
+"#;
+    let agents = vec![expert("client", ALL_TOOLS, &["boss"]), expert("boss", &["call_agent"], &["*"])];
+    let mut config = config(script, agents, "client", "serve", Limits::default());
+    config.external_root = true;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = spawn_run(config, tx, Arc::new(SystemClock)).unwrap();
+    let caller = handle.root_caller();
+    let started = caller
+        .call_as_root("c1".into(), "call_agent", serde_json::json!({"task": "delegate", "agent": "boss"}))
+        .await
+        .unwrap();
+    let uri = started["uri"].as_str().unwrap().to_owned();
+    let status = caller
+        .call_as_root("c2".into(), "get_task_status", serde_json::json!({"uri": uri, "wait_seconds": 30}))
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "completed", "{status}");
+    caller.finish_external("done".into());
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        let last = matches!(event.body, EventBody::RunFinished { .. });
+        events.push(event);
+        if last {
+            break;
+        }
+    }
+    assert!(matches!(events.last().map(|e| &e.body), Some(EventBody::RunFinished { .. })), "the run ended");
+    let refusal = events.iter().find_map(|e| match &e.body {
+        EventBody::ToolResult { tool, result, is_error: true, .. } if tool == "call_agent" => Some(result.to_string()),
+        _ => None,
+    });
+    assert!(refusal.as_deref().is_some_and(|r| r.contains("client")), "boss was refused: {refusal:?}");
+    let started_client = events
+        .iter()
+        .any(|e| matches!(&e.body, EventBody::TaskCreated { agent, parent: Some(_), .. } if agent == "client"));
+    assert!(!started_client, "no subtask runs the external root");
+}
