@@ -252,7 +252,7 @@ pub(crate) async fn fork(root: &Path, request: ForkRequest) -> ExitCode {
 pub(crate) fn rerender(folder: &Path, out: Option<&Path>) -> ExitCode {
     let out = out.unwrap_or(folder);
     let rendered = if folder.join(troupe::experiment::store::MATRIX_FILE).is_file() {
-        troupe::experiment::store::rerender_matrix(folder, out).map(|_| ()).map_err(|e| e.to_string())
+        troupe::experiment::store::rerender_matrix(folder, out).map_err(|e| e.to_string())
     } else {
         troupe::findings::rerender_into(folder, out).map(|_| ()).map_err(|e| e.to_string())
     };

@@ -97,12 +97,6 @@ pub const FORKED_VARIANT: &str = "forked";
 pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan, ForkError> {
     let (events, _) = findings::read_events(&request.run.join("events.jsonl"))?;
     let original = original(&request.run, &request.uri, &events)?;
-    if original.kind == TaskKind::Mcp {
-        return Err(ForkError::Invalid(format!(
-            "{} is a task an MCP server ran ({}): troupe cannot re-run it; fork the agent that called it",
-            original.uri, original.agent
-        )));
-    }
     let experiment = events.iter().find_map(|e| match &e.body {
         EventBody::RunStarted { experiment, .. } => Some(experiment.clone()),
         _ => None,
@@ -168,6 +162,12 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
     let known_alias =
         |alias: &str| alias == "auto" || workbench.settings.models.contains_key(alias) || models.contains_key(alias);
     let root = match original.kind {
+        TaskKind::Mcp => {
+            return Err(ForkError::Invalid(format!(
+                "{} is a task an MCP server ran ({}): troupe cannot re-run it; fork the agent that called it",
+                original.uri, original.agent
+            )));
+        }
         TaskKind::Agent => {
             if !workbench.agents.contains_key(&original.agent) {
                 return Err(ForkError::Invalid(format!(
@@ -177,7 +177,7 @@ pub fn plan_fork(current: &Workbench, request: &ForkRequest) -> Result<ForkPlan,
             }
             original.agent.clone()
         }
-        TaskKind::Slm | TaskKind::Mcp => {
+        TaskKind::Slm => {
             // The small model as an expert with no tools: one completion, like `call_slm`.
             let system = slm_system(&events, &original.uri).unwrap_or_default();
             let name = "slm-fork".to_owned();

@@ -206,22 +206,20 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), StoreError> {
 /// `trials.jsonl`, and each recorded trial's transcript and report from its `events.jsonl`, all
 /// written under `out` (the folder itself, or another to compare with). A run of one trial
 /// (folder `.`) gets its own transcript and report with its checks.
-pub fn rerender_matrix(dir: &Path, out: &Path) -> Result<Summary, StoreError> {
+pub fn rerender_matrix(dir: &Path, out: &Path) -> Result<(), StoreError> {
     let matrix = read_matrix(dir)?;
     let records = read_records(dir)?;
     std::fs::create_dir_all(out).map_err(io("create", out))?;
-    let summary = if matrix.trials.len() == 1 {
-        super::summary::summarize(&matrix.info, &records)
-    } else {
-        write_outputs(out, &matrix.info, &records)?
-    };
+    if matrix.trials.len() > 1 {
+        write_outputs(out, &matrix.info, &records)?;
+    }
     for record in &records {
         crate::findings::rerender_into(&dir.join(&record.folder), &out.join(&record.folder))?;
         if record.folder == "." {
             append_checks(out, record)?;
         }
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The checks of a run of one trial, appended to its own `report.md`.

@@ -118,14 +118,12 @@ impl Redactor {
     /// Redacts every string of a JSON value, object keys included (tool arguments are free-form):
     /// what `troupe mcp serve` answers its clients and what the memory stores pass through here.
     pub fn redact_value(&self, value: &Value) -> Value {
-        self.value(value)
-    }
-
-    fn value(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
-            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.text(k), self.value(v))).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact_value(v)).collect()),
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (self.text(k), self.redact_value(v))).collect())
+            }
             Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
         }
     }
@@ -169,13 +167,13 @@ impl Redactor {
                 uri: *uri,
                 call_id: self.text(call_id),
                 tool: self.text(tool),
-                arguments: self.value(arguments),
+                arguments: self.redact_value(arguments),
             },
             EventBody::ToolResult { uri, call_id, tool, result, is_error } => EventBody::ToolResult {
                 uri: *uri,
                 call_id: self.text(call_id),
                 tool: self.text(tool),
-                result: self.value(result),
+                result: self.redact_value(result),
                 is_error: *is_error,
             },
             EventBody::Usage { .. } | EventBody::ChildrenOnFinish { .. } => event.body.clone(),

@@ -172,8 +172,8 @@ pub enum Callee<'a> {
 /// `self_copies`, among the workbench's experts `known` (in the order a refusal lists them).
 /// `Err` is the tool error the model reads: it names who the caller may call instead.
 ///
-/// An MCP client's root (`troupe mcp serve`) is an expert like any other here: its `experts`
-/// name the workbench's experts but not itself, and it may not copy itself.
+/// An external root (the MCP client of `troupe mcp serve`) is never in `known`: the driver
+/// leaves it out, since it is nobody's sub-agent.
 pub fn callee<'a>(
     experts: &[String],
     self_copies: bool,
