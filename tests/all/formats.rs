@@ -55,12 +55,20 @@ fn open_in_workbench(dir: &Path) -> String {
     screen_text(&mut app)
 }
 
+/// The matrices shipped in `findings/`, which the findings documents link.
+const SHIPPED: [&str; 3] = [
+    "20261125-145113-slm-vs-agent-0fab",
+    "20261125-150122-experts-vs-inherit-ed4f",
+    "20261125-151743-solo-vs-delegate-d9ec",
+];
+
 #[test]
 fn the_shipped_matrices_open_with_their_comparison_and_render_again() {
+    // The shipped findings by name: a user's own runs land in `findings/` too, and are not ours
+    // to judge here.
     let findings = repo().join("findings");
-    let folders = run_folders(&findings);
-    assert_eq!(folders.len(), 3, "the three shipped matrices: {folders:?}");
-    for row in list_runs(&findings) {
+    let folders: Vec<PathBuf> = SHIPPED.iter().map(|name| findings.join(name)).collect();
+    for row in list_runs(&findings).into_iter().filter(|row| folders.contains(&row.dir)) {
         assert_eq!(row.problem, None, "{} lists without a problem", row.dir.display());
         assert_eq!(row.outcome, PastOutcome::Completed, "{}", row.dir.display());
     }
